@@ -1,0 +1,1 @@
+"""The driver: Ray placement of each pool, the GRPO training loop, checkpoints, metrics and entry points."""

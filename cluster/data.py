@@ -1,0 +1,93 @@
+"""The training records of a run and the sampler that deals them out in seeded, shuffled epochs."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from embodied_data.manifest import read_gt_captions, read_manifest
+from embodied_data.records import Record, SkipReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    records: list[Record]  # the split the trainer samples from
+    manifest: str
+    gt_captions: dict[str, str]  # video path -> privileged simulator caption (synthetic data only)
+    skipped: SkipReport
+
+
+def load_run_data(cfg: DictConfig) -> RunData:
+    if cfg.data.source == "synthetic":
+        from embodied_data.synthetic.dataset import generate_dataset
+
+        syn = cfg.data.synthetic
+        generate_dataset(
+            syn.out_dir,
+            num_scenes=syn.scenes,
+            seed=syn.seed,
+            questions_per_scene=syn.questions_per_scene,
+            num_frames=syn.frames,
+            fps=syn.fps,
+            size=syn.size,
+        )
+        manifest = str(Path(syn.out_dir) / "manifest.parquet")
+    else:
+        manifest = cfg.data.manifest
+    if not Path(manifest).is_file():
+        raise FileNotFoundError(f"manifest {manifest} does not exist (make one with `embodied-r data synth --out DIR`)")
+    records, skipped = read_manifest(manifest)
+    if len(skipped):
+        log.warning("%s: %s", manifest, skipped.summary())
+    split = [r for r in records if r.split == cfg.data.split]
+    if cfg.data.split == "train" and not split:
+        raise ValueError(f"{manifest} has no records in split {cfg.data.split!r}")
+    if cfg.data.max_records:
+        split = split[: cfg.data.max_records]
+    try:
+        gt = read_gt_captions(manifest)
+    except (KeyError, ValueError):
+        gt = {}
+    return RunData(records=split, manifest=manifest, gt_captions=gt, skipped=skipped)
+
+
+class EpochSampler:
+    """Seeded shuffles of the record indices, one per epoch; its position is part of a checkpoint."""
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+        self._order = self._shuffle(0)
+
+    def _shuffle(self, epoch: int) -> list[int]:
+        order = list(range(self.size))
+        random.Random(self.seed * 100_003 + epoch).shuffle(order)
+        return order
+
+    def take(self, count: int) -> tuple[list[int], int]:
+        """`count` indices and the epoch (0-based) in which the batch started."""
+        epoch = self.epoch
+        picked = []
+        while len(picked) < count:
+            if self.position == self.size:
+                self.epoch += 1
+                self.position = 0
+                self._order = self._shuffle(self.epoch)
+            picked.append(self._order[self.position])
+            self.position += 1
+        return picked, epoch
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "size": self.size}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._shuffle(self.epoch)

@@ -1,0 +1,83 @@
+"""The learner ranks as Ray actors in one placement group, driven together (every call goes to every rank)."""
+
+from __future__ import annotations
+
+import math
+
+import ray
+
+from cluster.placement import Pool
+from learner.actor import Learner
+from learner.batch import Sample
+from learner.config import LearnerConfig
+from weightsync.group import free_port
+
+
+class LearnerGroup:
+    def __init__(self, cfg: LearnerConfig, model_path: str, pool: Pool, total_steps: int, seed: int):
+        self.cfg = cfg
+        remote_cls = ray.remote(Learner)
+        master_addr = ray.util.get_node_ip_address()
+        # Rank 0's node hosts the DeepSpeed rendezvous; on one node a free local port is enough.
+        master_port = free_port()
+        self.ranks = [
+            remote_cls.options(**pool.actor_options(rank)).remote(
+                cfg, model_path, rank, cfg.num_ranks, master_addr, master_port, total_steps, seed
+            )
+            for rank in range(cfg.num_ranks)
+        ]
+        ray.get([r.ready.remote() for r in self.ranks])
+
+    def _shard(self, samples: list[Sample]) -> tuple[list[list[Sample]], int, int]:
+        """Round-robin shards, the micro-batch count every rank runs, and the batch's completion tokens."""
+        shards = [samples[rank :: len(self.ranks)] for rank in range(len(self.ranks))]
+        num_micro = max(1, max(math.ceil(len(s) / self.cfg.micro_batch_size) for s in shards))
+        tokens = max(sum(len(s.completion_ids) for s in samples), 1)
+        return shards, num_micro, tokens
+
+    def train_step(self, samples: list[Sample]) -> dict:
+        """One GRPO step over all ranks; returns batch-level metrics."""
+        shards, num_micro, tokens = self._shard(samples)
+        results = ray.get(
+            [r.train_step.remote(shard, num_micro, tokens, max(len(samples), 1)) for r, shard in zip(self.ranks, shards)]
+        )
+        total_tokens = max(sum(r["tokens"] for r in results), 1.0)
+        return {
+            "loss": sum(r["loss"] for r in results),
+            "kl": sum(r["kl_sum"] for r in results) / total_tokens,
+            "clip_fraction": sum(r["clipped_tokens"] for r in results) / total_tokens,
+            "logprob_mismatch": sum(r["logprob_mismatch"] * r["tokens"] for r in results) / total_tokens,
+            "grad_norm": results[0]["grad_norm"],
+            "lr": results[0]["lr"],
+        }
+
+    def sft_step(self, samples: list[Sample], lr: float) -> float:
+        """One supervised step over all ranks; returns the batch's mean NLL per target token."""
+        shards, num_micro, tokens = self._shard(samples)
+        results = ray.get([r.sft_step.remote(shard, num_micro, tokens, lr) for r, shard in zip(self.ranks, shards)])
+        return sum(r["nll_sum"] for r in results) / tokens
+
+    def restart_from_current_policy(self) -> None:
+        ray.get([r.restart_from_current_policy.remote() for r in self.ranks])
+
+    def param_metas(self, dtype: str | None):
+        return ray.get(self.ranks[0].param_metas.remote(dtype))
+
+    def init_weight_group_refs(self, backend: str, host: str, port: int, world_size: int, timeout_s: float):
+        return [r.init_weight_group.remote(backend, host, port, world_size, timeout_s) for r in self.ranks]
+
+    def broadcast_refs(self, metas, bucket_bytes: int):
+        return [r.broadcast_weights.remote(metas, bucket_bytes) for r in self.ranks]
+
+    def weights_digest(self, metas) -> str:
+        return ray.get([r.weights_digest.remote(metas) for r in self.ranks])[0]
+
+    def save_checkpoint(self, checkpoint_dir: str, client_state: dict) -> str:
+        return ray.get([r.save_checkpoint.remote(checkpoint_dir, client_state) for r in self.ranks])[0]
+
+    def load_checkpoint(self, checkpoint_dir: str) -> dict:
+        return ray.get([r.load_checkpoint.remote(checkpoint_dir) for r in self.ranks])[0]
+
+    def shutdown(self) -> None:
+        for r in self.ranks:
+            ray.kill(r)

@@ -1,0 +1,37 @@
+"""Per-step metrics as JSON lines in <run_dir>/metrics.jsonl (one flushed line per step, easy to plot or tail)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+class MetricsWriter:
+    def __init__(self, path: str | Path, truncate_after_step: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if truncate_after_step is not None and self.path.exists():
+            # On resume, drop lines of steps after the checkpoint: they will be run again.
+            kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= truncate_after_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, metrics: dict) -> None:
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+        self._file.write(json.dumps(clean, sort_keys=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 10**12  # an unreadable line is dropped on resume
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

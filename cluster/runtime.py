@@ -1,0 +1,54 @@
+"""Starting or joining Ray, with the environment every actor needs (DeepSpeed's op cache, the venv's tools on PATH)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def default_extensions_dir() -> str:
+    """DeepSpeed compiles a CPU comm op on first use (~30-60 s); a stable cache folder pays that once per machine."""
+    return os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path.home() / ".cache" / "embodied-r" / "torch_extensions")
+
+
+def actor_env() -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if venv_bin not in path.split(os.pathsep):
+        path = venv_bin + os.pathsep + path  # DeepSpeed rebuilds its op when a different `ninja` comes first
+    env = {
+        "TORCH_EXTENSIONS_DIR": default_extensions_dir(),
+        "PATH": path,
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+    os.environ.update(env)
+    return env
+
+
+def start_ray(address: str, num_cpus: int | None, namespace: str) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = actor_env()
+    if address:
+        # Inside `ray job submit` the job's runtime env (working dir, pip) is already set; add only our variables.
+        ray.init(address=address, namespace=namespace, runtime_env={"env_vars": env}, log_to_driver=True)
+        log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
+        return
+    # A local, in-process cluster. Token auth is off: it is reachable only from this machine (STACK.md: Ray 2.60
+    # turns token auth on by default and a later `ray job submit` would fail without a matching token).
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        namespace=namespace,
+        include_dashboard=False,
+        log_to_driver=True,
+        runtime_env={"env_vars": env},
+    )
+    log.info("started local Ray: %s", ray.cluster_resources())

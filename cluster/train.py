@@ -1,0 +1,233 @@
+"""The GRPO training driver: data -> perception -> rollouts -> rewards -> DeepSpeed learner -> weight broadcast, every step.
+
+`python -m cluster.train --config configs/tiny.yaml trainer.steps=5` is the entry for `ray job submit`;
+`embodied-r train` is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cluster.checkpoints import checkpoint_dir, latest_checkpoint, prune, read_driver_state, write_driver_state
+from cluster.config import TrainConfig, load_config, resolved_yaml
+from cluster.data import EpochSampler, load_run_data
+from cluster.learner_group import LearnerGroup
+from cluster.metrics import MetricsWriter
+from cluster.models import prepare_models
+from cluster.perceive import describe_videos
+from cluster.placement import reserve_pool
+from cluster.prompts import build_prompt_table
+from cluster.runtime import start_ray
+from cluster.warmstart import sft_warmup
+from cluster.weight_sync import WeightSync
+from learner.batch import Sample
+from learner.grpo import group_advantages
+from rewards.schedule import weights_at
+from rollout.pool import RolloutPool
+
+log = logging.getLogger("embodied_r.train")
+
+
+def train(config: DictConfig) -> Path:
+    run_dir = prepare_run_dir(config)
+    cfg: TrainConfig = OmegaConf.to_object(config)  # typed dataclasses from here on; they travel to actors as is
+    start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.namespace)
+
+    # 1. Data, models, perception: everything the prompts need, computed once and cached under the run dir.
+    data = load_run_data(cfg)
+    models = prepare_models(cfg, corpus=[r.question + " " + " ".join(r.choices) for r in data.records] + list(data.gt_captions.values()))
+    video_texts = describe_videos(cfg, data, models.vlm)
+    prompts = build_prompt_table(cfg, data.records, video_texts, models.policy)
+    log.info("%d prompts ready (%d records without a description skipped)", len(prompts), len(data.records) - len(prompts))
+
+    # 2. The pools: learner ranks, rollout workers, consistency judges, each in its own placement group.
+    learner = LearnerGroup(
+        cfg.learner,
+        models.policy,
+        reserve_pool("learner", cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank),
+        total_steps=cfg.trainer.steps,
+        seed=cfg.trainer.seed,
+    )
+    rollout_pool = reserve_pool("rollout", cfg.rollout.num_workers, cfg.rollout.num_cpus_per_worker, cfg.rollout.num_gpus_per_worker)
+    rollout = RolloutPool(cfg.rollout, models.policy, placement_group=rollout_pool.group)
+    scorer = make_reward_scorer(cfg, models.judge)
+    sync = WeightSync(
+        learner, rollout, backend=weight_backend(cfg), bucket_mb=cfg.trainer.weight_bucket_mb,
+        timeout_s=cfg.trainer.weight_sync_timeout_s, wire_dtype=cfg.rollout.dtype,
+    )
+
+    # 3. Fresh start (with the optional SFT warm-up) or resume; either way the workers then get the learner's weights.
+    sampler = EpochSampler(len(prompts), cfg.trainer.seed)
+    start_step = 0
+    resume_from = latest_checkpoint(str(run_dir)) if cfg.trainer.resume else None
+    if resume_from:
+        state = read_driver_state(resume_from)
+        learner.load_checkpoint(resume_from)
+        sampler.restore(state["sampler"])
+        start_step = int(state["step"])
+        log.info("resumed from %s at step %d", resume_from, start_step)
+    elif cfg.trainer.sft_warmup_steps:
+        from transformers import AutoTokenizer
+
+        nll = sft_warmup(
+            learner, prompts, AutoTokenizer.from_pretrained(models.policy), cfg.trainer.sft_warmup_steps,
+            cfg.trainer.sft_warmup_prompts_per_step, cfg.trainer.sft_warmup_lr, cfg.trainer.seed,
+        )
+        log.info("SFT warm-up: NLL %.3f -> %.3f per target token", nll[0], nll[-1])
+    if resume_from or cfg.trainer.sft_warmup_steps:
+        sync.broadcast()
+    metrics_log = MetricsWriter(run_dir / "metrics.jsonl", truncate_after_step=start_step)
+
+    # 4. The loop.
+    sampling = cfg.sampling
+    group_size = sampling.num_samples
+    progress = make_progress(cfg, start_step)
+    for step in range(start_step + 1, cfg.trainer.steps + 1):
+        step_started = time.perf_counter()
+        indices, epoch = sampler.take(cfg.trainer.prompts_per_step)
+        batch = [prompts[i] for i in indices]
+
+        phase = time.perf_counter()
+        groups = rollout.generate([p.token_ids for p in batch], sampling, seed=cfg.trainer.seed * 1_000_003 + step)
+        completions = [c for group in groups for c in group]
+        time_rollout = time.perf_counter() - phase
+
+        phase = time.perf_counter()
+        weights = weights_at(cfg.rewards, epoch=epoch, step=step - 1)
+        records = [p.record for p in batch for _ in range(group_size)]
+        rewards = scorer.score([c.text for c in completions], records, group_size, weights)
+        time_reward = time.perf_counter() - phase
+
+        phase = time.perf_counter()
+        advantages = group_advantages(torch.tensor(rewards.total), group_size, cfg.learner.grpo.advantage_norm)
+        samples = [
+            Sample(c.prompt_token_ids, c.token_ids, c.logprobs, float(a)) for c, a in zip(completions, advantages.tolist())
+        ]
+        learn = learner.train_step(samples)
+        time_learn = time.perf_counter() - phase
+
+        synced = sync.broadcast()
+        if cfg.trainer.verify_sync:
+            synced.update(sync.verify())
+
+        generated_tokens = sum(len(c.token_ids) for c in completions)
+        row = {
+            "step": step,
+            "epoch": epoch,
+            **rewards.metrics(),
+            "reward/weights/format": weights.format,
+            "reward/weights/accuracy": weights.accuracy,
+            "reward/weights/consistency": weights.consistency,
+            "loss": learn["loss"],
+            "kl": learn["kl"],
+            "clip_fraction": learn["clip_fraction"],
+            "grad_norm": learn["grad_norm"],
+            "lr": learn["lr"],
+            "rollout/logprob_mismatch": learn["logprob_mismatch"],
+            "response/length": generated_tokens / max(len(completions), 1),
+            "response/finished": sum(c.finished for c in completions) / max(len(completions), 1),
+            "time/rollout": time_rollout,
+            "time/reward": time_reward,
+            "time/learn": time_learn,
+            **synced,
+            "time/step": time.perf_counter() - step_started,
+            "throughput/tokens_per_s": generated_tokens / max(time_rollout, 1e-9),
+        }
+        metrics_log.write(row)
+        progress.update(row)
+
+        if step == cfg.trainer.steps or (cfg.trainer.checkpoint_every and step % cfg.trainer.checkpoint_every == 0):
+            save_checkpoint(cfg, learner, sampler, step)
+
+    metrics_log.close()
+    progress.close()
+    log.info("done: %d steps, run dir %s", cfg.trainer.steps, run_dir)
+    return run_dir
+
+
+def prepare_run_dir(cfg: DictConfig) -> Path:
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(resolved_yaml(cfg))
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return run_dir
+
+
+def weight_backend(cfg: DictConfig) -> str:
+    return "nccl" if cfg.rollout.num_gpus_per_worker > 0 and cfg.learner.num_gpus_per_rank > 0 else "gloo"
+
+
+def make_reward_scorer(cfg: DictConfig, judge_model: str):
+    from rewards.combine import RewardScorer
+    from rewards.judge_pool import JudgePool
+
+    judge = None
+    if cfg.rewards.judge.enabled and any(stage.consistency > 0 for stage in cfg.rewards.stages):
+        judge_pool = reserve_pool(
+            "judge", cfg.rewards.judge.num_replicas, cfg.rewards.judge.num_cpus_per_replica, cfg.rewards.judge.num_gpus_per_replica
+        )
+        strategies = [judge_pool.actor_options(i)["scheduling_strategy"] for i in range(judge_pool.size)]
+        judge = JudgePool(cfg.rewards.judge, judge_model, scheduling_strategies=strategies)
+    return RewardScorer(cfg.rewards, judge)
+
+
+def save_checkpoint(cfg: DictConfig, learner: LearnerGroup, sampler: EpochSampler, step: int) -> None:
+    target = checkpoint_dir(cfg.run_dir, step)
+    state = {"step": step, "sampler": sampler.state()}
+    learner.save_checkpoint(target, client_state=state)
+    write_driver_state(target, state)  # written last: its presence marks the checkpoint complete
+    prune(cfg.run_dir, cfg.trainer.keep_checkpoints)
+    log.info("checkpoint %s", target)
+
+
+class make_progress:
+    """A tqdm bar over steps showing the latest reward, loss and step time (silent when progress is off)."""
+
+    def __init__(self, cfg: DictConfig, start: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=cfg.trainer.steps, initial=start, desc="GRPO", unit="step", disable=not cfg.trainer.progress, file=sys.stderr)
+
+    def update(self, row: dict) -> None:
+        self.bar.set_postfix(
+            reward=f"{row['reward/total']:.3f}", acc=f"{row['reward/accuracy']:.2f}", loss=f"{row['loss']:.4f}", s=f"{row['time/step']:.1f}"
+        )
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="python -m cluster.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", metavar="FILE", help="YAML config (e.g. configs/tiny.yaml); defaults to the built-in schema")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value",
+        help="config overrides in OmegaConf dot notation, e.g. run_dir=runs/a trainer.steps=10 rollout.num_workers=4",
+    )
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config, args.overrides)
+    run_dir = train(cfg)
+    print(f"run finished: metrics in {run_dir / 'metrics.jsonl'}, checkpoints in {run_dir / 'checkpoints'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_from_args(build_arg_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

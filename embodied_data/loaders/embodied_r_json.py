@@ -1,0 +1,78 @@
+"""Load records in the Embodied-R input format (a JSON list like the released infer/data_demo.json) into Records."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from embodied_data.loaders.common import counts_summary, find_video, split_question_and_options
+from embodied_data.records import Record, SkipReport
+
+log = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("Question_id", "video_id", "question_category", "question", "answer")
+# The released format bakes the role prompt (and a "<video>" placeholder) into the question; the prompt builder adds
+# its own, so it is removed here.
+_ROLE_PROMPT = re.compile(r"(?s)^\s*(?:<video>)?\s*Please assume the role of an agent\..*?(?=Question\s*:)")
+
+
+def load_embodied_r_json(
+    json_path: str | Path,
+    video_dir: str | Path | None = None,
+    allow_missing_videos: bool = False,
+    split: str = "test",
+    verbose: bool = True,
+) -> tuple[list[Record], SkipReport]:
+    """Records of an Embodied-R JSON file; videos at `video_dir/<video_id>` or `video_dir/<videos>` (its own path).
+
+    A record is skipped with its id and reason when a key is missing, the options cannot be parsed out of the
+    question, the answer is not one of their letters, or the video is missing (unless `allow_missing_videos`).
+    """
+    try:
+        items = json.loads(Path(json_path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{json_path}: not valid JSON: {error}") from None
+    if not isinstance(items, list):
+        raise ValueError(f"{json_path}: expected a JSON list of records, got {type(items).__name__}")
+    report = SkipReport(log_each=False)  # thousands of rows may lack a video: one summary line, not one each
+    records: list[Record] = []
+    for position, item in enumerate(items):
+        record_id = f"embodied_r_{item.get('Question_id')}" if isinstance(item, dict) and item.get("Question_id") is not None else f"item {position}"
+        if not isinstance(item, dict):
+            report.add(record_id, f"malformed item: expected an object, got {type(item).__name__}")
+            continue
+        absent = [k for k in REQUIRED_KEYS if item.get(k) in (None, "")]
+        if absent:
+            report.add(record_id, f"missing value: keys {absent}")
+            continue
+        video_id = str(item["video_id"])
+        candidates = [video_id] + ([str(item["videos"]), Path(str(item["videos"])).name] if item.get("videos") else [])
+        found = find_video(video_dir, candidates)
+        if found is None and not allow_missing_videos:
+            where = f"under {video_dir}" if video_dir is not None else "(no video folder given)"
+            report.add(record_id, f"missing video: {video_id} {where}")
+            continue
+        try:
+            question, options = split_question_and_options(_ROLE_PROMPT.sub("", str(item["question"])))
+            records.append(
+                Record(
+                    id=record_id,
+                    video=str(found) if found else video_id,
+                    question=question,
+                    choices=tuple(options),
+                    answer=str(item["answer"]).strip().rstrip(".").upper(),
+                    category=str(item["question_category"]),
+                    scene=Path(video_id).stem,
+                    source="embodied_r",
+                    split=split,
+                )
+            )
+        except (ValueError, TypeError) as error:
+            report.add(record_id, f"malformed row: {error}")
+    if len(report):
+        log.warning("%s: %s", json_path, report.summary())
+    if verbose:
+        print(counts_summary("embodied_r", records, report))
+    return records, report

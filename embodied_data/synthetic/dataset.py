@@ -1,0 +1,150 @@
+"""Generate a synthetic dataset: one rendered walkthrough video per procedural room, questions answered from the
+geometry, a ground-truth caption per video, a scene-level split, and a manifest; reused when already complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from embodied_data.manifest import GT_CAPTION_COLUMN, read_manifest, read_manifest_metadata, write_manifest
+from embodied_data.records import Record
+from embodied_data.split import DEFAULT_RATIOS, assign_splits
+from embodied_data.synthetic.camera import random_path
+from embodied_data.synthetic.captioner import ground_truth_caption
+from embodied_data.synthetic.groundtruth import FrameTruth, frame_truth
+from embodied_data.synthetic.questions import generate_questions
+from embodied_data.synthetic.render import Renderer
+from embodied_data.synthetic.scene import generate_scene
+from embodied_data.synthetic.video import write_video
+
+GENERATOR_VERSION = 3  # bump when the output of the same parameters changes, so old datasets are not reused
+MANIFEST_NAME = "manifest.parquet"
+FUTURE_SEGMENTS = 3  # planned path beyond the video, for Progress Evaluation's instruction
+
+
+def one_fps_indices(num_frames: int, fps: float) -> list[int]:
+    """Frame positions of a 1-frame-per-second sampling (every frame when fps <= 1)."""
+    if fps <= 1.0:
+        return list(range(num_frames))
+    positions = sorted({int(round(k * fps)) for k in range(int(num_frames / fps) + 1)})
+    return [p for p in positions if p < num_frames]
+
+
+def _sub_rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
+def _write_json_atomically(data: object, path: Path) -> None:
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(handle, "w") as f:
+        json.dump(data, f, sort_keys=True, indent=1)
+    os.replace(temp_name, path)
+
+
+def render_scene_video(
+    scene_index: int, seed: int, out_dir: Path, num_frames: int, fps: float, size: int, questions_per_scene: int
+) -> tuple[list[Record], str]:
+    """Build, render and question one scene; returns its records (unsplit) and its ground-truth caption."""
+    scene_id = f"synth{seed}_{scene_index:04d}"
+    scene_seed = int(np.random.SeedSequence([seed, scene_index, 0]).generate_state(1)[0])
+    scene = generate_scene(scene_seed, scene_id)
+    steps_unit = max(1, int(round(fps)))
+    plan_steps = num_frames - 1 + FUTURE_SEGMENTS * 2 * steps_unit
+    poses, actions, segments = random_path(scene, plan_steps, _sub_rng(seed, scene_index, 1), steps_unit)
+    renderer = Renderer(scene, size=size)
+    images: list[np.ndarray] = []
+    plan_frames: list[FrameTruth] = []
+    for index, (pose, action) in enumerate(zip(poses, actions)):
+        image, id_map = renderer.render(pose)
+        if index < num_frames:
+            images.append(image)
+        plan_frames.append(frame_truth(scene, pose, id_map, index, fps, action))
+    video_frames = plan_frames[:num_frames]
+    video_rel = f"videos/{scene_id}.mp4"
+    write_video(images, out_dir / video_rel, fps)
+    _write_json_atomically(
+        {
+            "scene": scene_id,
+            "room": {"width": scene.room.width, "depth": scene.room.depth, "height": scene.room.height},
+            "objects": [
+                {"id": o.object_id, "category": o.category, "colour": o.colour, "lo": o.bounds.lo, "hi": o.bounds.hi}
+                for o in scene.objects
+            ],
+            "frames": [f.to_dict() for f in video_frames],
+        },
+        out_dir / f"videos/{scene_id}.json",
+    )
+    caption, _ = ground_truth_caption(video_frames, one_fps_indices(num_frames, fps))
+    questions = generate_questions(
+        scene, video_frames, _sub_rng(seed, scene_index, 2), questions_per_scene, segments, plan_frames
+    )
+    records = [
+        Record(
+            id=f"{scene_id}_q{j:02d}",
+            video=video_rel,
+            question=q.question,
+            choices=q.choices,
+            answer=q.answer,
+            category=q.category,
+            scene=scene_id,
+            source="synthetic",
+        )
+        for j, q in enumerate(questions)
+    ]
+    return records, caption
+
+
+def generate_dataset(
+    out_dir: str,
+    num_scenes: int,
+    seed: int,
+    questions_per_scene: int = 6,
+    num_frames: int = 16,
+    fps: float = 2.0,
+    size: int = 224,
+    split_ratios: tuple[float, float, float] = DEFAULT_RATIOS,
+    progress: bool = True,
+) -> list[Record]:
+    """Render `num_scenes` videos with questions into `out_dir` and write `out_dir/manifest.parquet`.
+
+    The manifest (columns id, video relative to out_dir, question, choices, answer, numeric, category, scene, split,
+    source, gt_caption) is written last and atomically, so its presence with the same parameters means the dataset
+    is complete and is reused without rendering.  Returns the records with absolute video paths.
+    """
+    if num_scenes < 1 or num_frames < 2 or fps <= 0 or size < 32:
+        raise ValueError(f"need num_scenes >= 1, num_frames >= 2, fps > 0, size >= 32; got {num_scenes}, {num_frames}, {fps}, {size}")
+    out = Path(out_dir)
+    manifest_path = out / MANIFEST_NAME
+    params = {
+        "version": GENERATOR_VERSION,
+        "num_scenes": num_scenes,
+        "seed": seed,
+        "questions_per_scene": questions_per_scene,
+        "num_frames": num_frames,
+        "fps": float(fps),
+        "size": size,
+        "split_ratios": [float(r) for r in split_ratios],
+    }
+    if manifest_path.exists() and read_manifest_metadata(manifest_path) == params:
+        records, report = read_manifest(manifest_path)
+        if not len(report):
+            return records
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[Record] = []
+    captions: dict[str, str] = {}
+    for scene_index in tqdm(range(num_scenes), desc="rendering scenes", unit="scene", disable=not progress):
+        scene_records, caption = render_scene_video(scene_index, seed, out, num_frames, fps, size, questions_per_scene)
+        records.extend(scene_records)
+        if scene_records:
+            captions[scene_records[0].video] = caption
+    records = assign_splits(records, seed, split_ratios)
+    write_manifest(records, manifest_path, extra_columns={GT_CAPTION_COLUMN: [captions[r.video] for r in records]}, metadata=params)
+    written, report = read_manifest(manifest_path)
+    if len(report):
+        raise RuntimeError(f"{manifest_path}: the generated manifest does not read back cleanly: {report.summary()}")
+    return written

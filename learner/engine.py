@@ -1,0 +1,63 @@
+"""Builds the DeepSpeed engines on one learner rank: the trainable policy and, when the KL term is on, its frozen reference."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from learner.config import LearnerConfig
+from learner.ds_config import policy_ds_config, reference_ds_config
+
+log = logging.getLogger(__name__)
+
+
+def init_distributed_env(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
+    """DeepSpeed reads these even at world size 1 (without them it looks for mpi4py)."""
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE=str(world_size), MASTER_ADDR=master_addr, MASTER_PORT=str(master_port)
+    )
+
+
+def resolve_backend(cfg: LearnerConfig) -> str:
+    if cfg.backend != "auto":
+        return cfg.backend
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def load_causal_lm(model_path: str, ds_config: dict, precision: str) -> torch.nn.Module:
+    """Loads by path; under ZeRO-3 the weights are partitioned as they load (HfDeepSpeedConfig must outlive the load)."""
+    import torch._dynamo  # noqa: F401  (STACK.md: avoids a crash when transformers lazily imports inside zero.Init)
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import HfDeepSpeedConfig
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    keep_alive = HfDeepSpeedConfig(ds_config) if ds_config["zero_optimization"]["stage"] == 3 else None
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    del keep_alive
+    return model
+
+
+def build_engines(cfg: LearnerConfig, model_path: str, total_steps: int):
+    """Returns (policy engine, reference engine or None). Call after init_distributed_env on every rank."""
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend=resolve_backend(cfg), auto_mpi_discovery=False)
+    policy_config = policy_ds_config(cfg, cfg.micro_batch_size, 1, total_steps)
+    policy = load_causal_lm(model_path, policy_config, cfg.precision)
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+    policy.config.use_cache = False
+    engine, *_ = deepspeed.initialize(
+        model=policy, model_parameters=[p for p in policy.parameters() if p.requires_grad], config=policy_config
+    )
+    reference = None
+    if cfg.grpo.beta > 0:
+        ref_config = reference_ds_config(cfg, cfg.micro_batch_size)
+        ref_model = load_causal_lm(model_path, ref_config, cfg.precision)
+        ref_model.requires_grad_(False)
+        reference, *_ = deepspeed.initialize(model=ref_model, config=ref_config)
+        reference.eval()
+    log.info("DeepSpeed ZeRO-%d engine ready on %s (%s)", cfg.zero_stage, engine.device, resolve_backend(cfg))
+    return engine, reference

@@ -1,0 +1,54 @@
+"""Structured config of the perception layer: key-frame extraction and the VLM describer pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class KeyframeConfig:
+    sample_fps: float = 1.0  # the video is first downsampled to this rate
+    overlap_threshold: float = 0.5  # a frame whose overlap with the last key frame falls below this is a key frame
+    min_keyframes: int = 4
+    max_keyframes: int = 32
+    orb_features: int = 500
+    min_matches: int = 10  # more than this many ORB matches are needed to fit a homography
+    ransac_reproj_threshold: float = 5.0
+
+
+@dataclass
+class VLMConfig:
+    engine: str = "transformers"  # transformers | vllm | openai
+    model: str = ""  # set by the driver from models.vlm (hub id or local path)
+    max_new_tokens: int = 48
+    temperature: float = 0.0  # greedy: descriptions are cached and must be reproducible
+    image_size: int = 112  # key frames are resized to this square before the VLM sees them (no lossy re-encode)
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    max_model_len: int = 8192
+    # OpenAI-compatible endpoint (engine=openai)
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 4  # transient HTTP failures (timeouts, 429, 5xx) are retried with exponential backoff
+    retry_backoff_s: float = 1.0
+    # engine details
+    batch_size: int = 8  # requests per forward batch (transformers engine)
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    seed: int = 0
+
+
+@dataclass
+class PerceptionConfig:
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    vlm: VLMConfig = field(default_factory=VLMConfig)
+    question_aware: bool = False  # False: describe each video once and reuse it for every question about it
+    num_replicas: int = 1
+    num_cpus_per_replica: float = 0.5
+    num_gpus_per_replica: float = 0.0
+    cache_dir: str = "${run_dir}/perception_cache"
+    source: str = "vlm"  # vlm | ground_truth (privileged simulator captions, synthetic data only)
+    torch_threads: int = 1  # intra-op threads of each replica's torch (0: torch's default)
+    max_in_flight_per_replica: int = 2  # videos queued on each replica, so none idles between videos
+    cache_flush_every: int = 8  # descriptions per cache shard: a killed run loses at most this many

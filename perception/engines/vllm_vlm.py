@@ -1,0 +1,70 @@
+"""Qwen2.5-VL generation with vLLM (0.30-0.32, GPU): one `LLM.generate` call per batch of (images, prompt) requests.
+
+vLLM is imported lazily, so importing this module needs no GPU and no vLLM.  The prompt carries one
+`<|vision_start|><|image_pad|><|vision_end|>` per image (vLLM expands the placeholder itself) and the images go in
+``multi_modal_data={"image": [PIL images]}``; tensor parallelism and the per-prompt image limit are engine arguments.
+"""
+
+from __future__ import annotations
+
+import time
+
+from perception.config import VLMConfig
+from perception.engines.base import EngineStats, VLMRequest, chat_text, resize_for_vlm
+
+MAX_IMAGES_PER_PROMPT = 2  # the differential prompt shows the previous and the current key frame
+
+
+class VLLMVLM:
+    """A vLLM engine over one Qwen2.5-VL checkpoint (hub id or local path), tensor parallel over `cfg.tensor_parallel_size`."""
+
+    def __init__(self, cfg: VLMConfig, model_path: str) -> None:
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as error:  # keep the reason: CUDA-less installs never have vLLM (see pyproject's gpu extra)
+            raise RuntimeError(
+                "vlm.engine=vllm needs the `gpu` extra (vllm>=0.30,<0.33) on a CUDA machine; "
+                f"importing vllm failed: {error}"
+            ) from error
+        self.cfg = cfg
+        engine_kwargs = {}
+        if cfg.image_size > 0:
+            # Bound the image size vLLM profiles for (its default worst case is a 16k-token image) to what we send.
+            pixels = cfg.image_size * cfg.image_size
+            engine_kwargs["mm_processor_kwargs"] = {"min_pixels": min(pixels, 28 * 28 * 4), "max_pixels": pixels}
+        if cfg.dtype != "auto":
+            engine_kwargs["dtype"] = cfg.dtype
+        self.llm = LLM(
+            model=model_path,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            max_model_len=cfg.max_model_len,
+            limit_mm_per_prompt={"image": MAX_IMAGES_PER_PROMPT},
+            seed=cfg.seed,
+            **engine_kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.sampling_params = SamplingParams(
+            temperature=max(0.0, cfg.temperature), max_tokens=cfg.max_new_tokens, seed=cfg.seed
+        )
+        self.stats = EngineStats()
+
+    def generate(self, requests: list[VLMRequest]) -> list[str]:
+        from PIL import Image
+
+        started = time.perf_counter()
+        prompts = []
+        for request in requests:
+            if len(request.images) > MAX_IMAGES_PER_PROMPT:
+                raise ValueError(f"a request has {len(request.images)} images; the engine allows {MAX_IMAGES_PER_PROMPT}")
+            images = [Image.fromarray(resize_for_vlm(image, self.cfg.image_size)) for image in request.images]
+            prompt = {"prompt": chat_text(self.tokenizer, request)}
+            if images:
+                prompt["multi_modal_data"] = {"image": images}
+            prompts.append(prompt)
+        outputs = self.llm.generate(prompts, sampling_params=self.sampling_params, use_tqdm=False)
+        self.stats.requests += len(requests)
+        self.stats.batches += 1
+        self.stats.generated_tokens += sum(len(output.outputs[0].token_ids) for output in outputs)
+        self.stats.seconds += time.perf_counter() - started
+        return [output.outputs[0].text for output in outputs]

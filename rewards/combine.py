@@ -1,0 +1,232 @@
+"""Combines format, accuracy and consistency into each sample's total reward, w_f*format + w_a*accuracy +
+w_c*consistency, for a batch of GRPO groups (G consecutive completions of one prompt).
+
+A failed judgement (the judge gave no letter for a correct multiple-choice answer: timeout, failed batch) is not
+scored 0: that sample's consistency term is excluded from its group's advantage. Advantages are group-normalised,
+(r - mean) / std, so a term is excluded exactly when it adds no deviation within its group: the failed sample's
+consistency is imputed as the mean consistency of the samples of the same group whose consistency is known (judged
+ones, and incorrect ones, whose 0 holds by definition). Then the group's consistency column has the mean of the
+known values and the failed sample sits on it, so every centred reward, the group std and every advantage equal those
+of a group where consistency is centred over the known samples only. If no sample of a group has a known consistency
+(every judgement failed), any constant adds no deviation; we impute the batch-wide mean of known consistency values
+(0.0 if there are none) so that logged reward means stay comparable. Failed samples are counted (`judge_failures`)
+and keep consistency None in `consistency`; the value that entered the total is in `consistency_used`.
+
+Numeric questions have no consistency term (None, left out of the total); with a consistency weight of 0 the judge is
+not consulted (the paper's first two stages) and consistency is None unless letters are passed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from embodied_data.records import Record
+from rewards.accuracy import accuracy_reward, policy_letter
+from rewards.answer import extract_think
+from rewards.config import RewardConfig, RewardStage
+from rewards.consistency import consistency_reward, judge_request, needs_judgement
+from rewards.format import format_reward
+from rewards.judge_pool import JudgePool, JudgeTicket
+
+
+@dataclass
+class RewardBatch:
+    format: list[float]
+    accuracy: list[float]
+    consistency: list[float | None]  # None: not applicable (numeric, not judged) or judgement failed
+    total: list[float]
+    consistency_used: list[float]  # what entered the total: the value, the imputed value, or 0.0 when not applicable
+    judge_failed: list[bool]  # a correct multiple-choice answer whose judgement is missing
+    judge_failures: int
+    judged: int  # samples with a successful judgement
+    group_size: int
+    weights: RewardStage
+    judge_latency_s: float = 0.0
+    score_s: float = 0.0  # scoring time, judge included, from submit to the end of collect
+    judge_errors: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.total)
+
+    def metrics(self, prefix: str = "reward/") -> dict[str, float]:
+        def mean(values: Sequence[float]) -> float:
+            return sum(values) / len(values) if values else 0.0
+
+        known = [value for value in self.consistency if value is not None]
+        needed = self.judged + self.judge_failures
+        return {
+            f"{prefix}total": mean(self.total),
+            f"{prefix}format": mean(self.format),
+            f"{prefix}accuracy": mean(self.accuracy),
+            f"{prefix}consistency": mean(known),
+            f"{prefix}judged": float(self.judged),
+            f"{prefix}judge_failures": float(self.judge_failures),
+            f"{prefix}judge_failure_rate": self.judge_failures / needed if needed else 0.0,
+            f"{prefix}judge_latency_s": self.judge_latency_s,
+            f"{prefix}score_s": self.score_s,
+        }
+
+
+def _check_groups(num_samples: int, records: Sequence[Record], group_size: int) -> None:
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    if len(records) != num_samples:
+        raise ValueError(f"{num_samples} completions but {len(records)} records")
+    if num_samples % group_size:
+        raise ValueError(f"{num_samples} completions do not split into groups of {group_size}")
+    for begin in range(0, num_samples, group_size):
+        ids = {records[i].id for i in range(begin, begin + group_size)}
+        if len(ids) != 1:
+            raise ValueError(f"group at samples {begin}..{begin + group_size - 1} mixes records {sorted(ids)}")
+
+
+def score_group_batch(
+    completions_text: Sequence[str],
+    records: Sequence[Record],
+    group_size: int,
+    weights: RewardStage,
+    judge_letters: Sequence[str | None] | None,
+) -> RewardBatch:
+    """Scores `len(completions_text)` samples, G = group_size consecutive ones per prompt.
+
+    `judge_letters[i]` is the judge's letter for sample i (read only where consistency.needs_judgement holds; None
+    there means the judgement failed). Pass None when the judge was not run: allowed only if the consistency weight is
+    0 or no sample needs a judgement.
+    """
+    started = time.perf_counter()
+    num_samples = len(completions_text)
+    _check_groups(num_samples, records, group_size)
+    if judge_letters is not None and len(judge_letters) != num_samples:
+        raise ValueError(f"{len(judge_letters)} judge letters for {num_samples} completions")
+
+    format_scores = [format_reward(text) for text in completions_text]
+    accuracy_scores = [accuracy_reward(text, record) for text, record in zip(completions_text, records)]
+    consistency: list[float | None] = [None] * num_samples
+    judge_failed = [False] * num_samples
+    judged = 0
+    for i, (text, record) in enumerate(zip(completions_text, records)):
+        if record.is_numeric:
+            continue
+        think = extract_think(text)
+        if judge_letters is None:
+            if needs_judgement(record, accuracy_scores[i], think) and weights.consistency > 0:
+                raise ValueError(
+                    f"record {record.id}: consistency weight is {weights.consistency} but no judge letters were given"
+                )
+            if weights.consistency > 0:
+                consistency[i] = consistency_reward(record, accuracy_scores[i], None, think, None)
+            continue
+        letter = policy_letter(text, record)
+        consistency[i] = consistency_reward(record, accuracy_scores[i], letter, think, judge_letters[i])
+        if needs_judgement(record, accuracy_scores[i], think):
+            if judge_letters[i] is None:
+                judge_failed[i] = True
+            else:
+                judged += 1
+
+    consistency_used = _impute_failed(consistency, judge_failed, group_size)
+    total = [
+        weights.format * f + weights.accuracy * a + weights.consistency * c
+        for f, a, c in zip(format_scores, accuracy_scores, consistency_used)
+    ]
+    return RewardBatch(
+        format=format_scores,
+        accuracy=accuracy_scores,
+        consistency=consistency,
+        total=total,
+        consistency_used=consistency_used,
+        judge_failed=judge_failed,
+        judge_failures=sum(judge_failed),
+        judged=judged,
+        group_size=group_size,
+        weights=weights,
+        score_s=time.perf_counter() - started,
+    )
+
+
+def _impute_failed(consistency: list[float | None], failed: list[bool], group_size: int) -> list[float]:
+    """Consistency as it enters the total: known values as they are, failed ones imputed (module docstring), else 0."""
+    known_all = [c for c, bad in zip(consistency, failed) if c is not None and not bad]
+    batch_mean = sum(known_all) / len(known_all) if known_all else 0.0
+    used = [0.0 if c is None else c for c in consistency]
+    for begin in range(0, len(consistency), group_size):
+        group = range(begin, begin + group_size)
+        failed_here = [i for i in group if failed[i]]
+        if not failed_here:
+            continue
+        known = [consistency[i] for i in group if consistency[i] is not None and not failed[i]]
+        fill = sum(known) / len(known) if known else batch_mean
+        for i in failed_here:
+            used[i] = fill
+    return used
+
+
+@dataclass
+class PendingRewards:
+    completions_text: list[str]
+    records: list[Record]
+    group_size: int
+    weights: RewardStage
+    targets: list[int]  # samples sent to the judge, in request order
+    ticket: JudgeTicket | None
+    started: float
+
+
+class RewardScorer:
+    """The whole reward flow: accuracy first, the judge only for correct multiple-choice answers with reasoning (and
+    only while the consistency weight is > 0), then the combination. `submit` returns at once so the driver can do
+    other work while the judge runs; `collect` waits (at most the judge timeout) and scores."""
+
+    def __init__(self, cfg: RewardConfig, pool: JudgePool | None) -> None:
+        self.cfg = cfg
+        self.pool = pool if cfg.judge.enabled else None
+
+    def submit(
+        self, completions_text: Sequence[str], records: Sequence[Record], group_size: int, weights: RewardStage
+    ) -> PendingRewards:
+        started = time.perf_counter()
+        completions_text, records = list(completions_text), list(records)
+        _check_groups(len(completions_text), records, group_size)
+        targets: list[int] = []
+        ticket = None
+        if weights.consistency > 0:
+            requests = []
+            for i, (text, record) in enumerate(zip(completions_text, records)):
+                think = extract_think(text)
+                if needs_judgement(record, accuracy_reward(text, record), think):
+                    targets.append(i)
+                    requests.append(judge_request(record, think))
+            if requests:
+                if self.pool is None:
+                    raise ValueError(
+                        f"consistency weight is {weights.consistency} but there is no judge pool (judge.enabled="
+                        f"{self.cfg.judge.enabled})"
+                    )
+                ticket = self.pool.submit(requests, timeout_s=self.cfg.judge.timeout_s)
+        return PendingRewards(completions_text, records, group_size, weights, targets, ticket, started)
+
+    def collect(self, pending: PendingRewards) -> RewardBatch:
+        judge_letters: list[str | None] | None = None
+        latency, errors = 0.0, []
+        if pending.weights.consistency > 0:
+            judge_letters = [None] * len(pending.completions_text)
+            if pending.ticket is not None:
+                assert self.pool is not None
+                result = self.pool.collect(pending.ticket)
+                latency, errors = result.latency_s, result.errors
+                for i, letter in zip(pending.targets, result.letters):
+                    judge_letters[i] = letter
+        batch = score_group_batch(
+            pending.completions_text, pending.records, pending.group_size, pending.weights, judge_letters
+        )
+        batch.judge_latency_s = latency
+        batch.judge_errors = errors
+        batch.score_s = time.perf_counter() - pending.started
+        return batch
+
+    def score(
+        self, completions_text: Sequence[str], records: Sequence[Record], group_size: int, weights: RewardStage
+    ) -> RewardBatch:
+        return self.collect(self.submit(completions_text, records, group_size, weights))

@@ -1,0 +1,31 @@
+"""Structured config of the rollout layer: the policy worker pool and its sampling settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class SamplingConfig:
+    num_samples: int = 8  # G: completions per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 2048
+    max_prompt_tokens: int = 6144  # longer prompts are cut from the left (the oldest frames) with a warning
+
+
+@dataclass
+class RolloutConfig:
+    num_workers: int = 2
+    engine: str = "transformers"  # transformers | vllm
+    num_cpus_per_worker: float = 0.5
+    num_gpus_per_worker: float = 0.0
+    tensor_parallel_size: int = 1  # vLLM only
+    gpu_memory_utilization: float = 0.6  # vLLM only
+    dtype: str = "float32"  # the engine's weight dtype; the broadcast casts to it
+    generate_batch_size: int = 16  # prompts*samples per forward batch (transformers engine)
+    seed: int = 0
+    enable_prefix_caching: bool = True  # vLLM only: the G samples of a prompt share its KV blocks
+    enforce_eager: bool = False  # vLLM only: skip CUDA graph capture (faster start, slower decode)
+    max_model_len: Optional[int] = None  # vLLM only: None takes the model's own limit

@@ -1,0 +1,60 @@
+"""The interface every policy generation engine implements: G sampled completions per prompt with the sampler's token log-probs, and in-place weight loading."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from rollout.config import SamplingConfig
+from rollout.types import Completion
+
+
+@runtime_checkable
+class GenerationEngine(Protocol):
+    tokenizer: object  # the model's tokenizer (a transformers tokenizer)
+
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[list[Completion]]:
+        """`sampling.num_samples` completions per prompt, outer list in prompt order. Each completion carries the
+        log-prob of every generated token under the sampling distribution: log_softmax(logits / temperature) after
+        the top-p cut when top_p < 1 (at temperature 0, greedy decoding, the untempered log_softmax(logits)).
+        The same seed, prompts and settings give the same completions."""
+        ...
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copies the given tensors (Hugging Face parameter names) into the model's parameters in place."""
+        ...
+
+    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The model's parameters as (name, tensor)."""
+        ...
+
+
+def derive_seed(base_seed: int, *keys: int | str) -> int:
+    """A 63-bit seed derived from `base_seed` and `keys` (worker rank, chunk, prompt index ...), stable across runs and
+    processes (unlike Python's salted hash), so independent streams never share a seed by accident."""
+    text = ":".join(str(k) for k in (base_seed, *keys))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def validate_prompts(prompt_token_ids: list[list[int]], vocab_size: int) -> None:
+    """Raises ValueError naming the first bad prompt: empty, or holding ids outside the vocabulary."""
+    for index, ids in enumerate(prompt_token_ids):
+        if len(ids) == 0:
+            raise ValueError(f"prompt {index} is empty")
+        low, high = min(ids), max(ids)
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"prompt {index} holds token ids outside the vocabulary [0, {vocab_size}): min {low}, max {high}")
+
+
+def validate_sampling(sampling: SamplingConfig) -> None:
+    if sampling.num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {sampling.num_samples}")
+    if sampling.temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {sampling.temperature}")
+    if not 0 < sampling.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {sampling.top_p}")
+    if sampling.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {sampling.max_new_tokens}")

@@ -1,0 +1,186 @@
+"""Transformers generation engine: batched, seeded sampling of G completions per prompt from any causal LM, with the log-prob of each sampled token under the sampling distribution."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from rollout.config import SamplingConfig
+from rollout.engines.base import derive_seed, validate_prompts, validate_sampling
+from rollout.types import Completion
+
+log = logging.getLogger(__name__)
+
+
+class SampledTokenLogprobs(LogitsProcessor):
+    """The last logits processor: keeps log_softmax of the scores the sampler draws from at each step and, one step
+    later, when the sampled token shows up in `input_ids`, the log-prob of that token.
+
+    Holding one (batch, vocab) step instead of `output_scores` keeps memory at O(batch * vocab) instead of
+    O(batch * new_tokens * vocab), which for a 150k vocabulary and 2048 new tokens is the difference between 10 MB
+    and 20 GB per chunk.
+    """
+
+    def __init__(self) -> None:
+        self._pending: torch.Tensor | None = None  # log-probs of the step whose token is not yet known
+        self._steps: list[torch.Tensor] = []  # (batch,) log-prob of the token sampled at each finished step
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._pending is not None:
+            self._steps.append(self._pending.gather(1, input_ids[:, -1:]).squeeze(1))
+        self._pending = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def collect(self, new_tokens: torch.LongTensor) -> torch.Tensor:
+        """(batch, new_tokens) log-probs of `new_tokens`, the generated part of the output sequences."""
+        num_new = new_tokens.shape[1]
+        steps = self._steps[:num_new]  # generate may run (and then undo) a step past the stop
+        if len(steps) == num_new - 1 and self._pending is not None:
+            steps.append(self._pending.gather(1, new_tokens[:, -1:]).squeeze(1))
+        if len(steps) != num_new:
+            raise RuntimeError(f"recorded {len(steps)} sampling steps for {num_new} generated tokens")
+        if not steps:
+            return torch.empty(new_tokens.shape[0], 0)
+        return torch.stack(steps, dim=1)
+
+
+class HFEngine:
+    """A causal LM loaded with transformers; generates in chunks of `generate_batch_size` sequences, left-padded."""
+
+    def __init__(self, model_path: str, dtype: str = "float32", generate_batch_size: int = 16, device: str = "cpu"):
+        if generate_batch_size < 1:
+            raise ValueError(f"generate_batch_size must be at least 1, got {generate_batch_size}")
+        self.model_path = model_path
+        self.device = torch.device(device)
+        self.generate_batch_size = generate_batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+
+        loaded_generation_config = self.model.generation_config
+        eos = loaded_generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(self.tokenizer.eos_token_id)
+        if not eos_ids:
+            raise ValueError(f"model {model_path}: neither its generation config nor its tokenizer names an EOS token")
+        self.eos_token_ids = sorted(eos_ids)
+        pad = loaded_generation_config.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.tokenizer.pad_token_id
+        if self.pad_token_id is None:
+            self.pad_token_id = self.eos_token_ids[0]
+        # A checkpoint's generation_config.json may carry sampling defaults (Qwen2.5-Instruct: top_k 20, top_p 0.8,
+        # repetition_penalty 1.05) that generate() would silently apply; the sampling here is exactly SamplingConfig.
+        self.model.generation_config = GenerationConfig(eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id)
+
+        # Tied parameters appear under every name (lm_head.weight and model.embed_tokens.weight are one tensor).
+        self._parameters = dict(self.model.named_parameters(remove_duplicate=False))
+        tied = getattr(self.model, "all_tied_weights_keys", None) or getattr(self.model, "_tied_weights_keys", None)
+        self._tied_aliases = set(tied) if isinstance(tied, (dict, list, set, tuple)) else set()
+        self.vocab_size = self.model.get_input_embeddings().weight.shape[0]
+
+    # ---------------------------------------------------------------- generation
+
+    def _generation_config(self, sampling: SamplingConfig) -> tuple[GenerationConfig, LogitsProcessorList, SampledTokenLogprobs]:
+        recorder = SampledTokenLogprobs()
+        processors = LogitsProcessorList()
+        greedy = sampling.temperature == 0
+        if not greedy:
+            # Our own warpers, so the recorder runs after them and sees the distribution the sampler draws from
+            # (generate() places user processors before its own warpers).
+            if sampling.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_p < 1.0:
+                processors.append(TopPLogitsWarper(sampling.top_p))
+        processors.append(recorder)
+        config = GenerationConfig(
+            do_sample=not greedy,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            repetition_penalty=1.0,
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=self.pad_token_id,
+            num_return_sequences=1,
+        )
+        return config, processors, recorder
+
+    @torch.no_grad()
+    def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int) -> list[tuple[list[int], list[float], bool]]:
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding: every prompt ends where generation starts
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        config, processors, recorder = self._generation_config(sampling)
+        fork_devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices, device_type=self.device.type):
+            torch.manual_seed(seed)
+            sequences = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                generation_config=config,
+                logits_processor=processors,
+            )
+        new_tokens = sequences[:, width:]
+        logprobs = recorder.collect(new_tokens).cpu()
+        eos = set(self.eos_token_ids)
+        results = []
+        for row in range(len(prompts)):
+            tokens = new_tokens[row].tolist()
+            stop = next((i for i, t in enumerate(tokens) if t in eos), None)
+            if stop is not None:  # what follows the first EOS is padding
+                tokens = tokens[: stop + 1]
+            results.append((tokens, logprobs[row, : len(tokens)].tolist(), stop is not None))
+        return results
+
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[list[Completion]]:
+        validate_sampling(sampling)
+        validate_prompts(prompt_token_ids, self.vocab_size)
+        jobs = [(p, s) for p in range(len(prompt_token_ids)) for s in range(sampling.num_samples)]
+        completions: list[list[Completion | None]] = [[None] * sampling.num_samples for _ in prompt_token_ids]
+        for chunk_index, start in enumerate(range(0, len(jobs), self.generate_batch_size)):
+            chunk = jobs[start : start + self.generate_batch_size]
+            outputs = self._generate_chunk([prompt_token_ids[p] for p, _ in chunk], sampling, derive_seed(seed, "chunk", chunk_index))
+            for (p, s), (tokens, logprobs, finished) in zip(chunk, outputs):
+                completions[p][s] = Completion(
+                    prompt_index=p,
+                    prompt_token_ids=list(prompt_token_ids[p]),
+                    token_ids=tokens,
+                    logprobs=logprobs,
+                    text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+                    finished=finished,
+                )
+        return completions  # type: ignore[return-value]
+
+    # ---------------------------------------------------------------- weights
+
+    @torch.no_grad()
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        for name, tensor in named_tensors:
+            parameter = self._parameters.get(name)
+            if parameter is None:
+                if name in self._tied_aliases:
+                    continue  # an alias of a tied parameter that this model does not register under its own name
+                raise KeyError(f"model {self.model_path} has no parameter named {name!r}")
+            if tuple(parameter.shape) != tuple(tensor.shape):
+                raise ValueError(
+                    f"weight {name}: shape {tuple(tensor.shape)} does not match the model's {tuple(parameter.shape)}"
+                )
+            parameter.copy_(tensor)  # casts to the engine's dtype and device
+
+    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        return iter(self.model.named_parameters())

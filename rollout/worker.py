@@ -1,0 +1,144 @@
+"""One policy rollout worker: an engine that samples completions with log-probs, and a member of the learner's weight group that loads each broadcast bucket as it arrives.
+
+A plain class: `RolloutPool` runs it as a Ray actor; tests and single-process runs may use it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from rollout.config import RolloutConfig, SamplingConfig
+from rollout.engines import create_engine
+from rollout.types import Completion
+
+log = logging.getLogger(__name__)
+
+
+class RolloutWorker:
+    def __init__(self, model_path: str, cfg: RolloutConfig, rank: int, bundle_indices: list[int] | None = None):
+        self.rank = rank
+        self.cfg = cfg
+        self.model_path = model_path
+        on_gpu = cfg.num_gpus_per_worker > 0 and torch.cuda.is_available()
+        if not on_gpu:
+            # Ray sets no thread limit; torch would otherwise start one thread per core in every worker.
+            torch.set_num_threads(max(1, int(cfg.num_cpus_per_worker)))
+        self.engine = create_engine(model_path, cfg, device="cuda" if on_gpu else "cpu", bundle_indices=bundle_indices)
+        self.tokenizer = self.engine.tokenizer
+        self._weight_group = None  # the transformers engine's membership; vLLM's lives in its own worker processes
+        self._received_digest: str | None = None
+        self.total_generated_tokens = 0
+        self.total_generate_seconds = 0.0
+        self.weight_version = 0  # how many weight updates this worker has loaded
+        log.info("rollout worker %d: %s engine on %s from %s", rank, cfg.engine, "GPU" if on_gpu else "CPU", model_path)
+
+    def ready(self) -> int:
+        return self.rank
+
+    # ---------------------------------------------------------------- generation
+
+    def generate_with_stats(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> tuple[list[list[Completion]], dict]:
+        """Completions (prompt-local indices) and this call's throughput: generated tokens, seconds, tokens/s."""
+        start = time.perf_counter()
+        completions = self.engine.generate(prompt_token_ids, sampling, seed) if prompt_token_ids else []
+        seconds = time.perf_counter() - start
+        generated = sum(len(c.token_ids) for group in completions for c in group)
+        self.total_generated_tokens += generated
+        self.total_generate_seconds += seconds
+        stats = {
+            "rank": self.rank,
+            "prompts": len(prompt_token_ids),
+            "completions": sum(len(group) for group in completions),
+            "generated_tokens": generated,
+            "seconds": seconds,
+            "tokens_per_s": generated / seconds if seconds > 0 else 0.0,
+            "weight_version": self.weight_version,
+        }
+        return completions, stats
+
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[list[Completion]]:
+        return self.generate_with_stats(prompt_token_ids, sampling, seed)[0]
+
+    def stats(self) -> dict:
+        """Totals since start."""
+        seconds = self.total_generate_seconds
+        return {
+            "rank": self.rank,
+            "generated_tokens": self.total_generated_tokens,
+            "seconds": seconds,
+            "tokens_per_s": self.total_generated_tokens / seconds if seconds > 0 else 0.0,
+            "weight_version": self.weight_version,
+        }
+
+    # ---------------------------------------------------------------- weights
+
+    def init_weight_group(self, backend: str, host: str, port: int, world_size: int, rank: int, timeout_s: float) -> list[int]:
+        """Joins the learner's weight group (rank 0 is the learner); returns the group ranks this worker holds (one per
+        tensor-parallel shard for vLLM, else just `rank`). Blocks until every member joined or the timeout passes."""
+        if hasattr(self.engine, "init_weight_group"):
+            return list(self.engine.init_weight_group(backend, host, port, world_size, rank, timeout_s))
+        from weightsync import create_weight_group
+
+        self._weight_group = create_weight_group(backend, host, port, world_size, rank, timeout_s)
+        return [rank]
+
+    def receive_weights(self, metas: list, bucket_bytes: int, digest: bool = False) -> dict:
+        """Receives one broadcast of the learner's weights, loading each bucket into the engine as it arrives.
+
+        Returns {"seconds", "bytes", "buckets", "weight_version"} and, with `digest`, "digest" (weightsync's digest of
+        the weights now in the engine: read back from the model for transformers, of the received tensors for vLLM).
+        """
+        start = time.perf_counter()
+        if hasattr(self.engine, "receive_weights"):
+            per_shard = self.engine.receive_weights(metas, bucket_bytes, keep_digest=digest)
+            result = {"bytes": per_shard[0]["bytes"], "buckets": per_shard[0]["buckets"]}
+            if digest:
+                digests = {r["digest"] for r in per_shard}
+                if len(digests) != 1:
+                    raise RuntimeError(f"rollout worker {self.rank}: tensor-parallel shards received different weights")
+                self._received_digest = digests.pop()
+                result["digest"] = self._received_digest
+        else:
+            if self._weight_group is None:
+                raise RuntimeError(f"rollout worker {self.rank}: receive_weights called before init_weight_group")
+            from weightsync import receive_weights
+
+            received_bytes, num_buckets = 0, 0
+            for bucket in receive_weights(self._weight_group, metas, bucket_bytes):
+                self.engine.load_weights(bucket)
+                received_bytes += sum(t.numel() * t.element_size() for _, t in bucket)
+                num_buckets += 1
+            result = {"bytes": received_bytes, "buckets": num_buckets}
+            if digest:
+                result["digest"] = self.weights_digest()
+        self.weight_version += 1
+        result["seconds"] = time.perf_counter() - start
+        result["weight_version"] = self.weight_version
+        result["rank"] = self.rank
+        return result
+
+    def weights_digest(self) -> str:
+        """weightsync's digest of the engine's weights, comparable with the learner's digest of what it sent.
+
+        vLLM keeps its parameters fused and sharded under its own names, so there the digest is the one taken of the
+        received tensors at the last `receive_weights(..., digest=True)`."""
+        from weightsync import weights_digest
+
+        if self.cfg.engine == "vllm":
+            if self._received_digest is None:
+                raise RuntimeError(
+                    f"rollout worker {self.rank}: a vLLM engine's digest is taken at receive time; "
+                    "call receive_weights(..., digest=True) first"
+                )
+            return self._received_digest
+        return weights_digest(self.engine.named_weights())
+
+    def close(self) -> None:
+        if self._weight_group is not None:
+            self._weight_group.close()
+            self._weight_group = None
+        if hasattr(self.engine, "shutdown"):
+            self.engine.shutdown()

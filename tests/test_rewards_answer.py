@@ -1,0 +1,129 @@
+"""Answer extraction and parsing: only the inside of <answer> counts, letters and numbers parse conservatively, and
+the released code's misreadings ("answer carefully" as C, "e.g." as G, the article "a" as A) score 0."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from embodied_data.records import Record
+from rewards.accuracy import accuracy_reward
+from rewards.answer import extract_answer, extract_think, parse_choice_letter, parse_number
+
+CHOICES = ("left", "right", "back", "front-left", "front-right", "behind the sofa", "ahead")
+
+
+def _record(answer: str = "C", choices: tuple[str, ...] = CHOICES) -> Record:
+    return Record(
+        id="q1", video="v.mp4", question="Where is the door?", choices=choices, answer=answer,
+        category="object_rel_direction", scene="s", source="test",
+    )
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("<think>x</think><answer> C </answer>", "C"),
+        ("<answer>B</answer> and later <answer>C</answer>", "B"),  # the first pair wins
+        ("<answer> <answer>D</answer>", "D"),  # a stray open tag does not swallow the real pair
+        ("<think>C is tempting</think>", None),
+        ("<answer>   </answer>", None),
+        ("<answer>C", None),
+        ("C</answer>", None),
+        ("<answer>\nfront-left\n</answer>", "front-left"),
+    ],
+)
+def test_extract_answer_reads_only_the_first_well_formed_pair(completion, expected):
+    assert extract_answer(completion) == expected
+
+
+def test_extract_think():
+    assert extract_think("<think> I turned left.\n </think>\n<answer>A</answer>") == "I turned left."
+    assert extract_think("<answer>A</answer>") is None
+    assert extract_think("<think>  </think><answer>A</answer>") is None
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        # The released code found C in "answer carefully", G in "e.g.", A in the article "a": all outside <answer>.
+        "Let me answer carefully. The door is behind me.",
+        "<think>Objects, e.g. the door, are hard to see.</think>",
+        "<think>I see a door.</think> a",
+        "<think>answer carefully</think><answer></answer>",
+        # Inside the tags: an article or an abbreviation is not a letter either.
+        "<think>ok</think><answer>a door behind me</answer>",
+        "<think>ok</think><answer>e.g. the door</answer>",
+        "<think>ok</think><answer>Answer carefully: C or D</answer>",
+        "<think>ok</think><answer>A door is behind me</answer>",
+    ],
+)
+def test_released_code_misreadings_score_zero(completion):
+    for truth in "ACEG":
+        assert accuracy_reward(completion, _record(truth)) == 0.0
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("C", "C"), ("C.", "C"), ("(C)", "C"), ("[C]", "C"), ("C)", "C"), ("C:", "C"), ("c", "C"), ("c.", "C"),
+        ("C. back", "C"), ("c) back", "C"), ("(C) back", "C"), ("C, because it is behind", "C"),
+        ("C back", "C"),  # upper case + space: accepted because "back" is option C's own text
+        ("back", "C"), ("Back.", "C"), ("  behind   the sofa ", "F"),  # the option text itself
+        ("C. left", None),  # letter and text name different options
+        ("C left", None), ("c back", None),  # letter + space + other text / lower case: an article, not a letter
+        ("H", None), ("(H)", None),  # not one of the letters
+        ("e.g.", None), ("C.left", None), ("Cat", None), ("C3", None),
+        ("B or C", None), ("I think C", None), ("", None), ("   ", None), ("front", None),
+    ],
+)
+def test_parse_choice_letter(answer, expected):
+    assert parse_choice_letter(answer, "ABCDEFG", CHOICES) == expected
+
+
+def test_parse_choice_letter_without_choices_and_bad_lengths():
+    assert parse_choice_letter("b", "ABCD") == "B"
+    assert parse_choice_letter("B. whatever", "ABCD") == "B"
+    assert parse_choice_letter("left", "ABCD") is None  # no choices given: option text cannot be read
+    assert parse_choice_letter(None, "ABCD") is None
+    with pytest.raises(ValueError, match="choices"):
+        parse_choice_letter("A", "ABCD", ("x", "y"))
+
+
+def test_duplicate_option_texts_are_ambiguous():
+    assert parse_choice_letter("chair", "ABC", ("chair", "table", "Chair")) is None
+    assert parse_choice_letter("A", "ABC", ("chair", "table", "Chair")) == "A"
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("3", 3.0), ("3.5", 3.5), ("3.5 m", 3.5), ("about 2 meters", 2.0), ("It is 4.", 4.0), (".5", 0.5),
+        ("-1.25", -1.25), ("1,250 cm", 1250.0), ("between 3 and 4", 3.0), ("three", 3.0), ("Twelve.", 12.0),
+        ("none", None), ("", None), (None, None), ("about three chairs", None),
+    ],
+)
+def test_parse_number(answer, expected):
+    assert parse_number(answer) == expected
+
+
+def test_real_vsi_bench_options_parse_by_letter_and_by_text(realdata):
+    """Every real multiple-choice VSI-Bench question: the right letter, the letter with its text and the exact option
+    text all read as the ground truth, and a wrong letter never does."""
+    table = pq.read_table(realdata / "vsi_bench" / "test-00000-of-00001.parquet", columns=["options", "ground_truth"])
+    checked = 0
+    for row in table.to_pylist():
+        if not row["options"]:
+            continue
+        letters = "".join(option.split(".", 1)[0].strip() for option in row["options"])
+        choices = tuple(option.split(".", 1)[1].strip() for option in row["options"])
+        truth = row["ground_truth"]
+        text = choices[letters.index(truth)]
+        assert parse_choice_letter(truth, letters, choices) == truth
+        assert parse_choice_letter(f"{truth}. {text}", letters, choices) == truth
+        expected_by_text = truth if sum(c.casefold() == text.casefold() for c in choices) == 1 else None
+        assert parse_choice_letter(text, letters, choices) == expected_by_text
+        wrong = next(letter for letter in letters if letter != truth)
+        assert parse_choice_letter(wrong, letters, choices) != truth
+        checked += 1
+    assert checked == 2490

@@ -1,0 +1,128 @@
+"""The rollout pool as two real Ray actors: prompts sharded and reassembled in order with a seed per worker, and a
+weight broadcast from a learner in this process (rank 0 of a real gloo group) loaded into every worker."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
+from rollout.config import RolloutConfig, SamplingConfig
+from rollout.engines.base import derive_seed
+from rollout.engines.hf_engine import HFEngine
+from rollout.pool import RolloutPool, shard_sizes
+from weightsync import create_weight_group, metas_of, send_weights, weights_digest
+from weightsync.group import free_port
+
+torch.set_num_threads(1)
+
+TEXTS = [f"Frame {i}: After rotate {d}, Observe: a {c} lamp is {d} of you." for i in range(30) for d in ("left", "right") for c in ("red", "green")]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    tokenizer_dir = train_tokenizer(TEXTS, root / "tokenizer")
+    return build_tiny_causal_lm(tokenizer_dir, root / "policy0", seed=0), build_tiny_causal_lm(tokenizer_dir, root / "policy1", seed=1)
+
+
+@pytest.fixture(scope="module")
+def pool(models):
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cfg = RolloutConfig(num_workers=2, num_cpus_per_worker=0.5, generate_batch_size=8)
+    pool = RolloutPool(cfg, models[0])
+    yield pool
+    pool.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def prompts(models):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(models[0])
+    texts = ["Frame 0:", "a red lamp is left", "Observe: a green lamp", "rotate right", "Frame 3: After rotate left, Observe: a lamp"]
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _tokens(out):
+    return [[c.token_ids for c in group] for group in out]
+
+
+def test_shard_sizes_are_even():
+    assert shard_sizes(10, 4) == [3, 3, 2, 2]
+    assert shard_sizes(1, 3) == [1, 0, 0]
+    assert sum(shard_sizes(17, 5)) == 17
+
+
+def test_pool_returns_completions_in_prompt_order(pool, prompts, models):
+    sampling = SamplingConfig(num_samples=3, max_new_tokens=12)
+    out = pool.generate(prompts, sampling, seed=7)
+    assert len(out) == len(prompts)
+    for i, group in enumerate(out):
+        assert len(group) == 3
+        assert all(c.prompt_index == i and c.prompt_token_ids == prompts[i] for c in group)
+    stats = pool.last_stats
+    assert [w["prompts"] for w in stats["workers"]] == [3, 2] and [w["rank"] for w in stats["workers"]] == [0, 1]
+    assert stats["generated_tokens"] == sum(len(c.token_ids) for g in out for c in g)
+
+    # Each worker sampled its contiguous shard with its own derived seed: a local engine reproduces both shards.
+    local = HFEngine(models[0], generate_batch_size=8)
+    expected = local.generate(prompts[:3], sampling, derive_seed(7, "worker", 0)) + local.generate(prompts[3:], sampling, derive_seed(7, "worker", 1))
+    assert _tokens(out) == _tokens(expected)
+    assert _tokens(pool.generate(prompts, sampling, seed=7)) == _tokens(out)
+
+
+def test_weight_broadcast_reaches_every_worker(pool, prompts, models):
+    import ray
+    from transformers import AutoModelForCausalLM
+
+    source = AutoModelForCausalLM.from_pretrained(models[1], dtype=torch.float32)
+    named = dict(source.named_parameters())
+    metas = metas_of((name, p.shape, p.dtype) for name, p in named.items())
+    port = free_port()
+
+    joins = pool.init_weight_group("gloo", "127.0.0.1", port, timeout_s=60)
+    group = create_weight_group("gloo", "127.0.0.1", port, pool.weight_group_world_size, 0, timeout_s=60)
+    assert ray.get(joins) == [[1], [2]]
+
+    receipts = pool.receive_weights(metas, bucket_bytes=64 * 1024, digest=True)
+    sent = send_weights(group, metas, lambda bucket: [named[m.name] for m in bucket], bucket_bytes=64 * 1024)
+    results = ray.get(receipts)
+
+    expected_digest = weights_digest(named.items())
+    assert [r["digest"] for r in results] == [expected_digest, expected_digest]
+    assert pool.digests() == [expected_digest, expected_digest]
+    assert all(r["bytes"] == sent and r["buckets"] > 1 and r["weight_version"] == 1 for r in results)
+
+    # The workers now sample what the source model samples.
+    sampling = SamplingConfig(num_samples=2, max_new_tokens=12)
+    out = pool.generate(prompts, sampling, seed=9)
+    reference = HFEngine(models[1], generate_batch_size=8)
+    expected = reference.generate(prompts[:3], sampling, derive_seed(9, "worker", 0)) + reference.generate(prompts[3:], sampling, derive_seed(9, "worker", 1))
+    assert _tokens(out) == _tokens(expected)
+    group.close()
+
+
+def test_pool_in_a_driver_placement_group(models, pool, prompts):
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    pg = placement_group([{"CPU": 0.25}, {"CPU": 0.25}])
+    ray.get(pg.ready())
+    cfg = RolloutConfig(num_workers=2, num_cpus_per_worker=0.25, generate_batch_size=8)
+    with pytest.raises(ValueError, match="needs 2 bundle indices"):
+        RolloutPool(cfg, models[0], placement_group=pg, bundle_indices=[0])
+    placed = RolloutPool(cfg, models[0], placement_group=pg, bundle_indices=[1, 0])
+    try:
+        out = placed.generate(prompts[:2], SamplingConfig(num_samples=1, max_new_tokens=4), seed=0)
+        assert [g[0].prompt_index for g in out] == [0, 1]
+        in_group = ray.get([w.__ray_call__.remote(lambda self: ray.get_runtime_context().get_placement_group_id()) for w in placed.workers])
+        assert in_group == [pg.id.hex(), pg.id.hex()]
+    finally:
+        placed.shutdown()
+        remove_placement_group(pg)

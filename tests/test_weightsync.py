@@ -1,0 +1,73 @@
+"""The weight group and bucketed broadcast: real gloo groups in separate processes, exact bytes on arrival."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+import torch
+
+from weightsync import ParamMeta, create_weight_group, metas_of, plan_buckets, receive_weights, send_weights, weights_digest
+from weightsync.group import free_port
+
+
+def _named_weights(seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "embed.weight": torch.randn(50, 16, generator=gen),
+        "layer.0.bias": torch.randn(16, generator=gen),
+        "layer.0.weight": torch.randn(16, 16, generator=gen),
+        "norm.weight": torch.randn(16, generator=gen).to(torch.bfloat16),
+        "scale": torch.randn((), generator=gen),
+    }
+
+
+def _receiver(port: int, rank: int, world: int, metas: list[ParamMeta], queue) -> None:
+    group = create_weight_group("gloo", "127.0.0.1", port, world, rank, timeout_s=30)
+    received = {}
+    for bucket in receive_weights(group, metas, bucket_bytes=1024):
+        received.update({name: t.clone() for name, t in bucket})
+    queue.put((rank, weights_digest(received.items())))
+
+
+def test_plan_buckets_respects_size_and_dtype():
+    metas = [ParamMeta("a", (100,), "float32"), ParamMeta("b", (100,), "float32"), ParamMeta("c", (10,), "bfloat16"), ParamMeta("d", (1000,), "float32")]
+    buckets = plan_buckets(metas, bucket_bytes=600)
+    assert [[m.name for m in b] for b in buckets] == [["a"], ["b"], ["c"], ["d"]]
+    buckets = plan_buckets(metas, bucket_bytes=800)
+    assert [[m.name for m in b] for b in buckets] == [["a", "b"], ["c"], ["d"]]
+    assert all(len({m.dtype for m in b}) == 1 for b in buckets)
+
+
+def test_broadcast_reaches_every_worker_bit_exact():
+    weights = _named_weights(0)
+    metas = metas_of((n, t.shape, t.dtype) for n, t in weights.items())
+    port, world = free_port(), 3
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_receiver, args=(port, r, world, metas, queue)) for r in (1, 2)]
+    for p in procs:
+        p.start()
+    group = create_weight_group("gloo", "127.0.0.1", port, world, 0, timeout_s=30)
+    sent = send_weights(group, metas, lambda bucket: [weights[m.name] for m in bucket], bucket_bytes=1024)
+    results = dict(queue.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    assert sent == sum(m.nbytes for m in metas)
+    expected = weights_digest(weights.items())
+    assert results == {1: expected, 2: expected}
+
+
+def test_digest_sees_a_one_ulp_change():
+    weights = _named_weights(1)
+    before = weights_digest(weights.items())
+    weights["layer.0.weight"][3, 4] = torch.nextafter(weights["layer.0.weight"][3, 4], torch.tensor(10.0))
+    assert weights_digest(weights.items()) != before
+
+
+def test_shape_mismatch_is_refused():
+    port = free_port()
+    group = create_weight_group("gloo", "127.0.0.1", port, 1, 0, timeout_s=5)
+    metas = [ParamMeta("w", (4,), "float32")]
+    with pytest.raises(ValueError, match="w: shape"):
+        send_weights(group, metas, lambda bucket: [torch.zeros(5)], bucket_bytes=1024)

@@ -1,0 +1,70 @@
+"""A stand-alone process group (gloo on CPU, NCCL on GPU) spanning learner rank 0 and every rollout worker.
+
+Rollout workers are not members of the learner's DeepSpeed world, so the broadcast needs a group of its own.
+It is built from a TCPStore directly (no `init_process_group`), so it lives beside whatever default group the
+process already has. Rank 0 is always the learner.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import socket
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class WeightGroup:
+    """One member's handle on the weight group: broadcast from rank 0, with the group's timeout."""
+
+    def __init__(self, backend: str, store: dist.Store, rank: int, world_size: int, timeout: datetime.timedelta):
+        self.backend = backend
+        self.rank = rank
+        self.world_size = world_size
+        self.timeout = timeout
+        self._store = store  # the group keeps using it; hold a reference for its lifetime
+        prefix_store = dist.PrefixStore("weightsync", store)
+        if backend == "gloo":
+            self._pg = dist.ProcessGroupGloo(prefix_store, rank, world_size, timeout)
+            self.device = torch.device("cpu")
+        elif backend == "nccl":
+            options = dist.ProcessGroupNCCL.Options()
+            options._timeout = timeout
+            self._pg = dist.ProcessGroupNCCL(prefix_store, rank, world_size, options)
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        else:
+            raise ValueError(f"weight group backend must be 'gloo' or 'nccl', got {backend!r}")
+
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> None:
+        """In-place broadcast of `tensor` from `src`; raises if a member does not answer within the group's timeout."""
+        work = self._pg.broadcast(tensor, src)
+        if not work.wait(self.timeout):
+            raise TimeoutError(f"weight broadcast did not complete within {self.timeout} (rank {self.rank})")
+
+    def barrier(self) -> None:
+        flag = torch.zeros(1, device=self.device)
+        self.broadcast(flag, 0)
+
+    def close(self) -> None:
+        self._pg = None
+        self._store = None
+
+
+def create_weight_group(backend: str, host: str, port: int, world_size: int, rank: int, timeout_s: float) -> WeightGroup:
+    """Joins (rank > 0) or hosts (rank 0) the weight group; blocks until every member has joined or the timeout passes."""
+    if backend == "auto":
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = dist.TCPStore(host, port, world_size, is_master=(rank == 0), timeout=timeout, wait_for_workers=True)
+    group = WeightGroup(backend, store, rank, world_size, timeout)
+    log.info("weight group %s:%d joined as rank %d of %d (%s)", host, port, rank, world_size, backend)
+    return group
