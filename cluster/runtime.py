@@ -36,9 +36,11 @@ def start_ray(address: str, num_cpus: int | None, namespace: str) -> None:
     if ray.is_initialized():
         return
     env = actor_env()
+    address = address or os.environ.get("RAY_ADDRESS", "")  # `ray job submit` runs the driver with RAY_ADDRESS set
     if address:
-        # Inside `ray job submit` the job's runtime env (working dir, pip) is already set; add only our variables.
-        ray.init(address=address, namespace=namespace, runtime_env={"env_vars": env}, log_to_driver=True)
+        # A cluster: the job's runtime env (working dir, pip, env vars) applies to every actor; adding our own here
+        # would replace it, so the cluster's nodes are expected to have the project's environment (see README).
+        ray.init(address=address, namespace=namespace, log_to_driver=True)
         log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
         return
     # A local, in-process cluster. Token auth is off: it is reachable only from this machine (STACK.md: Ray 2.60

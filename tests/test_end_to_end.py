@@ -26,6 +26,7 @@ def finished_run(tmp_path_factory):
             "trainer.steps=2",
             "trainer.verify_sync=true",
             "trainer.progress=false",
+            "trainer.checkpoint_every=1",
             "data.synthetic.scenes=2",
             "data.synthetic.questions_per_scene=4",
             # consistency on from the first step, so the judge pool is part of the run
@@ -58,14 +59,17 @@ def test_workers_hold_the_learners_weights_after_every_broadcast(finished_run):
     assert all(r["sync/bytes"] > 0 for r in rows)
 
 
-def test_learner_weights_changed_and_checkpoint_is_loadable(finished_run):
-    initial = load_file(finished_run / "models" / "policy" / "model.safetensors")
+def test_learner_weights_changed_by_a_grpo_step_and_checkpoint_is_loadable(finished_run):
+    # Checkpoints after step 1 and step 2: the difference is exactly one GRPO step (the SFT warm-up came before both).
+    after_step_1 = load_file(finished_run / "checkpoints" / "step_000001" / "policy" / "model.safetensors")
     final_dir = finished_run / "checkpoints" / "step_000002"
     assert (final_dir / "driver_state.json").is_file()
     final = load_file(final_dir / "policy" / "model.safetensors")
-    assert initial.keys() == final.keys()
-    changed = [name for name in initial if not (initial[name] == final[name]).all()]
-    assert changed, "no parameter changed after 2 GRPO steps"
+    assert after_step_1.keys() == final.keys()
+    changed = [name for name in final if not (after_step_1[name] == final[name]).all()]
+    assert changed, "no parameter changed in GRPO step 2"
+    rows = read_metrics(finished_run / "metrics.jsonl")
+    assert rows[1]["grad_norm"] > 0
 
     from transformers import AutoModelForCausalLM
 
