@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
+
+from embodied_data.atomic import write_text_atomically
 
 _NAME = re.compile(r"^step_(\d{6})$")
 
@@ -16,10 +17,7 @@ def checkpoint_dir(run_dir: str, step: int) -> str:
 
 
 def write_driver_state(checkpoint: str, state: dict) -> None:
-    path = Path(checkpoint) / "driver_state.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, path)
+    write_text_atomically(Path(checkpoint) / "driver_state.json", json.dumps(state, indent=2))
 
 
 def latest_checkpoint(run_dir: str) -> str | None:

@@ -27,6 +27,7 @@ class LearnerGroup:
             for rank in range(cfg.num_ranks)
         ]
         ray.get([r.ready.remote() for r in self.ranks])
+        self.info = ray.get(self.ranks[0].describe.remote())
 
     def _shard(self, samples: list[Sample]) -> tuple[list[list[Sample]], int, int]:
         """Round-robin shards, the micro-batch count every rank runs, and the batch's completion tokens."""

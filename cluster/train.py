@@ -19,7 +19,7 @@ from cluster.checkpoints import checkpoint_dir, latest_checkpoint, prune, read_d
 from cluster.config import TrainConfig, load_config, resolved_yaml
 from cluster.data import EpochSampler, load_run_data
 from cluster.learner_group import LearnerGroup
-from cluster.metrics import MetricsWriter
+from cluster.metrics import MetricsWriter, read_metrics
 from cluster.models import prepare_models
 from cluster.perceive import describe_videos
 from cluster.placement import reserve_pool
@@ -36,8 +36,16 @@ log = logging.getLogger("embodied_r.train")
 
 
 def train(config: DictConfig) -> Path:
-    run_dir = prepare_run_dir(config)
-    cfg: TrainConfig = OmegaConf.to_object(config)  # typed dataclasses from here on; they travel to actors as is
+    """Runs a whole training job; returns its run dir. The run's log goes to <run_dir>/train.log as well."""
+    run_dir, log_file = prepare_run_dir(config)
+    try:
+        return run_training(OmegaConf.to_object(config), run_dir)
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+
+
+def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
     start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.namespace)
 
     # 1. Data, models, perception: everything the prompts need, computed once and cached under the run dir.
@@ -54,6 +62,11 @@ def train(config: DictConfig) -> Path:
         reserve_pool("learner", cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank),
         total_steps=cfg.trainer.steps,
         seed=cfg.trainer.seed,
+    )
+    log.info(
+        "learner: %d rank(s), DeepSpeed %s ZeRO-%d, %s on %s, %s%s", learner.info["world_size"], learner.info["deepspeed"],
+        learner.info["zero_stage"], learner.info["backend"], learner.info["device"], learner.info["precision"],
+        ", frozen reference for KL" if learner.info["reference"] else "",
     )
     rollout_pool = reserve_pool("rollout", cfg.rollout.num_workers, cfg.rollout.num_cpus_per_worker, cfg.rollout.num_gpus_per_worker)
     rollout = RolloutPool(cfg.rollout, models.policy, placement_group=rollout_pool.group)
@@ -148,18 +161,41 @@ def train(config: DictConfig) -> Path:
 
     metrics_log.close()
     progress.close()
+    rollout.shutdown()
+    scorer.shutdown()
+    learner.shutdown()
     log.info("done: %d steps, run dir %s", cfg.trainer.steps, run_dir)
+    log.info(summarize(read_metrics(run_dir / "metrics.jsonl"), learner.info))
     return run_dir
 
 
-def prepare_run_dir(cfg: DictConfig) -> Path:
+def summarize(rows: list[dict], learner_info: dict) -> str:
+    """Mean seconds of each phase per step, and the final rewards: the figures a user checks first."""
+    if not rows:
+        return "no steps were run"
+    phases = ("rollout", "reward", "learn", "sync", "step")
+    means = {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in phases}
+    last = rows[-1]
+    return (
+        f"{len(rows)} steps; mean seconds per step: "
+        + ", ".join(f"{p} {means[p]:.2f}" for p in phases)
+        + f"; DeepSpeed ZeRO-{learner_info['zero_stage']} ({learner_info['backend']}, {learner_info['device']})"
+        + f"; last step reward/total {last['reward/total']:.3f}, accuracy {last['reward/accuracy']:.3f}, format {last['reward/format']:.3f}"
+    )
+
+
+def prepare_run_dir(cfg: DictConfig) -> tuple[Path, logging.Handler]:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(resolved_yaml(cfg))
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    return run_dir
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)  # the run log keeps INFO even when the console shows less
+    return run_dir, handler
 
 
 def weight_backend(cfg: DictConfig) -> str:

@@ -7,12 +7,12 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embodied_data.atomic import atomic_path
 from embodied_data.records import Record, SkipReport
 
 RECORD_SCHEMA = pa.schema(
@@ -38,15 +38,8 @@ def write_table_atomically(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write a parquet file beside its final name, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        pq.write_table(table, temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
+    with atomic_path(path) as temp:
+        pq.write_table(table, temp)
     return path
 
 

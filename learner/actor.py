@@ -221,6 +221,20 @@ class Learner:
     def ready(self) -> bool:
         return True
 
+    def describe(self) -> dict:
+        """What actually runs on this rank, for the run log: DeepSpeed version, ZeRO stage, backend, device."""
+        import deepspeed
+
+        return {
+            "deepspeed": deepspeed.__version__,
+            "zero_stage": int(self.engine.zero_optimization_stage()),
+            "backend": dist.get_backend() if dist.is_initialized() else "none",
+            "device": str(self.engine.device),
+            "precision": self.cfg.precision,
+            "world_size": self.world_size,
+            "reference": self.reference is not None,
+        }
+
 
 def _gathered_for_copy(params):
     """Under ZeRO-3, gathers both tensors; rank 0's write to the reference is scattered back to every rank on exit."""

@@ -56,7 +56,10 @@ def build_engines(cfg: LearnerConfig, model_path: str, total_steps: int):
     if cfg.grpo.beta > 0:
         ref_config = reference_ds_config(cfg, cfg.micro_batch_size)
         ref_model = load_causal_lm(model_path, ref_config, cfg.precision)
-        ref_model.requires_grad_(False)
+        # The reference stays frozen because it has no optimizer and only runs under no_grad. Its parameters keep
+        # requires_grad=True on purpose: torch picks a different matmul path for weights that do not require grad
+        # (the tied lm_head differs by ~5e-7), so a reference equal to the policy would give a non-zero KL gradient
+        # that Adam amplifies into a full-size step even when every advantage is 0.
         reference, *_ = deepspeed.initialize(model=ref_model, config=ref_config)
         reference.eval()
     log.info("DeepSpeed ZeRO-%d engine ready on %s (%s)", cfg.zero_stage, engine.device, resolve_backend(cfg))

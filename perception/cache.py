@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embodied_data.atomic import atomic_path
 from perception.config import KeyframeConfig, VLMConfig
 from perception.prompts import PROMPT_VERSION
 from perception.types import FrameDescription, VideoDescription
@@ -150,16 +150,10 @@ class DescriptionCache:
 
     def _write_shard(self, table: pa.Table) -> str:
         final = self.folder / f"{SHARD_PREFIX}{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-        handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=self.folder)
-        try:
-            with os.fdopen(handle, "wb") as sink:
-                pq.write_table(table, sink)
-                sink.flush()
-                os.fsync(sink.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(final) as tmp, open(tmp, "wb") as sink:
+            pq.write_table(table, sink)
+            sink.flush()
+            os.fsync(sink.fileno())
         self.shards_written.append(str(final))
         return str(final)
 

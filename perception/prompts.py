@@ -9,21 +9,9 @@ Any change to the text below must bump PROMPT_VERSION: it is part of the descrip
 
 from __future__ import annotations
 
-PROMPT_VERSION = "embodied-r-perception-v1"
+from embodied_data.actions import ACTIONS  # noqa: F401  (re-exported: the vocabulary the differential prompt lists)
 
-# The action vocabulary of the differential prompt, as the paper lists it.
-ACTIONS = (
-    "move forward",
-    "move backward",
-    "move left",
-    "move right",
-    "move upward",
-    "move downward",
-    "rotate left",
-    "rotate right",
-    "tilt downward",
-    "tilt upward",
-)
+PROMPT_VERSION = "embodied-r-perception-v1"
 
 _ACTION_LIST_TEXT = "Move forward, move backward, move left, move right, move upward, move downward, rotate left, " \
     "rotate right, tilt downward, or tilt upward"

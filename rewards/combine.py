@@ -226,6 +226,10 @@ class RewardScorer:
         batch.score_s = time.perf_counter() - pending.started
         return batch
 
+    def shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
     def score(
         self, completions_text: Sequence[str], records: Sequence[Record], group_size: int, weights: RewardStage
     ) -> RewardBatch:

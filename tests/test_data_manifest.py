@@ -31,7 +31,7 @@ def test_round_trip_resolves_relative_videos_and_keeps_extras(tmp_path: Path) ->
     touch_videos(tmp_path)
     records = sample_records()
     path = write_manifest(records, tmp_path / "manifest.parquet", extra_columns={"gt_caption": ["cap a", "cap a", "cap b"]}, metadata={"k": 1})
-    assert not list(tmp_path.glob(".manifest.parquet.*"))  # no temporary left behind
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
     back, report = read_manifest(path)
     assert len(report) == 0
     assert [r.id for r in back] == ["q1", "q2", "q3"]

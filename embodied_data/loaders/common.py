@@ -1,12 +1,20 @@
-"""Shared parts of the benchmark loaders: splitting option lists out of question text, and reporting counts."""
+"""Shared parts of the benchmark loaders: reading rows, splitting option lists out of question text, finding videos,
+and finishing a load (split assignment, skip summary, counts)."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from embodied_data.records import LETTERS, Record, SkipReport
+from embodied_data.split import DEFAULT_RATIOS, assign_splits
+
+log = logging.getLogger(__name__)
 
 _LETTER_PREFIX = re.compile(r"^\s*([A-J])\s*[.)]\s*")
 # A header line before the options: "choose:", "Choice:", "Choices:", "Options:" (any case), possibly followed on the
@@ -61,6 +69,15 @@ def split_question_and_options(text: str) -> tuple[str, list[str]]:
     return question, options
 
 
+def read_parquet_rows(parquet_path: str | Path, required_columns: tuple[str, ...]) -> list[dict]:
+    """The rows of a parquet file as dicts; raises ValueError naming the file and the missing columns."""
+    table = pq.read_table(parquet_path)
+    missing = [c for c in required_columns if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{parquet_path}: missing columns {missing}; it has {table.column_names}")
+    return table.to_pylist()
+
+
 def find_video(video_dir: str | Path | None, candidates: list[str]) -> Path | None:
     """The first of `candidates` (relative names) that exists under `video_dir`."""
     if video_dir is None:
@@ -72,9 +89,59 @@ def find_video(video_dir: str | Path | None, candidates: list[str]) -> Path | No
     return None
 
 
+def missing_video_reason(wanted: str, video_dir: str | Path | None) -> str:
+    """The skip reason of a record whose video `wanted` (the name(s) looked for) is not under `video_dir`."""
+    where = f"under {video_dir}" if video_dir is not None else "(no video folder given)"
+    return f"missing video: {wanted} {where}"
+
+
+def record_with_inline_options(
+    record_id: str, video: str, question_text: str, answer: object, category: str, scene: str, source: str
+) -> Record:
+    """A multiple-choice Record whose options are written inside `question_text` (UrbanVideo-Bench / Embodied-R
+    style); the answer letter may carry spaces and a trailing '.'.  Raises ValueError naming what is wrong."""
+    question, options = split_question_and_options(question_text)
+    return Record(
+        id=record_id,
+        video=video,
+        question=question,
+        choices=tuple(options),
+        answer=str(answer).strip().rstrip(".").upper(),
+        category=category,
+        scene=scene,
+        source=source,
+    )
+
+
 def counts_summary(name: str, records: list[Record], report: SkipReport) -> str:
     """'vsi_bench: 5130 loaded, 0 records skipped' and a line per category."""
     lines = [f"{name}: {len(records)} loaded, {report.summary()}"]
     for category, n in sorted(Counter(r.category for r in records).items()):
         lines.append(f"  {category:32s} {n:6d}")
     return "\n".join(lines)
+
+
+def finish_loading(
+    name: str,
+    source: str | Path,
+    records: list[Record],
+    report: SkipReport,
+    split_seed: int | None = None,
+    split_ratios: tuple[float, float, float] = DEFAULT_RATIOS,
+    split: str = "test",
+    verbose: bool = True,
+) -> tuple[list[Record], SkipReport]:
+    """The end of every loader: split the records, log the skip summary, print the counts when `verbose`.
+
+    With `split_seed` set, records get a seeded scene-level train/val/test split; with None every record gets `split`.
+    `name` labels the printed counts, `source` (the file read) the logged summary of skipped rows.
+    """
+    if split_seed is not None:
+        records = assign_splits(records, split_seed, split_ratios)
+    else:
+        records = [dataclasses.replace(r, split=split) for r in records]
+    if len(report):
+        log.warning("%s: %s", source, report.summary())
+    if verbose:
+        print(counts_summary(name, records, report))
+    return records, report

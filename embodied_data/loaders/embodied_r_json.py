@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 
-from embodied_data.loaders.common import counts_summary, find_video, split_question_and_options
+from embodied_data.loaders.common import find_video, finish_loading, missing_video_reason, record_with_inline_options
 from embodied_data.records import Record, SkipReport
-
-log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("Question_id", "video_id", "question_category", "question", "answer")
 # The released format bakes the role prompt (and a "<video>" placeholder) into the question; the prompt builder adds
@@ -51,28 +48,20 @@ def load_embodied_r_json(
         candidates = [video_id] + ([str(item["videos"]), Path(str(item["videos"])).name] if item.get("videos") else [])
         found = find_video(video_dir, candidates)
         if found is None and not allow_missing_videos:
-            where = f"under {video_dir}" if video_dir is not None else "(no video folder given)"
-            report.add(record_id, f"missing video: {video_id} {where}")
+            report.add(record_id, missing_video_reason(video_id, video_dir))
             continue
         try:
-            question, options = split_question_and_options(_ROLE_PROMPT.sub("", str(item["question"])))
             records.append(
-                Record(
-                    id=record_id,
+                record_with_inline_options(
+                    record_id,
                     video=str(found) if found else video_id,
-                    question=question,
-                    choices=tuple(options),
-                    answer=str(item["answer"]).strip().rstrip(".").upper(),
+                    question_text=_ROLE_PROMPT.sub("", str(item["question"])),
+                    answer=item["answer"],
                     category=str(item["question_category"]),
                     scene=Path(video_id).stem,
                     source="embodied_r",
-                    split=split,
                 )
             )
         except (ValueError, TypeError) as error:
             report.add(record_id, f"malformed row: {error}")
-    if len(report):
-        log.warning("%s: %s", json_path, report.summary())
-    if verbose:
-        print(counts_summary("embodied_r", records, report))
-    return records, report
+    return finish_loading("embodied_r", json_path, records, report, split=split, verbose=verbose)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import re
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from embodied_data.loaders.common import counts_summary, find_video, split_question_and_options
+from embodied_data.loaders.common import (
+    find_video,
+    finish_loading,
+    missing_video_reason,
+    read_parquet_rows,
+    record_with_inline_options,
+)
 from embodied_data.records import Record, SkipReport
-from embodied_data.split import DEFAULT_RATIOS, assign_splits
-
-log = logging.getLogger(__name__)
+from embodied_data.split import DEFAULT_RATIOS
 
 REQUIRED_COLUMNS = ("Question_id", "video_id", "question_category", "question", "answer")
 _ROUTE_HASH = re.compile(r"^[A-Z0-9]{20,}$")
@@ -49,13 +49,9 @@ def load_urbanvideo(
     letters, or its video is not found (unless `allow_missing_videos`; the record then names the bare video_id).
     Scenes are flights (`trajectory_of`); with `split_seed` set the split is seeded by flight, else "test".
     """
-    table = pq.read_table(parquet_path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{parquet_path}: missing columns {missing}; it has {table.column_names}")
     report = SkipReport(log_each=False)  # thousands of rows may lack a video: one summary line, not one each
     records: list[Record] = []
-    for position, row in enumerate(table.to_pylist()):
+    for position, row in enumerate(read_parquet_rows(parquet_path, REQUIRED_COLUMNS)):
         record_id = f"urban_{row['Question_id']}" if row.get("Question_id") is not None else f"row {position}"
         video_id = row.get("video_id")
         if not video_id:
@@ -63,19 +59,15 @@ def load_urbanvideo(
             continue
         found = find_video(video_dir, [video_id])
         if found is None and not allow_missing_videos:
-            where = f"under {video_dir}" if video_dir is not None else "(no video folder given)"
-            report.add(record_id, f"missing video: {video_id} {where}")
+            report.add(record_id, missing_video_reason(video_id, video_dir))
             continue
         try:
-            question, options = split_question_and_options(str(row.get("question") or ""))
-            answer = str(row.get("answer") or "").strip().rstrip(".").upper()
             records.append(
-                Record(
-                    id=record_id,
+                record_with_inline_options(
+                    record_id,
                     video=str(found) if found else video_id,
-                    question=question,
-                    choices=tuple(options),
-                    answer=answer,
+                    question_text=str(row.get("question") or ""),
+                    answer=row.get("answer") or "",
                     category=str(row["question_category"]),
                     scene=trajectory_of(video_id),
                     source="urbanvideo_bench",
@@ -83,12 +75,4 @@ def load_urbanvideo(
             )
         except (ValueError, TypeError) as error:
             report.add(record_id, f"malformed row: {error}")
-    if split_seed is not None:
-        records = assign_splits(records, split_seed, split_ratios)
-    else:
-        records = [dataclasses.replace(r, split="test") for r in records]
-    if len(report):
-        log.warning("%s: %s", parquet_path, report.summary())
-    if verbose:
-        print(counts_summary("urbanvideo_bench", records, report))
-    return records, report
+    return finish_loading("urbanvideo_bench", parquet_path, records, report, split_seed, split_ratios, verbose=verbose)

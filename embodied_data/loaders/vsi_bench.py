@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import math
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from embodied_data.loaders.common import counts_summary, find_video, strip_letter_prefix
+from embodied_data.loaders.common import (
+    find_video,
+    finish_loading,
+    missing_video_reason,
+    read_parquet_rows,
+    strip_letter_prefix,
+)
 from embodied_data.records import LETTERS, Record, SkipReport
-from embodied_data.split import DEFAULT_RATIOS, assign_splits
-
-log = logging.getLogger(__name__)
+from embodied_data.split import DEFAULT_RATIOS
 
 REQUIRED_COLUMNS = ("id", "dataset", "scene_name", "question_type", "question", "ground_truth", "options")
 
@@ -69,13 +69,9 @@ def load_vsi_bench(
     (unless `allow_missing_videos`, for question-only use: the record then names `<dataset>/<scene>.mp4`, relative).
     With `split_seed` set, records get a seeded scene-level train/val/test split; with None every record is "test".
     """
-    table = pq.read_table(parquet_path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{parquet_path}: missing columns {missing}; it has {table.column_names}")
     report = SkipReport(log_each=False)  # thousands of rows may lack a video: one summary line, not one each
     records: list[Record] = []
-    for position, row in enumerate(table.to_pylist()):
+    for position, row in enumerate(read_parquet_rows(parquet_path, REQUIRED_COLUMNS)):
         record_id = f"vsi_{row['id']}" if row.get("id") is not None else f"row {position}"
         scene, dataset = row.get("scene_name"), row.get("dataset")
         if not scene:
@@ -83,19 +79,10 @@ def load_vsi_bench(
             continue
         found = find_video(video_dir, [f"{dataset}/{scene}.mp4", f"{scene}.mp4"])
         if found is None and not allow_missing_videos:
-            where = f"under {video_dir}" if video_dir is not None else "(no video folder given)"
-            report.add(record_id, f"missing video: {dataset}/{scene}.mp4 or {scene}.mp4 {where}")
+            report.add(record_id, missing_video_reason(f"{dataset}/{scene}.mp4 or {scene}.mp4", video_dir))
             continue
         try:
             records.append(_record(row, str(found) if found else f"{dataset}/{scene}.mp4"))
         except (ValueError, TypeError) as error:
             report.add(record_id, f"malformed row: {error}")
-    if split_seed is not None:
-        records = assign_splits(records, split_seed, split_ratios)
-    else:
-        records = [dataclasses.replace(r, split="test") for r in records]
-    if len(report):
-        log.warning("%s: %s", parquet_path, report.summary())
-    if verbose:
-        print(counts_summary("vsi_bench", records, report))
-    return records, report
+    return finish_loading("vsi_bench", parquet_path, records, report, split_seed, split_ratios, verbose=verbose)

@@ -11,20 +11,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from embodied_data.actions import ACTIONS
 from embodied_data.synthetic.scene import Scene
 
-ACTIONS: tuple[str, ...] = (
-    "move forward",
-    "move backward",
-    "move left",
-    "move right",
-    "move upward",
-    "move downward",
-    "rotate left",
-    "rotate right",
-    "tilt upward",
-    "tilt downward",
-)
 
 # One step of each action: metres for moves, degrees for rotations and tilts.
 STEP_METRES = 0.25

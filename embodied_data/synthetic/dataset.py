@@ -4,13 +4,12 @@ geometry, a ground-truth caption per video, a scene-level split, and a manifest;
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from embodied_data.atomic import write_text_atomically
 from embodied_data.manifest import GT_CAPTION_COLUMN, read_manifest, read_manifest_metadata, write_manifest
 from embodied_data.records import Record
 from embodied_data.split import DEFAULT_RATIOS, assign_splits
@@ -39,13 +38,6 @@ def _sub_rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 
 
-def _write_json_atomically(data: object, path: Path) -> None:
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "w") as f:
-        json.dump(data, f, sort_keys=True, indent=1)
-    os.replace(temp_name, path)
-
-
 def render_scene_video(
     scene_index: int, seed: int, out_dir: Path, num_frames: int, fps: float, size: int, questions_per_scene: int
 ) -> tuple[list[Record], str]:
@@ -67,18 +59,16 @@ def render_scene_video(
     video_frames = plan_frames[:num_frames]
     video_rel = f"videos/{scene_id}.mp4"
     write_video(images, out_dir / video_rel, fps)
-    _write_json_atomically(
-        {
-            "scene": scene_id,
-            "room": {"width": scene.room.width, "depth": scene.room.depth, "height": scene.room.height},
-            "objects": [
-                {"id": o.object_id, "category": o.category, "colour": o.colour, "lo": o.bounds.lo, "hi": o.bounds.hi}
-                for o in scene.objects
-            ],
-            "frames": [f.to_dict() for f in video_frames],
-        },
-        out_dir / f"videos/{scene_id}.json",
-    )
+    scene_truth = {
+        "scene": scene_id,
+        "room": {"width": scene.room.width, "depth": scene.room.depth, "height": scene.room.height},
+        "objects": [
+            {"id": o.object_id, "category": o.category, "colour": o.colour, "lo": o.bounds.lo, "hi": o.bounds.hi}
+            for o in scene.objects
+        ],
+        "frames": [f.to_dict() for f in video_frames],
+    }
+    write_text_atomically(out_dir / f"videos/{scene_id}.json", json.dumps(scene_truth, sort_keys=True, indent=1))
     caption, _ = ground_truth_caption(video_frames, one_fps_indices(num_frames, fps))
     questions = generate_questions(
         scene, video_frames, _sub_rng(seed, scene_index, 2), questions_per_scene, segments, plan_frames

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from embodied_data.atomic import atomic_path
 
 
 def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float, fourcc: str = "mp4v") -> Path:
@@ -18,22 +19,17 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float, f
     height, width = frames[0].shape[:2]
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temporary name keeps the .mp4 suffix: OpenCV picks the container from it.
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        writer = cv2.VideoWriter(temp_name, cv2.VideoWriter_fourcc(*fourcc), float(fps), (width, height))
-        if not writer.isOpened():
-            raise RuntimeError(f"{path}: OpenCV cannot open a {fourcc!r} video writer (is its FFmpeg backend present?)")
-        for i, frame in enumerate(frames):
-            if frame.shape[:2] != (height, width) or frame.dtype != np.uint8:
-                raise ValueError(f"{path}: frame {i} is {frame.shape} {frame.dtype}, expected {(height, width, 3)} uint8")
-            writer.write(frame)
-        writer.release()
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
+    with atomic_path(path) as temp:
+        writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*fourcc), float(fps), (width, height))
+        try:
+            if not writer.isOpened():
+                raise RuntimeError(f"{path}: OpenCV cannot open a {fourcc!r} video writer (is its FFmpeg backend present?)")
+            for i, frame in enumerate(frames):
+                if frame.shape[:2] != (height, width) or frame.dtype != np.uint8:
+                    raise ValueError(f"{path}: frame {i} is {frame.shape} {frame.dtype}, expected {(height, width, 3)} uint8")
+                writer.write(frame)
+        finally:
+            writer.release()  # also on failure, so the half-written temp file is closed before it is removed
     return path
 
 
