@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -11,8 +12,15 @@ log = logging.getLogger(__name__)
 
 
 def default_extensions_dir() -> str:
-    """DeepSpeed compiles a CPU comm op on first use (~30-60 s); a stable cache folder pays that once per machine."""
-    return os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path.home() / ".cache" / "embodied-r" / "torch_extensions")
+    """DeepSpeed compiles a CPU comm op on first use (~30-60 s); a stable cache folder pays that once per environment.
+
+    One folder per Python environment: two virtual environments sharing one folder rebuild the op each time the other
+    one loads it (the compile command names the venv's paths), and make each other wait on the build lock.
+    """
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return os.environ["TORCH_EXTENSIONS_DIR"]
+    environment = hashlib.sha256(sys.prefix.encode()).hexdigest()[:10]
+    return str(Path.home() / ".cache" / "embodied-r" / "torch_extensions" / environment)
 
 
 def actor_env() -> dict[str, str]:

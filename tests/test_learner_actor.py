@@ -1,0 +1,319 @@
+"""The DeepSpeed learner as real Ray actors on CPU (gloo): data parallelism and ZeRO-3 are exact, a zero-advantage step
+moves nothing, SFT and the reference restart work, checkpoints round-trip, and the weight broadcast sends what it holds.
+
+Three groups are built once (ZeRO-2 x1, ZeRO-2 x2, ZeRO-3 x2) and take the same steps in the same order, so their
+weights stay comparable; a fourth (ZeRO-2 x1) is built only to load a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("deepspeed")
+
+from cluster.learner_group import LearnerGroup  # noqa: E402
+from cluster.placement import reserve_pool  # noqa: E402
+from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer  # noqa: E402
+from learner.batch import Sample  # noqa: E402
+from learner.broadcast import iter_full_buckets  # noqa: E402
+from learner.config import GRPOConfig, LearnerConfig  # noqa: E402
+from weightsync import create_weight_group, plan_buckets, receive_weights, weights_digest  # noqa: E402
+from weightsync.group import free_port  # noqa: E402
+
+# DeepSpeed compiles its CPU comm op once per machine (~30-60 s); a stable cache folder pays that only the first time.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "embodied-r" / "torch_extensions"))
+torch.set_num_threads(1)
+# The helpers below run inside the learner actors (via __ray_call__); the actors cannot import this test module by
+# name, so ship its functions by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+LR = 1e-2
+TEXTS = [f"Frame {i}: After rotate {d}, Observe: a {c} lamp is {d} of you." for i in range(20) for d in ("left", "right") for c in ("red", "blue")]
+
+
+def _config(num_ranks: int, zero_stage: int) -> LearnerConfig:
+    return LearnerConfig(
+        num_ranks=num_ranks,
+        num_cpus_per_rank=0.25,  # 6 ranks are alive at once on a 2-CPU Ray; each still gets one torch thread
+        zero_stage=zero_stage,
+        precision="fp32",
+        lr=LR,
+        warmup_ratio=0.0,
+        grad_clip=1e6,  # never clips: the comparisons below are of unclipped Adam steps
+        micro_batch_size=2,  # 5 samples: 3 micro-batches on one rank, 2 (one of them an empty filler) on the second of two
+        grpo=GRPOConfig(beta=0.05),
+    )
+
+
+# ---- helpers that run on every rank of a group ----------------------------------------------------------------------
+def _rank_full_weights(learner, metas) -> dict[str, torch.Tensor] | None:
+    """Full (gathered under ZeRO-3) fp32 copies of the policy's parameters; rank 0 returns them."""
+    out: dict[str, torch.Tensor] = {}
+    for bucket, tensors in zip(plan_buckets(metas, 1 << 30), iter_full_buckets(learner.engine.module, metas, 1 << 30)):
+        out.update({meta.name: tensor for meta, tensor in zip(bucket, tensors)})
+    return out if learner.rank == 0 else None
+
+
+def full_weights(group: LearnerGroup) -> dict[str, torch.Tensor]:
+    metas = group.param_metas(None)
+    return ray.get([rank.__ray_call__.remote(_rank_full_weights, metas) for rank in group.ranks])[0]
+
+
+def assert_weights_close(actual: dict, expected: dict) -> None:
+    """Equal up to float summation order. Adam's first step moves a weight by lr * g / (|g| + eps): where a gradient
+    element is within a few eps of 0, its rounding noise (~1e-12) is magnified by lr / eps, so those few elements get
+    an absolute tolerance of 0.1% of a step; every other element must agree to 1e-5 relative."""
+    rtol, atol = 1e-5, 1e-3 * LR
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+def assert_weights_equal(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    unequal = [name for name in expected if not torch.equal(actual[name], expected[name])]
+    assert not unequal, f"parameters differ: {unequal}"
+
+
+def max_change(after: dict, before: dict) -> float:
+    return max((after[n] - before[n]).abs().max().item() for n in before)
+
+
+def make_samples(vocab: int, advantages: list[float], seed: int) -> list[Sample]:
+    """Prompts and completions of different lengths, so packing pads both sides."""
+    gen = torch.Generator().manual_seed(seed)
+    samples = []
+    for index, advantage in enumerate(advantages):
+        prompt_len, completion_len = 3 + (index * 2) % 7, 2 + (index * 3) % 6
+        tokens = torch.randint(10, vocab - 10, (prompt_len + completion_len,), generator=gen).tolist()
+        samples.append(
+            Sample(
+                prompt_ids=tokens[:prompt_len],
+                completion_ids=tokens[prompt_len:],
+                rollout_logprobs=(-torch.rand(completion_len, generator=gen) * 5).tolist(),
+                advantage=advantage,
+            )
+        )
+    return samples
+
+
+# ---- fixtures -------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("tiny")
+    return build_tiny_causal_lm(train_tokenizer(TEXTS, root / "tokenizer"), root / "policy", seed=0)
+
+
+@pytest.fixture(scope="module")
+def vocab(model_path) -> int:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_path).vocab_size
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    from cluster.runtime import start_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    start_ray("", 2, "test-learner-actor")
+    yield
+    ray.shutdown()
+
+
+class Groups:
+    """Creates groups in their own pools and tears all of them down at the end of the module."""
+
+    def __init__(self, model_path: str):
+        self.model_path = model_path
+        self.live: list[tuple[LearnerGroup, object]] = []
+        self.created = 0  # placement-group names stay unique even after a group is destroyed
+
+    def create(self, num_ranks: int, zero_stage: int) -> LearnerGroup:
+        cfg = _config(num_ranks, zero_stage)
+        self.created += 1
+        pool = reserve_pool(f"learner-z{zero_stage}x{num_ranks}-{self.created}", num_ranks, cfg.num_cpus_per_rank, 0.0, timeout_s=30)
+        try:
+            group = LearnerGroup(cfg, self.model_path, pool, total_steps=10, seed=0)
+        except Exception:
+            pool.release()
+            raise
+        self.live.append((group, pool))
+        return group
+
+    def destroy(self, group: LearnerGroup) -> None:
+        for index, (live_group, pool) in enumerate(self.live):
+            if live_group is group:
+                group.shutdown()
+                pool.release()
+                del self.live[index]
+                return
+
+    def close(self) -> None:
+        for group, pool in self.live:
+            group.shutdown()
+            pool.release()
+        self.live.clear()
+
+
+@pytest.fixture(scope="module")
+def groups(ray_runtime, model_path):
+    made = Groups(model_path)
+    try:
+        yield {
+            "z2x1": made.create(1, 2),
+            "z2x2": made.create(2, 2),
+            "z3x2": made.create(2, 3),
+            "factory": made,
+        }
+    finally:
+        made.close()
+
+
+@pytest.fixture(scope="module")
+def grpo_batch(vocab) -> list[Sample]:
+    return make_samples(vocab, [1.0, -0.5, 0.3, -1.2, 0.4], seed=1)
+
+
+@pytest.fixture(scope="module")
+def first_steps(groups, grpo_batch) -> dict[str, dict]:
+    """Each group's initial weights, a zero-advantage step, then one GRPO step on `grpo_batch`: the same history
+    everywhere (the zero step still advances Adam's step count, so every group must take it)."""
+    zero_batch = [Sample(s.prompt_ids, s.completion_ids, s.rollout_logprobs, 0.0) for s in grpo_batch]
+    records = {}
+    for name in ("z2x1", "z2x2", "z3x2"):
+        group = groups[name]
+        initial = full_weights(group)
+        zero_metrics = group.train_step(zero_batch)
+        after_zero = full_weights(group)
+        metrics = group.train_step(grpo_batch)
+        records[name] = {"initial": initial, "zero_metrics": zero_metrics, "after_zero": after_zero, "metrics": metrics, "after": full_weights(group)}
+    return records
+
+
+# ---- tests ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["z2x1", "z2x2", "z3x2"])
+def test_zero_advantage_first_step_leaves_weights_unchanged(first_steps, name):
+    # Policy == reference and every advantage 0: the k3 KL's gradient and the policy-gradient term are both exactly 0,
+    # so any change would be a stray gradient (e.g. from the empty filler micro-batch on the second rank).
+    record = first_steps[name]
+    assert record["zero_metrics"]["kl"] == 0.0 and record["zero_metrics"]["loss"] == 0.0
+    assert record["zero_metrics"]["grad_norm"] == 0.0
+    assert_weights_equal(record["after_zero"], record["initial"])
+
+
+def test_data_parallel_step_equals_single_rank_step(first_steps):
+    one, two = first_steps["z2x1"], first_steps["z2x2"]
+    assert_weights_equal(two["initial"], one["initial"])
+    # The step did something: Adam's first update moves every parameter with a gradient by about lr.
+    assert max_change(one["after"], one["initial"]) > LR / 2
+    for key in ("loss", "kl", "grad_norm", "clip_fraction", "logprob_mismatch"):
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-5, abs=1e-9), key
+    assert one["metrics"]["loss"] != 0.0 and one["metrics"]["grad_norm"] > 0
+    assert one["metrics"]["lr"] == pytest.approx(LR)
+    # Adam's first step hardly depends on the gradient's scale, so the weights check the gradient's direction (every
+    # sample counted once, on some rank) and the grad norm above checks its scale (the per-rank loss scaling).
+    assert_weights_close(two["after"], one["after"])
+
+
+def test_zero3_step_equals_zero2_step(first_steps):
+    zero2, zero3 = first_steps["z2x1"], first_steps["z3x2"]
+    assert_weights_equal(zero3["initial"], zero2["initial"])
+    for key in ("loss", "kl", "grad_norm"):
+        assert zero3["metrics"][key] == pytest.approx(zero2["metrics"][key], rel=1e-5, abs=1e-9), key
+    assert_weights_close(zero3["after"], zero2["after"])
+
+
+@pytest.mark.parametrize("name", ["z2x2", "z3x2"])
+def test_sft_lowers_nll_and_restart_makes_reference_the_policy(groups, first_steps, grpo_batch, vocab, name):
+    group = groups[name]
+    targets = make_samples(vocab, [0.0] * 4, seed=2)
+    nlls = [group.sft_step(targets, lr=3e-3) for _ in range(4)]
+    assert all(later < earlier for earlier, later in zip(nlls, nlls[1:])), nlls
+    assert nlls[-1] < nlls[0] - 0.1, nlls
+
+    # The policy has moved away from the reference: the KL is positive until the reference is reset to the policy.
+    before = group.train_step(grpo_batch)
+    assert before["kl"] > 1e-6
+    assert before["lr"] == pytest.approx(LR)  # SFT ran at its own lr and left the GRPO lr alone
+    group.restart_from_current_policy()
+    after = group.train_step(grpo_batch)
+    assert after["kl"] == 0.0, after
+
+
+def test_zero2_checkpoint_round_trip_into_a_fresh_group(groups, first_steps, grpo_batch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    source = groups["z2x1"]
+    checkpoint = tmp_path / "step_3"
+    assert source.save_checkpoint(str(checkpoint), {"step": 3}) == str(checkpoint)
+    assert (checkpoint / "deepspeed").is_dir() and (checkpoint / "policy").is_dir()
+    assert not list(tmp_path.glob("*.tmp")), "the temporary folder was left behind"
+    saved = full_weights(source)
+    hf = dict(AutoModelForCausalLM.from_pretrained(checkpoint / "policy").named_parameters())
+    assert_weights_equal({n: p.detach() for n, p in hf.items()}, saved)
+
+    # The source goes on one step; a fresh group that loads the checkpoint and takes the same step must land on the same
+    # weights, which needs the optimiser's moments and step count restored as well as the weights.
+    source.train_step(grpo_batch)
+    continued = full_weights(source)
+    assert max_change(continued, saved) > 0
+    fresh = groups["factory"].create(1, 2)
+    try:
+        assert max_change(full_weights(fresh), saved) > 0  # it starts from the initial weights, not the checkpoint's
+        client_state = fresh.load_checkpoint(str(checkpoint))
+        assert client_state.get("step") == 3
+        assert_weights_equal(full_weights(fresh), saved)
+        fresh.train_step(grpo_batch)
+        assert_weights_equal(full_weights(fresh), continued)
+    finally:
+        groups["factory"].destroy(fresh)
+
+
+def test_zero3_checkpoint_writes_full_policy_and_restores(groups, first_steps, grpo_batch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    group = groups["z3x2"]
+    checkpoint = tmp_path / "step_5"
+    group.save_checkpoint(str(checkpoint), {"step": 5})
+    assert not (tmp_path / "step_5.tmp").exists()
+    saved = full_weights(group)
+    hf = AutoModelForCausalLM.from_pretrained(checkpoint / "policy")
+    assert_weights_equal({n: p.detach() for n, p in hf.named_parameters()}, saved)
+
+    group.train_step(grpo_batch)
+    assert max_change(full_weights(group), saved) > 0
+    assert group.load_checkpoint(str(checkpoint)).get("step") == 5
+    assert_weights_equal(full_weights(group), saved)
+
+
+@pytest.mark.parametrize("name,wire_dtype", [("z2x1", None), ("z3x2", None), ("z3x2", "bfloat16")])
+def test_weight_broadcast_delivers_the_learners_weights(groups, first_steps, name, wire_dtype):
+    group = groups[name]
+    metas = group.param_metas(wire_dtype)
+    bucket_bytes = 64 << 10  # several buckets, so ZeRO-3 gathers bucket by bucket
+    assert len(plan_buckets(metas, bucket_bytes)) > 2
+    port = free_port()
+    joins = group.init_weight_group_refs("gloo", "127.0.0.1", port, 2, 60.0)
+    receiver = create_weight_group("gloo", "127.0.0.1", port, 2, 1, timeout_s=60.0)  # blocks until rank 0 has joined
+    ray.get(joins)
+    sends = group.broadcast_refs(metas, bucket_bytes)
+    received = {}
+    for bucket in receive_weights(receiver, metas, bucket_bytes):
+        received.update({n: t.clone() for n, t in bucket})
+    reports = ray.get(sends)
+    receiver.close()
+
+    assert reports[0]["bytes"] == sum(m.nbytes for m in metas)
+    assert all(r["bytes"] == 0 for r in reports[1:])  # only rank 0 sends; the others only join the gathers
+    assert {n: tuple(t.shape) for n, t in received.items()} == {m.name: m.shape for m in metas}
+    assert weights_digest(received.items()) == group.weights_digest(metas)
+    expected = {n: t.to(metas[0].torch_dtype) for n, t in full_weights(group).items()}
+    assert_weights_equal(received, expected)
