@@ -28,6 +28,7 @@ from cluster.runtime import start_ray
 from cluster.warmstart import sft_warmup
 from cluster.weight_sync import WeightSync
 from learner.batch import Sample
+from learner.filtering import kept_sample_indices
 from learner.grpo import group_advantages
 from rewards.schedule import weights_at
 from rollout.pool import RolloutPool
@@ -123,10 +124,19 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
         samples = [
             Sample(c.prompt_token_ids, c.token_ids, c.logprobs, float(a)) for c, a in zip(completions, advantages.tolist())
         ]
-        learn = learner.train_step(samples)
+        if cfg.learner.grpo.filter_equal_reward_groups:
+            # DAPO's dynamic sampling (learner/filtering.py); with every group dropped the step has no gradient to take.
+            samples = [samples[i] for i in kept_sample_indices(rewards.total, group_size)]
+        filtered_groups = (len(completions) - len(samples)) // group_size
+        if samples:
+            learn = learner.train_step(samples)
+        else:  # the step is still logged (learner metrics NaN, written as null); the weights stay as they were
+            log.info("step %d: all %d groups had equal rewards; learner step skipped", step, filtered_groups)
+            learn = dict.fromkeys(("loss", "kl", "clip_fraction", "grad_norm", "lr", "logprob_mismatch"), float("nan"))
         time_learn = time.perf_counter() - phase
 
-        synced = sync.broadcast()
+        # The new weights go to every worker; a skipped learner step changed nothing, so nothing is sent.
+        synced = sync.broadcast() if samples else {"sync/bytes": 0, "time/sync": 0.0}
         if cfg.trainer.verify_sync:
             synced.update(sync.verify())
 
@@ -144,6 +154,7 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
             "grad_norm": learn["grad_norm"],
             "lr": learn["lr"],
             "rollout/logprob_mismatch": learn["logprob_mismatch"],
+            "groups/filtered": filtered_groups,
             "response/length": generated_tokens / max(len(completions), 1),
             "response/finished": sum(c.finished for c in completions) / max(len(completions), 1),
             "time/rollout": time_rollout,

@@ -16,7 +16,7 @@ from learner.batch import PackedBatch, Sample, completion_logprobs, pack
 from learner.broadcast import broadcast_weights, iter_full_buckets, param_metas
 from learner.config import LearnerConfig
 from learner.engine import build_engines, init_distributed_env
-from learner.grpo import aggregate, grpo_token_loss
+from learner.grpo import aggregate, check_grpo_config, grpo_token_loss
 from learner.sft import sft_token_loss
 from weightsync import WeightGroup, create_weight_group, weights_digest
 
@@ -29,6 +29,7 @@ class Learner:
     def __init__(self, cfg: LearnerConfig, model_path: str, rank: int, world_size: int, master_addr: str, master_port: int, total_steps: int, seed: int = 0):
         torch.set_num_threads(max(1, int(cfg.num_cpus_per_rank)))
         torch.manual_seed(seed + rank)
+        check_grpo_config(cfg.grpo)
         init_distributed_env(rank, world_size, master_addr, master_port)
         self.cfg = cfg
         self.rank = rank
@@ -43,20 +44,30 @@ class Learner:
 
     # ---- training -------------------------------------------------------------------------------------------
     def train_step(self, samples: list[Sample], num_micro_batches: int, batch_tokens: int, batch_sequences: int) -> dict:
-        """One optimiser step on this rank's share of the batch.
+        """`updates_per_batch` optimiser steps on this rank's share of the batch.
 
         `num_micro_batches` is the same on every rank (ranks with fewer samples run empty micro-batches, because under
         ZeRO-3 every forward is a collective); `batch_tokens`/`batch_sequences` are the whole batch's counts, so the
         per-rank losses add up to the batch loss exactly.
+
+        Returns the loss, KL and engine/learner mismatch of the first update (the policy that generated the batch), the
+        clipped-token count averaged over the updates, and under `updates` each update's loss and ratio statistics.
         """
         started = time.perf_counter()
         self.engine.train()
+        grpo = self.cfg.grpo
+        if grpo.old_logprobs == "rollout":
+            _check_rollout_logprobs(samples, self.rank)
         micro_batches = self._micro_batches(samples, num_micro_batches)
         old_logprobs: list[torch.Tensor | None] = [None] * len(micro_batches)
+        if grpo.old_logprobs == "rollout":
+            old_logprobs = [batch.rollout_logprobs for batch, _ in micro_batches]
         ref_logprobs = [self._reference_logprobs(mb) for mb in micro_batches]
-        totals = {"loss": 0.0, "kl": 0.0, "clipped": 0.0, "tokens": 0.0, "mismatch": 0.0}
+        totals = {"kl": 0.0, "tokens": 0.0, "mismatch": 0.0}
+        updates: list[dict] = []
         grad_norm = None
-        for update in range(self.cfg.grpo.updates_per_batch):
+        for _ in range(grpo.updates_per_batch):
+            stats = {"loss": 0.0, "clipped_tokens": 0.0, "tokens": 0.0, "ratio_sum": 0.0, "ratio_min": math.inf, "ratio_max": -math.inf}
             for index, (batch, weight) in enumerate(micro_batches):
                 self.engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
                 logprobs = completion_logprobs(self.engine, batch)
@@ -64,34 +75,46 @@ class Learner:
                     # The first pass runs on the weights that generated the batch: its log-probs are the old policy's.
                     old_logprobs[index] = logprobs.detach()
                 per_token, kl, clipped = grpo_token_loss(
-                    logprobs, old_logprobs[index], ref_logprobs[index], batch.advantages, batch.completion_mask, self.cfg.grpo
+                    logprobs, old_logprobs[index], ref_logprobs[index], batch.advantages, batch.completion_mask, grpo
                 )
                 # DeepSpeed averages gradients over ranks, so scale by world size to get the batch sum / batch count.
-                loss = aggregate(per_token, batch.completion_mask, self.cfg.grpo, batch_tokens, batch_sequences)
+                loss = aggregate(per_token, batch.completion_mask, grpo, batch_tokens, batch_sequences)
                 loss = loss * weight * self.world_size
                 self.engine.backward(loss, scale_wrt_gas=False)
                 self.engine.step()
-                if update == 0:
-                    mask = batch.completion_mask * weight
-                    totals["loss"] += loss.item() / self.world_size
-                    totals["kl"] += (kl * mask).sum().item()
-                    totals["clipped"] += (clipped * mask).sum().item()
+                if weight == 0:
+                    continue  # an empty filler micro-batch: nothing to count
+                mask = batch.completion_mask.bool()
+                ratio = torch.exp(logprobs.detach() - old_logprobs[index])[mask]
+                stats["loss"] += loss.item() / self.world_size
+                stats["clipped_tokens"] += clipped.sum().item()
+                stats["tokens"] += mask.sum().item()
+                stats["ratio_sum"] += ratio.sum().item()
+                if ratio.numel():
+                    stats["ratio_min"] = min(stats["ratio_min"], ratio.min().item())
+                    stats["ratio_max"] = max(stats["ratio_max"], ratio.max().item())
+                if not updates:
+                    totals["kl"] += (kl * batch.completion_mask).sum().item()
                     totals["tokens"] += mask.sum().item()
-                    totals["mismatch"] += ((logprobs.detach() - batch.rollout_logprobs).abs() * mask).sum().item()
+                    totals["mismatch"] += ((logprobs.detach() - batch.rollout_logprobs).abs() * batch.completion_mask).sum().item()
+            stats["ratio_mean"] = stats.pop("ratio_sum") / max(stats["tokens"], 1.0)
+            updates.append(stats)
             grad_norm = self.engine.get_global_grad_norm()
         self.engine.set_gradient_accumulation_boundary(None)
         self.steps_done += 1
         tokens = max(totals["tokens"], 1.0)
+        clipped_tokens = sum(u["clipped_tokens"] for u in updates) / len(updates)
         return {
-            "loss": totals["loss"],
+            "loss": updates[0]["loss"],
             "kl_sum": totals["kl"],
-            "clipped_tokens": totals["clipped"],
+            "clipped_tokens": clipped_tokens,
             "tokens": totals["tokens"],
             "kl": totals["kl"] / tokens,
-            "clip_fraction": totals["clipped"] / tokens,
+            "clip_fraction": clipped_tokens / tokens,
             "logprob_mismatch": totals["mismatch"] / tokens,
             "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
             "lr": float(self.engine.get_lr()[0]),
+            "updates": updates,
             "seconds": time.perf_counter() - started,
         }
 
@@ -234,6 +257,16 @@ class Learner:
             "world_size": self.world_size,
             "reference": self.reference is not None,
         }
+
+
+def _check_rollout_logprobs(samples: list[Sample], rank: int) -> None:
+    """With old_logprobs=rollout every completion token needs the engine's log-prob (pack would pad a missing one with 0)."""
+    for index, sample in enumerate(samples):
+        if len(sample.rollout_logprobs) != len(sample.completion_ids) or not all(map(math.isfinite, sample.rollout_logprobs)):
+            raise ValueError(
+                f"rank {rank}, sample {index}: learner.grpo.old_logprobs=rollout needs one finite rollout log-prob per "
+                f"completion token; got {len(sample.rollout_logprobs)} for {len(sample.completion_ids)} tokens"
+            )
 
 
 def _gathered_for_copy(params):

@@ -7,13 +7,26 @@ from dataclasses import dataclass, field
 
 @dataclass
 class GRPOConfig:
-    beta: float = 0.001  # KL penalty weight; 0 drops the reference model
-    kl_estimator: str = "k3"  # k1 | k2 | k3
-    clip_low: float = 0.2
+    beta: float = 0.001  # KL penalty weight; 0 drops the reference model (no reference engine is built)
+    kl_estimator: str = "k3"  # k1 | k2 | k3 (learner/kl.py)
+    clip_low: float = 0.2  # the ratio is clipped to [1 - clip_low, 1 + clip_high] (DAPO's clip-higher: clip_high > clip_low)
     clip_high: float = 0.2
     advantage_norm: str = "group_std"  # group_std | group_mean (Dr.GRPO)
     loss_aggregation: str = "token_mean"  # token_mean | sequence_mean
-    updates_per_batch: int = 1  # mu
+    updates_per_batch: int = 1  # mu: optimiser steps on each batch, each a full pass over it
+    # The denominator of the importance ratio, pi_theta / pi_old:
+    #   learner: the learner's own log-probs from the first pass over the batch (before any update on it). The first
+    #            update's ratio is exactly 1, so rollout-engine/learner numerical mismatch (e.g. vLLM bf16 kernels vs
+    #            an fp32 learner) is ignored: the samples are treated as if the learner had drawn them. Costs
+    #            nothing extra (the first pass's forward is reused); with mu = 1 the clip never engages.
+    #   rollout: the log-probs the rollout engine reported when it sampled each token (Sample.rollout_logprobs), i.e.
+    #            importance ratios against the actual behaviour policy: corrects for engine/learner mismatch from the
+    #            first update on, at the cost of more variance, and of clipped (gradient-free) tokens where the two
+    #            disagree by more than the clip range. The engine reports log-probs of the distribution it sampled from (after temperature
+    #            and top-p), so use it with temperature 1 and top_p 1 unless that correction is what you want.
+    old_logprobs: str = "learner"  # learner | rollout
+    # DAPO's dynamic sampling: drop the groups whose rewards are all equal (advantage 0 everywhere) before the learner
+    # step, so they no longer dilute the token-mean normaliser; a step whose groups are all dropped is skipped.
     filter_equal_reward_groups: bool = False
 
 

@@ -44,7 +44,8 @@ def build_engines(cfg: LearnerConfig, model_path: str, total_steps: int):
     import deepspeed
 
     deepspeed.init_distributed(dist_backend=resolve_backend(cfg), auto_mpi_discovery=False)
-    policy_config = policy_ds_config(cfg, cfg.micro_batch_size, 1, total_steps)
+    # The LR schedule counts optimiser steps, and every GRPO step takes updates_per_batch of them.
+    policy_config = policy_ds_config(cfg, cfg.micro_batch_size, 1, total_steps * cfg.grpo.updates_per_batch)
     policy = load_causal_lm(model_path, policy_config, cfg.precision)
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable()

@@ -10,6 +10,25 @@ from learner.config import GRPOConfig
 from learner.kl import kl_estimate
 
 
+def check_grpo_config(cfg: GRPOConfig) -> None:
+    """Raises ValueError naming the first learner.grpo setting that is out of range (called when a learner starts)."""
+    choices = {
+        "kl_estimator": ("k1", "k2", "k3"),
+        "advantage_norm": ("group_std", "group_mean"),
+        "loss_aggregation": ("token_mean", "sequence_mean"),
+        "old_logprobs": ("learner", "rollout"),
+    }
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"learner.grpo.{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
+    if cfg.beta < 0:
+        raise ValueError(f"learner.grpo.beta must be >= 0, got {cfg.beta}")
+    if not 0 <= cfg.clip_low < 1 or cfg.clip_high < 0:
+        raise ValueError(f"learner.grpo clip range needs 0 <= clip_low < 1 and clip_high >= 0, got {cfg.clip_low}, {cfg.clip_high}")
+    if cfg.updates_per_batch < 1:
+        raise ValueError(f"learner.grpo.updates_per_batch must be >= 1, got {cfg.updates_per_batch}")
+
+
 def group_advantages(rewards: torch.Tensor, group_size: int, norm: str = "group_std", eps: float = 1e-4) -> torch.Tensor:
     """(r - mean) / (std + eps) within each group of `group_size` consecutive samples; `group_mean` skips the std (Dr.GRPO)."""
     if rewards.numel() % group_size:

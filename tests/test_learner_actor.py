@@ -2,11 +2,14 @@
 moves nothing, SFT and the reference restart work, checkpoints round-trip, and the weight broadcast sends what it holds.
 
 Three groups are built once (ZeRO-2 x1, ZeRO-2 x2, ZeRO-3 x2) and take the same steps in the same order, so their
-weights stay comparable; a fourth (ZeRO-2 x1) is built only to load a checkpoint.
+weights stay comparable; a fourth (ZeRO-2 x1) is built only to load a checkpoint. A fifth (ZeRO-2 x1, beta 0) checks the
+learner.grpo options that only a real engine can: no reference model, mu > 1 updates, rollout log-probs as pi_old.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import sys
 from pathlib import Path
@@ -20,7 +23,7 @@ pytest.importorskip("deepspeed")
 from cluster.learner_group import LearnerGroup  # noqa: E402
 from cluster.placement import reserve_pool  # noqa: E402
 from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer  # noqa: E402
-from learner.batch import Sample  # noqa: E402
+from learner.batch import Sample, completion_logprobs, pack  # noqa: E402
 from learner.broadcast import iter_full_buckets  # noqa: E402
 from learner.config import GRPOConfig, LearnerConfig  # noqa: E402
 from weightsync import create_weight_group, plan_buckets, receive_weights, weights_digest  # noqa: E402
@@ -37,7 +40,7 @@ LR = 1e-2
 TEXTS = [f"Frame {i}: After rotate {d}, Observe: a {c} lamp is {d} of you." for i in range(20) for d in ("left", "right") for c in ("red", "blue")]
 
 
-def _config(num_ranks: int, zero_stage: int) -> LearnerConfig:
+def _config(num_ranks: int, zero_stage: int, grpo: GRPOConfig | None = None) -> LearnerConfig:
     return LearnerConfig(
         num_ranks=num_ranks,
         num_cpus_per_rank=0.25,  # 6 ranks are alive at once on a 2-CPU Ray; each still gets one torch thread
@@ -47,7 +50,7 @@ def _config(num_ranks: int, zero_stage: int) -> LearnerConfig:
         warmup_ratio=0.0,
         grad_clip=1e6,  # never clips: the comparisons below are of unclipped Adam steps
         micro_batch_size=2,  # 5 samples: 3 micro-batches on one rank, 2 (one of them an empty filler) on the second of two
-        grpo=GRPOConfig(beta=0.05),
+        grpo=grpo or GRPOConfig(beta=0.05),
     )
 
 
@@ -131,15 +134,16 @@ def ray_runtime():
 class Groups:
     """Creates groups in their own pools and tears all of them down at the end of the module."""
 
-    def __init__(self, model_path: str):
+    def __init__(self, model_path: str, prefix: str = "learner"):
         self.model_path = model_path
+        self.prefix = prefix  # placement-group names are cluster-wide: each Groups needs its own
         self.live: list[tuple[LearnerGroup, object]] = []
         self.created = 0  # placement-group names stay unique even after a group is destroyed
 
-    def create(self, num_ranks: int, zero_stage: int) -> LearnerGroup:
-        cfg = _config(num_ranks, zero_stage)
+    def create(self, num_ranks: int, zero_stage: int, grpo: GRPOConfig | None = None) -> LearnerGroup:
+        cfg = _config(num_ranks, zero_stage, grpo)
         self.created += 1
-        pool = reserve_pool(f"learner-z{zero_stage}x{num_ranks}-{self.created}", num_ranks, cfg.num_cpus_per_rank, 0.0, timeout_s=30)
+        pool = reserve_pool(f"{self.prefix}-z{zero_stage}x{num_ranks}-{self.created}", num_ranks, cfg.num_cpus_per_rank, 0.0, timeout_s=30)
         try:
             group = LearnerGroup(cfg, self.model_path, pool, total_steps=10, seed=0)
         except Exception:
@@ -317,3 +321,87 @@ def test_weight_broadcast_delivers_the_learners_weights(groups, first_steps, nam
     assert weights_digest(received.items()) == group.weights_digest(metas)
     expected = {n: t.to(metas[0].torch_dtype) for n, t in full_weights(group).items()}
     assert_weights_equal(received, expected)
+
+
+# ---- learner.grpo options on a real engine ---------------------------------------------------------------------------
+def _set_grpo(learner, **fields) -> None:
+    learner.cfg.grpo = dataclasses.replace(learner.cfg.grpo, **fields)
+
+
+def _has_reference(learner) -> bool:
+    return learner.reference is not None
+
+
+def _completion_logprobs(learner, samples: list[Sample]) -> list[list[float]]:
+    with torch.no_grad():
+        logprobs = completion_logprobs(learner.engine, pack(samples, learner.pad_id))
+    return [logprobs[row, : len(s.completion_ids)].tolist() for row, s in enumerate(samples)]
+
+
+@pytest.fixture(scope="module")
+def options_group(ray_runtime, model_path):
+    made = Groups(model_path, prefix="options")
+    try:
+        yield made.create(1, 2, grpo=GRPOConfig(beta=0.0, clip_low=0.2, clip_high=0.2))
+    finally:
+        made.close()
+
+
+def rank_train_step(group: LearnerGroup, samples: list[Sample], **grpo_fields) -> dict:
+    """One train_step on the single rank with these learner.grpo settings, returning its per-update statistics too."""
+    ray.get(group.ranks[0].__ray_call__.remote(_set_grpo, **grpo_fields))
+    _, num_micro, tokens = group._shard(samples)
+    return ray.get(group.ranks[0].train_step.remote(samples, num_micro, tokens, len(samples)))
+
+
+def test_beta_zero_builds_no_reference_and_kl_is_zero(options_group, grpo_batch):
+    assert options_group.info["reference"] is False
+    assert ray.get(options_group.ranks[0].__ray_call__.remote(_has_reference)) is False
+    metrics = rank_train_step(options_group, grpo_batch, updates_per_batch=1, old_logprobs="learner")
+    assert metrics["kl"] == 0.0 and metrics["kl_sum"] == 0.0
+    assert metrics["loss"] != 0.0 and metrics["grad_norm"] > 0  # the policy-gradient term still trains
+
+
+def test_second_update_moves_the_ratio_and_engages_the_clip(options_group, grpo_batch):
+    metrics = rank_train_step(options_group, grpo_batch, updates_per_batch=2, old_logprobs="learner")
+    first, second = metrics["updates"]
+    # Update 1 runs on the weights pi_old was taken from: every ratio is exactly 1 and nothing is clipped.
+    assert first["ratio_min"] == first["ratio_max"] == 1.0 and first["clipped_tokens"] == 0
+    # Update 2 runs after one Adam step (lr 1e-2): the ratios leave [0.8, 1.2] and the clip takes tokens out.
+    assert second["tokens"] == first["tokens"] == metrics["tokens"]
+    assert second["ratio_max"] > 1.2 or second["ratio_min"] < 0.8, second
+    assert second["clipped_tokens"] > 0
+    assert second["loss"] != first["loss"]
+    assert metrics["clip_fraction"] == pytest.approx(second["clipped_tokens"] / 2 / metrics["tokens"])
+
+
+def test_rollout_old_logprobs_make_the_ratio_exp_learner_minus_rollout(options_group, grpo_batch):
+    learner_logprobs = ray.get(options_group.ranks[0].__ray_call__.remote(_completion_logprobs, grpo_batch))
+    # The engine's log-probs differ from the learner's by up to +-0.4 per token, as a low-precision engine might.
+    gen = torch.Generator().manual_seed(3)
+    offsets = [((torch.rand(len(lp), generator=gen) - 0.5) * 0.8).tolist() for lp in learner_logprobs]
+    samples = [
+        Sample(s.prompt_ids, s.completion_ids, [lp - off for lp, off in zip(lps, offs)], s.advantage)
+        for s, lps, offs in zip(grpo_batch, learner_logprobs, offsets)
+    ]
+    ratios = [(math.exp(off), s.advantage) for s, offs in zip(samples, offsets) for off in offs]
+    tokens = len(ratios)
+    expected_loss = sum(-min(r * a, min(max(r, 0.8), 1.2) * a) for r, a in ratios) / tokens
+    expected_clipped = sum((a > 0 and r > 1.2) or (a < 0 and r < 0.8) for r, a in ratios)
+    assert expected_clipped > 0  # the batch reaches past the clip range, so the clipped count is checked too
+
+    metrics = rank_train_step(options_group, samples, updates_per_batch=1, old_logprobs="rollout")
+    (first,) = metrics["updates"]
+    assert first["tokens"] == tokens
+    assert first["ratio_mean"] == pytest.approx(sum(r for r, _ in ratios) / tokens, rel=1e-5)
+    assert first["ratio_min"] == pytest.approx(min(r for r, _ in ratios), rel=1e-5)
+    assert first["ratio_max"] == pytest.approx(max(r for r, _ in ratios), rel=1e-5)
+    assert first["clipped_tokens"] == expected_clipped
+    assert metrics["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert metrics["logprob_mismatch"] == pytest.approx(sum(abs(o) for offs in offsets for o in offs) / tokens, rel=1e-4)
+
+
+def test_rollout_old_logprobs_need_one_per_completion_token(options_group, grpo_batch):
+    short = [Sample(s.prompt_ids, s.completion_ids, s.rollout_logprobs[:-1], s.advantage) for s in grpo_batch]
+    with pytest.raises(ray.exceptions.RayTaskError, match="sample 0: learner.grpo.old_logprobs=rollout needs one finite"):
+        rank_train_step(options_group, short, updates_per_batch=1, old_logprobs="rollout")
