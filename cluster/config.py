@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from cluster.sft import SFTConfig
 from learner.config import LearnerConfig
 from perception.config import PerceptionConfig
 from rewards.config import RewardConfig
@@ -93,6 +94,7 @@ class TrainConfig:
     rewards: RewardConfig = field(default_factory=RewardConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
 
 
 class ConfigError(ValueError):

@@ -57,6 +57,11 @@ def load_run_data(cfg: DictConfig) -> RunData:
     return RunData(records=split, manifest=manifest, gt_captions=gt, skipped=skipped)
 
 
+def tokenizer_corpus(data: RunData) -> list[str]:
+    """The text a locally trained tokenizer learns from; train, sft and eval use the same, so one run dir's tokenizer fits all."""
+    return [r.question + " " + " ".join(r.choices) for r in data.records] + list(data.gt_captions.values())
+
+
 class EpochSampler:
     """Seeded shuffles of the record indices, one per epoch; its position is part of a checkpoint."""
 

@@ -6,6 +6,8 @@ import hashlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -62,3 +64,20 @@ def start_ray(address: str, num_cpus: int | None, namespace: str) -> None:
         runtime_env={"env_vars": env},
     )
     log.info("started local Ray: %s", ray.cluster_resources())
+
+
+@contextmanager
+def run_log(path: str | Path) -> Iterator[None]:
+    """Copies the INFO-level log of a job into `path` (appending, so a resumed run continues its log) while it runs."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)  # the run log keeps INFO even when the console shows less
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()

@@ -17,16 +17,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from cluster.checkpoints import checkpoint_dir, latest_checkpoint, prune, read_driver_state, write_driver_state
 from cluster.config import TrainConfig, load_config, resolved_yaml
-from cluster.data import EpochSampler, load_run_data
+from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
 from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsWriter, read_metrics
 from cluster.models import prepare_models
 from cluster.perceive import describe_videos
 from cluster.placement import reserve_pool
 from cluster.prompts import build_prompt_table
-from cluster.runtime import start_ray
+from cluster.runtime import run_log, start_ray
 from cluster.warmstart import sft_warmup
 from cluster.weight_sync import WeightSync
+from embodied_data.atomic import write_text_atomically
 from learner.batch import Sample
 from learner.filtering import kept_sample_indices
 from learner.grpo import group_advantages
@@ -38,12 +39,11 @@ log = logging.getLogger("embodied_r.train")
 
 def train(config: DictConfig) -> Path:
     """Runs a whole training job; returns its run dir. The run's log goes to <run_dir>/train.log as well."""
-    run_dir, log_file = prepare_run_dir(config)
-    try:
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(run_dir / "config.yaml", resolved_yaml(config))
+    with run_log(run_dir / "train.log"):
         return run_training(OmegaConf.to_object(config), run_dir)
-    finally:
-        logging.getLogger().removeHandler(log_file)
-        log_file.close()
 
 
 def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
@@ -51,7 +51,7 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
 
     # 1. Data, models, perception: everything the prompts need, computed once and cached under the run dir.
     data = load_run_data(cfg)
-    models = prepare_models(cfg, corpus=[r.question + " " + " ".join(r.choices) for r in data.records] + list(data.gt_captions.values()))
+    models = prepare_models(cfg, tokenizer_corpus(data))
     video_texts = describe_videos(cfg, data, models.vlm)
     prompts = build_prompt_table(cfg, data.records, video_texts, models.policy)
     log.info("%d prompts ready (%d records without a description skipped)", len(prompts), len(data.records) - len(prompts))
@@ -193,20 +193,6 @@ def summarize(rows: list[dict], learner_info: dict) -> str:
         + f"; DeepSpeed ZeRO-{learner_info['zero_stage']} ({learner_info['backend']}, {learner_info['device']})"
         + f"; last step reward/total {last['reward/total']:.3f}, accuracy {last['reward/accuracy']:.3f}, format {last['reward/format']:.3f}"
     )
-
-
-def prepare_run_dir(cfg: DictConfig) -> tuple[Path, logging.Handler]:
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(resolved_yaml(cfg))
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.getEffectiveLevel() > logging.INFO:
-        root.setLevel(logging.INFO)  # the run log keeps INFO even when the console shows less
-    return run_dir, handler
 
 
 def weight_backend(cfg: DictConfig) -> str:

@@ -1,0 +1,229 @@
+"""Supervised fine-tuning of the policy on reasoning traces (the training prompt -> a `<think>` citing the video and
+concluding the answer, then `<answer>`) with the DeepSpeed learner, ending in an HF checkpoint that GRPO starts from.
+
+`embodied-r sft --config configs/tiny.yaml sft.steps=50` writes <sft.out_dir>/policy; then
+`embodied-r train --config configs/tiny.yaml models.policy=<sft.out_dir>/policy trainer.sft_warmup_steps=0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# cluster/config.py imports SFTConfig from here, so this module imports nothing heavy (ray, torch, the learner) and
+# nothing of cluster.config at import time; the run's imports come inside the functions that need them.
+
+log = logging.getLogger("embodied_r.sft")
+
+TRACE_SOURCES = ("auto", "video_text")
+
+
+@dataclass
+class SFTConfig:
+    steps: int = 100  # optimiser steps (ignored when epochs > 0)
+    epochs: int = 0  # > 0: this many passes over the traces instead: steps = ceil(epochs * traces / prompts_per_step)
+    prompts_per_step: int = 8  # traces per optimiser step
+    lr: float = 1e-5
+    warmup_ratio: float = 0.0  # linear warm-up over this share of the steps, then constant
+    out_dir: str = "${run_dir}/sft"  # gets policy/ (HF format), sft_metrics.jsonl, traces.jsonl, sft_state.json
+    # auto: cite the manifest's ground-truth captions where it has them (synthetic data), else the prompt's video text;
+    # video_text: always cite the text the prompt shows (the VLM's description under perception.source=vlm).
+    trace_source: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class TraceItem:
+    record_id: str
+    prompt_ids: list[int]
+    target_ids: list[int]  # the trace's tokens and the end-of-turn token
+    text: str
+
+
+def num_steps(cfg: SFTConfig, num_traces: int) -> int:
+    if cfg.epochs > 0:
+        return max(1, math.ceil(cfg.epochs * num_traces / cfg.prompts_per_step))
+    return cfg.steps
+
+
+def lr_at(step: int, steps: int, lr: float, warmup_ratio: float) -> float:
+    """The learning rate of 1-based `step`: a linear warm-up from lr/(W+1) over W = ceil(warmup_ratio * steps) steps, then lr."""
+    warmup = math.ceil(warmup_ratio * steps)
+    return lr * min(1.0, step / (warmup + 1)) if warmup else lr
+
+
+def validate_sft(cfg: SFTConfig) -> None:
+    problems = []
+    if cfg.steps < 1 and cfg.epochs < 1:
+        problems.append("sft.steps (or sft.epochs) must be >= 1")
+    if cfg.prompts_per_step < 1:
+        problems.append("sft.prompts_per_step must be >= 1")
+    if not cfg.lr > 0:
+        problems.append("sft.lr must be > 0")
+    if not 0 <= cfg.warmup_ratio < 1:
+        problems.append("sft.warmup_ratio must be in [0, 1)")
+    if cfg.trace_source not in TRACE_SOURCES:
+        problems.append(f"sft.trace_source must be one of {TRACE_SOURCES}")
+    if problems:
+        raise ValueError("invalid sft config:\n  " + "\n  ".join(problems))
+
+
+def build_traces(prompts, video_texts: dict[str, str], gt_captions: dict[str, str], tokenizer, trace_source: str) -> list[TraceItem]:
+    """One trace per prompt; the text it cites is the record's ground-truth caption (trace_source=auto, where there is
+    one) or the video text its prompt shows."""
+    from embodied_data.synthetic.traces import reasoning_trace
+
+    vocab = tokenizer.get_vocab()
+    end = [vocab["<|im_end|>"]] if "<|im_end|>" in vocab else [tokenizer.eos_token_id]
+    if end[0] is None:
+        raise ValueError(f"tokenizer {tokenizer.name_or_path} has neither <|im_end|> nor an EOS token to end a trace with")
+    items = []
+    for prompt in prompts:
+        record = prompt.record
+        cited = gt_captions.get(record.video) if trace_source == "auto" else None
+        text = reasoning_trace(record, cited if cited is not None else video_texts.get(record.id))
+        target = list(tokenizer(text, add_special_tokens=False)["input_ids"]) + end
+        items.append(TraceItem(record.id, list(prompt.token_ids), target, text))
+    return items
+
+
+def run_sft(cfg) -> Path:
+    """Runs SFT for a TrainConfig object `cfg` (with its `sft` section); returns the folder of the HF policy."""
+    import dataclasses
+
+    from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
+    from cluster.learner_group import LearnerGroup
+    from cluster.metrics import MetricsWriter
+    from cluster.models import prepare_models
+    from cluster.perceive import describe_videos
+    from cluster.placement import reserve_pool
+    from cluster.prompts import build_prompt_table
+    from cluster.runtime import start_ray
+    from embodied_data.atomic import write_text_atomically
+    from learner.batch import Sample
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    sft_cfg: SFTConfig = cfg.sft
+    validate_sft(sft_cfg)
+    out = Path(sft_cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.namespace)
+
+    # The same data, models and perception path as `train`, so the prompts are exactly the ones GRPO will see (and the
+    # tiny models, tokenizer and description cache under run_dir are shared with a later `train` in the same run_dir).
+    data = load_run_data(cfg)
+    models = prepare_models(cfg, tokenizer_corpus(data))
+    video_texts = describe_videos(cfg, data, models.vlm)
+    prompts = build_prompt_table(cfg, data.records, video_texts, models.policy)
+    tokenizer = AutoTokenizer.from_pretrained(models.policy)
+    traces = build_traces(prompts, video_texts, data.gt_captions, tokenizer, sft_cfg.trace_source)
+    write_text_atomically(
+        out / "traces.jsonl", "".join(json.dumps({"id": t.record_id, "trace": t.text}) + "\n" for t in traces)
+    )
+    steps = num_steps(sft_cfg, len(traces))
+    cited = "ground-truth captions" if sft_cfg.trace_source == "auto" and data.gt_captions else "the prompts' video texts"
+    log.info("SFT: %d traces citing %s, %d steps of %d traces, lr %g", len(traces), cited, steps, sft_cfg.prompts_per_step, sft_cfg.lr)
+
+    # SFT needs no KL reference: beta 0 keeps the learner from loading a second copy of the model.
+    learner_cfg = dataclasses.replace(cfg.learner, grpo=dataclasses.replace(cfg.learner.grpo, beta=0.0))
+    learner_pool = reserve_pool("learner", learner_cfg.num_ranks, learner_cfg.num_cpus_per_rank, learner_cfg.num_gpus_per_rank)
+    learner = LearnerGroup(learner_cfg, models.policy, learner_pool, total_steps=steps, seed=cfg.trainer.seed)
+    log.info(
+        "learner: %d rank(s), DeepSpeed %s ZeRO-%d, %s on %s, %s", learner.info["world_size"], learner.info["deepspeed"],
+        learner.info["zero_stage"], learner.info["backend"], learner.info["device"], learner.info["precision"],
+    )
+    sampler = EpochSampler(len(traces), cfg.trainer.seed)
+    metrics = MetricsWriter(out / "sft_metrics.jsonl", truncate_after_step=0)  # a fresh file: SFT does not resume
+    bar = tqdm(total=steps, desc="SFT", unit="step", disable=not sft_cfg.progress, file=sys.stderr)
+    nll = []
+    try:
+        for step in range(1, steps + 1):
+            started = time.perf_counter()
+            indices, epoch = sampler.take(min(sft_cfg.prompts_per_step, len(traces)))
+            batch = [Sample(traces[i].prompt_ids, traces[i].target_ids, [0.0] * len(traces[i].target_ids), 0.0) for i in indices]
+            lr = lr_at(step, steps, sft_cfg.lr, sft_cfg.warmup_ratio)
+            nll.append(learner.sft_step(batch, lr))
+            row = {
+                "step": step, "epoch": epoch, "nll": nll[-1], "lr": lr,
+                "target_tokens": sum(len(s.completion_ids) for s in batch), "time/step": time.perf_counter() - started,
+            }
+            metrics.write(row)
+            bar.set_postfix(nll=f"{nll[-1]:.3f}", s=f"{row['time/step']:.2f}")
+            bar.update(1)
+        policy = save_policy(learner, out, {"sft_steps": steps})
+    finally:
+        bar.close()
+        metrics.close()
+        learner.shutdown()
+        learner_pool.release()
+    write_text_atomically(out / "sft_state.json", json.dumps({
+        "policy": str(policy), "base_policy": models.policy, "steps": steps, "traces": len(traces), "trace_source": cited,
+        "nll_first": nll[0], "nll_last": nll[-1],
+    }, indent=2))  # written last: its presence marks a complete SFT run
+    log.info("SFT done: NLL %.3f -> %.3f per target token; policy in %s", nll[0], nll[-1], policy)
+    return policy
+
+
+def save_policy(learner, out: Path, client_state: dict) -> Path:
+    """Saves through the learner's checkpoint (atomic, ZeRO-3 gathered) into a side folder, then moves its HF policy to
+    <out>/policy; the DeepSpeed optimiser state is dropped (SFT does not resume, and GRPO starts with fresh moments)."""
+    staging = out / ".checkpoint"
+    learner.save_checkpoint(str(staging), client_state=client_state)
+    target = out / "policy"
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging / "policy", target)
+    shutil.rmtree(staging)
+    return target
+
+
+def sft(config) -> Path:
+    """Runs SFT for an OmegaConf config (cluster.config.load_config); the run's log goes to <out_dir>/sft.log too."""
+    from omegaconf import OmegaConf
+
+    from cluster.config import resolved_yaml
+    from cluster.runtime import run_log
+    from embodied_data.atomic import write_text_atomically
+
+    out = Path(config.sft.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(out / "config.yaml", resolved_yaml(config))
+    with run_log(out / "sft.log"):
+        return run_sft(OmegaConf.to_object(config))
+
+
+def _run_from_args(args: argparse.Namespace) -> int:
+    from cluster.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    policy = sft(cfg)
+    print(f"SFT finished: policy in {policy} (start GRPO from it with models.policy={policy}); "
+          f"NLL per step in {Path(cfg.sft.out_dir) / 'sft_metrics.jsonl'}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sft",
+        help="supervised fine-tuning of the policy on reasoning traces, before GRPO",
+        description="Train the policy on (prompt, <think> citing the video and concluding the answer, <answer>) traces "
+        "with the DeepSpeed learner. Data, models and perception come from the same config as `train`. Writes "
+        "sft.out_dir/policy (HF format), sft_metrics.jsonl (NLL per step), traces.jsonl and sft_state.json.",
+        epilog="Example: embodied-r sft --config configs/tiny.yaml run_dir=runs/a sft.steps=50 sft.lr=3e-3, then "
+        "embodied-r train --config configs/tiny.yaml run_dir=runs/a models.policy=runs/a/sft/policy "
+        "trainer.sft_warmup_steps=0. Knobs: sft.steps or sft.epochs, sft.prompts_per_step, sft.lr, sft.warmup_ratio, "
+        "sft.out_dir, sft.trace_source (auto | video_text), learner.* (ranks, ZeRO stage, micro-batch).",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML config (e.g. configs/tiny.yaml); defaults to the built-in schema")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides in OmegaConf dot notation, e.g. sft.steps=50 sft.out_dir=runs/a/sft")
+    parser.set_defaults(func=_run_from_args)
