@@ -1,5 +1,5 @@
 """Command-line subcommands of the data layer: `data synth` renders a synthetic dataset, `data load` reads a benchmark
-file; both report counts."""
+file; both report counts.  `data vsi-agreement` checks VSI-Bench's answers against its real 3D annotations."""
 
 from __future__ import annotations
 
@@ -48,6 +48,40 @@ def _load(args: argparse.Namespace) -> None:
         print(f"  skipped {record_id}: {reason}")
 
 
+def _vsi_agreement(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from embodied_data.vsi.agreement import run_agreement, write_report
+
+    realdata = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "vsi_bench"
+    parquet = Path(args.parquet) if args.parquet else realdata / "test-00000-of-00001.parquet"
+    meta_dir = Path(args.meta_dir) if args.meta_dir else realdata / "meta_info"
+    for what, path, flag in (("VSI-Bench parquet", parquet, "--parquet"), ("meta_info folder", meta_dir, "--meta-dir")):
+        if not path.exists():
+            raise SystemExit(f"{what} not found at {path}; pass {flag}")
+    report = run_agreement(parquet, meta_dir, method=args.distance)
+    print(report.table())
+    print(report.causes())
+    print(f"wrote {write_report(report, args.out)}")
+
+
+def _real_layouts(args: argparse.Namespace) -> None:
+    from embodied_data.synthetic.real_layout import generate_real_layouts
+
+    records, report = generate_real_layouts(
+        args.out,
+        num_scenes=args.scenes,
+        seed=args.seed,
+        size=args.size,
+        fps=args.fps,
+        realdata_dir=args.realdata,
+        split_ratios=tuple(args.split),
+    )
+    print(f"real-layout dataset in {args.out} (manifest.parquet)")
+    print(format_counts(records))
+    print(f"questions not attached: {report.summary()}")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="data sets: synthetic egocentric videos and benchmark loaders")
     commands = data.add_subparsers(dest="data_command", required=True)
@@ -69,6 +103,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="scene-level split ratios (default 0.75 0.05 0.2)",
     )
     synth.set_defaults(func=_synth)
+    real = commands.add_parser(
+        "real-layouts",
+        help="render walkthroughs of the real VSI-Bench room layouts and attach their real geometric questions",
+        description="Build each VSI-Bench scene from its annotated 3D boxes (meta_info; oriented boxes, made-up "
+        "colours), render a walkthrough that turns a full circle at up to three viewpoints chosen to see most "
+        "objects, and attach the scene's real VSI-Bench questions (relative direction, relative and absolute "
+        "distance, counting, object and room size) with their real ground truth, keeping only those whose answer "
+        "follows from the boxes and whose objects the video shows. Writes OUT/manifest.parquet (the format of "
+        "`data synth`) and OUT/videos/; an existing complete output with the same parameters is reused.",
+    )
+    real.add_argument("--out", required=True, help="output folder (videos/ and manifest.parquet go here)")
+    real.add_argument("--scenes", type=int, default=None, help="number of scenes, in a seeded order (default: all 288)")
+    real.add_argument("--seed", type=int, default=0, help="seed of the scene order, colours, textures and split (default 0)")
+    real.add_argument("--fps", type=float, default=2.0, help="frames per second of the videos (default 2)")
+    real.add_argument("--size", type=int, default=224, help="frame width and height in pixels (default 224)")
+    real.add_argument(
+        "--realdata", default=None,
+        help="folder holding vsi_bench/meta_info/ and vsi_bench/test-00000-of-00001.parquet "
+        "(default: ../shared/realdata beside the repository)",
+    )
+    real.add_argument(
+        "--split", type=float, nargs=3, default=(0.75, 0.05, 0.2), metavar=("TRAIN", "VAL", "TEST"),
+        help="scene-level split ratios (default 0.75 0.05 0.2)",
+    )
+    real.set_defaults(func=_real_layouts)
     load = commands.add_parser(
         "load",
         help="load a benchmark file (VSI-Bench parquet, UrbanVideo-Bench MCQ.parquet, Embodied-R JSON) and report counts",
@@ -80,6 +139,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("--allow-missing-videos", action="store_true", help="keep questions whose video is absent")
     load.add_argument("--show-skipped", type=int, default=10, help="how many skipped rows to list (default 10)")
     load.set_defaults(func=_load)
+    agreement = commands.add_parser(
+        "vsi-agreement",
+        help="answer VSI-Bench's geometric questions from the real meta_info 3D annotations and compare with the "
+        "published ground truth",
+        description="For every question of the VSI-Bench parquet, compute the answer from the scene's meta_info boxes "
+        "(relative direction, relative/absolute distance, counting, object size, room size) and compare it with the "
+        "published ground truth. Prints per question type: total, covered, agree, and the cause of every question "
+        "not covered or answered differently; writes {question_type: {total, covered, agree, ...}} to OUT.",
+    )
+    agreement.add_argument("--out", required=True, help="JSON file for the per-type counts (written atomically)")
+    agreement.add_argument(
+        "--parquet", default=None,
+        help="VSI-Bench test parquet (default: ../shared/realdata/vsi_bench/test-00000-of-00001.parquet beside the repo)",
+    )
+    agreement.add_argument(
+        "--meta-dir", default=None,
+        help="folder with {arkitscenes,scannet,scannetpp}_meta_info_val.json "
+        "(default: ../shared/realdata/vsi_bench/meta_info)",
+    )
+    agreement.add_argument(
+        "--distance", choices=["sampled", "sampled_uncropped", "box", "centroid"], default="sampled",
+        help="closest-point measure behind the distance verdicts: VSI's 5 cm box samples cropped as Open3D crops them "
+        "(default), the same samples uncropped, exact box-to-box, or centroid-to-centroid; all four are scored alongside",
+    )
+    agreement.set_defaults(func=_vsi_agreement)
 
 
 def main(argv: list[str] | None = None) -> None:

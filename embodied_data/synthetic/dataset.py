@@ -21,7 +21,7 @@ from embodied_data.synthetic.render import Renderer
 from embodied_data.synthetic.scene import generate_scene
 from embodied_data.synthetic.video import write_video
 
-GENERATOR_VERSION = 3  # bump when the output of the same parameters changes, so old datasets are not reused
+GENERATOR_VERSION = 4  # 4: Counterfactual questions; bump when the output of the same parameters changes, so old datasets are not reused
 MANIFEST_NAME = "manifest.parquet"
 FUTURE_SEGMENTS = 3  # planned path beyond the video, for Progress Evaluation's instruction
 

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from embodied_data.records import choice_letters
-from embodied_data.synthetic.camera import Pose, Segment
+from embodied_data.synthetic.camera import (
+    OBJECT_MARGIN,
+    STEP_METRES,
+    STEP_YAW_DEGREES,
+    WALL_MARGIN,
+    Pose,
+    Segment,
+    pose_is_free,
+)
 from embodied_data.synthetic.groundtruth import FrameTruth, egocentric_bearing, first_appearance
 from embodied_data.synthetic.scene import Scene, SceneObject, box_distance
 
@@ -357,6 +365,135 @@ def progress_evaluation(ctx: QuestionContext, segments: list[Segment], plan_fram
     return _multiple_choice("Progress Evaluation", question, phrases[current], distractors, ctx.rng)
 
 
+# Counterfactual: the paper trains on UrbanVideo's Counterfactual questions ("If you do not X but choose to Y, can you
+# still reach Z? How does the time of the alternative route compare?", three options).  Indoors the alternative is
+# the opposite of one action segment of the video, applied for as many steps; its answer is read off the geometry.
+COUNTERFACTUAL_ALTERNATIVE = {
+    "rotate left": "rotate right",
+    "rotate right": "rotate left",
+    "move left": "move right",
+    "move right": "move left",
+    "move forward": "move backward",
+    "move backward": "move forward",
+}
+COUNTERFACTUAL_WORDS = {
+    "rotate left": "turn left",
+    "rotate right": "turn right",
+    "move left": "move to the left",
+    "move right": "move to the right",
+    "move forward": "move forward",
+    "move backward": "move backward",
+}
+REACH_DISTANCE = 0.5  # metres from the target's footprint at which it counts as reached
+COUNTERFACTUAL_MARGIN_STEPS = 2.0  # the two routes' times must differ by at least this many action steps
+
+
+def steps_to_reach(pose: Pose, target: SceneObject) -> float:
+    """Action steps from `pose` to the target: turn to face it, then walk straight to within REACH_DISTANCE of its
+    footprint (fractional steps; obstacles on the way are not modelled, the time only compares two starts)."""
+    bounds = target.bounds
+    nearest = np.clip([pose.x, pose.y], bounds.lo[:2], bounds.hi[:2])
+    walk = max(0.0, math.hypot(nearest[0] - pose.x, nearest[1] - pose.y) - REACH_DISTANCE)
+    return abs(egocentric_bearing(pose, target.centre)) / STEP_YAW_DEGREES + walk / STEP_METRES
+
+
+def blocking_obstacle(scene: Scene, pose: Pose) -> str | None:
+    """What a pose that is not free runs into: "wall", or the name of the object whose footprint it enters."""
+    if pose_is_free(scene, pose):
+        return None
+    room = scene.room
+    for obj in scene.objects:
+        b = obj.bounds
+        if b.lo[0] - OBJECT_MARGIN <= pose.x <= b.hi[0] + OBJECT_MARGIN and b.lo[1] - OBJECT_MARGIN <= pose.y <= b.hi[1] + OBJECT_MARGIN:
+            return obj.name
+    inside = WALL_MARGIN <= pose.x <= room.width - WALL_MARGIN and WALL_MARGIN <= pose.y <= room.depth - WALL_MARGIN
+    return "wall" if not inside else None
+
+
+def action_segments(frames: list[FrameTruth]) -> list[Segment]:
+    """The runs of one repeated action in the frames (the camera paths never repeat an action across segments)."""
+    segments: list[Segment] = []
+    for position, frame in enumerate(frames):
+        if frame.action is None:
+            continue
+        last = segments[-1] if segments else None
+        if last is not None and last.action == frame.action and last.start + last.steps == position:
+            segments[-1] = Segment(last.action, last.steps + 1, last.start)
+        else:
+            segments.append(Segment(frame.action, 1, position))
+    return segments
+
+
+def counterfactual_outcome(scene: Scene, start: Pose, action: str, steps: int, target: SceneObject) -> str | None:
+    """'blocked:<obstacle>', 'longer' or 'less' for doing the opposite of `action` for `steps` steps from `start`
+    instead, on the way to `target`; None when the two routes take nearly the same time or the target itself is
+    what the alternative runs into (then it is reached, not blocked)."""
+    alternative = COUNTERFACTUAL_ALTERNATIVE[action]
+    actual, other = start, start
+    for _ in range(steps):
+        actual, other = actual.apply(action), other.apply(alternative)
+        obstacle = blocking_obstacle(scene, other)
+        if obstacle is not None:
+            return None if obstacle == target.name else f"blocked:{obstacle}"
+    difference = steps_to_reach(other, target) - steps_to_reach(actual, target)
+    if abs(difference) < COUNTERFACTUAL_MARGIN_STEPS:
+        return None
+    return "longer" if difference > 0 else "less"
+
+
+def _moment_words(frame: FrameTruth) -> str:
+    """When the segment starts, in the words of the frame before it: 'when the black tv is straight ahead'."""
+    if frame.index == 0:
+        return "at the start"
+    if frame.visible:
+        landmark = min(frame.visible, key=lambda v: abs(v.bearing_deg))
+        return f"when the {landmark.name} is {landmark.direction_words()}"
+    return f"{frame.time_s:g} seconds into the video"
+
+
+def counterfactual(ctx: QuestionContext) -> Question | None:
+    """UrbanVideo's Counterfactual: had one action segment of the video been its opposite, could the agent still
+    reach an object it saw, and would the route take longer or less time (or is the alternative move blocked)?"""
+    names = [o.name for o in ctx.scene.objects]
+    targets = [o for o in ctx.scene.objects if o.object_id in ctx.first_seen and names.count(o.name) == 1]
+    candidates = [
+        (segment, target)
+        for segment in action_segments(ctx.frames)
+        if segment.action in COUNTERFACTUAL_ALTERNATIVE
+        for target in targets
+    ]
+    # Group by kind of answer and draw the kind first: otherwise "longer" dominates (turning the other way usually
+    # turns away from what the walk was heading to) and a model could score by always picking it.
+    by_kind: dict[str, list[tuple[Segment, SceneObject, str]]] = {}
+    for segment, target in candidates:
+        outcome = counterfactual_outcome(ctx.scene, ctx.frames[segment.start - 1].pose, segment.action, segment.steps, target)
+        if outcome is not None:
+            by_kind.setdefault(outcome.split(":", 1)[0], []).append((segment, target, outcome))
+    if not by_kind:
+        return None
+    kinds = sorted(by_kind)
+    found = by_kind[kinds[int(ctx.rng.integers(len(kinds)))]]
+    segment, target, outcome = found[int(ctx.rng.integers(len(found)))]
+    before = ctx.frames[segment.start - 1]
+    done, alternative = COUNTERFACTUAL_WORDS[segment.action], COUNTERFACTUAL_WORDS[COUNTERFACTUAL_ALTERNATIVE[segment.action]]
+    if outcome.startswith("blocked:"):
+        obstacle = outcome.split(":", 1)[1]
+    else:  # a wrong option still names something plausible: the nearest other object
+        others = [o for o in ctx.scene.objects if o.name != target.name and names.count(o.name) == 1]
+        obstacle = min(others, key=lambda o: steps_to_reach(before.pose, o)).name if others else "wall"
+    options = {
+        "longer": f"If I {alternative}, I can reach the {target.name}, but the route will take longer.",
+        "less": f"If I {alternative}, I can reach the {target.name}, and the route will take less time.",
+        "blocked": f"If I {alternative}, I cannot reach the {target.name} this way because the {obstacle} is in the way.",
+    }
+    correct = options.pop(outcome.split(":", 1)[0])
+    question = (
+        f"If you do not {done} {_moment_words(before)}, but choose to {alternative} instead for the same time, "
+        f"can you still reach the {target.name}? How does the time of the alternative route compare?"
+    )
+    return _multiple_choice("Counterfactual", question, correct, list(options.values()), ctx.rng)
+
+
 GENERATORS = {
     "object_rel_direction_medium": object_rel_direction_medium,
     "object_rel_direction_easy": object_rel_direction_easy,
@@ -370,6 +507,7 @@ GENERATORS = {
     "route_planning": route_planning,
     "Action Generation": action_generation,
     "Landmark Position": landmark_position,
+    "Counterfactual": counterfactual,
 }
 
 
@@ -385,6 +523,7 @@ PRIMARY_CATEGORIES = frozenset(
         "Action Generation",
         "Landmark Position",
         "Progress Evaluation",
+        "Counterfactual",
     }
 )
 
