@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Layers that add subcommands through a `register(subparsers)` function in their cli module.
-_LAYER_CLIS = ("embodied_data.cli", "perception.cli", "cluster.sft", "cluster.evaluate")
+_LAYER_CLIS = ("embodied_data.cli", "perception.cli", "cluster.sft", "cluster.evaluate", "cluster.perceive_cmd", "cluster.ask")
 
 
 def build_parser() -> argparse.ArgumentParser:

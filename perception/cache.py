@@ -1,8 +1,8 @@
 """Content-addressed, resumable cache of video descriptions in parquet shards.
 
-Key = sha256 over (sha256 of the video file's bytes, the key-frame settings, the VLM model id/path and the generation
-settings that change its text, PROMPT_VERSION, the mode, and the question in question-aware mode).  Moving or
-renaming a video keeps its descriptions; changing any setting that changes the text misses the cache.
+Key = sha256 over (sha256 of the video file's bytes, the key-frame settings and rule version, the VLM model id/path and
+the generation settings that change its text, PROMPT_VERSION, the mode, and the question in question-aware mode).
+Moving or renaming a video keeps its descriptions; changing any setting that changes the text misses the cache.
 
 Each flush writes the pending descriptions as a new shard: a temp file in the same folder (``.tmp-*``), fsync'ed,
 then ``os.replace``'d to ``shard-<time>-<random>.parquet``.  Loading reads every shard, so a killed run loses at
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from embodied_data.atomic import atomic_path
 from perception.config import KeyframeConfig, VLMConfig
+from perception.keyframes import KEYFRAME_RULE_VERSION
 from perception.prompts import PROMPT_VERSION
 from perception.types import FrameDescription, VideoDescription
 
@@ -75,6 +76,7 @@ def description_key(
     material = {
         "video_sha256": video_sha256,
         "keyframes": dataclasses.asdict(keyframes),
+        "keyframe_rule": KEYFRAME_RULE_VERSION,
         "model": model,
         # Settings that change the generated text (the engine kind does not: same model, same greedy text).
         "generation": {"max_new_tokens": vlm.max_new_tokens, "temperature": vlm.temperature, "image_size": vlm.image_size},

@@ -20,18 +20,27 @@ Faithful to Embodied-R's released extraction (DESIGN.md step 1):
   no more than that); too many -> the first and last key frame plus ``max_keyframes - 2`` spread uniformly over the
   key frames between them.
 
-Decoding is cheap: frames that are not sampled are only ``grab()``-ed, sampled frames are ``retrieve()``-d, and only
-key frames' pixels are kept in memory -- at most ``_IMAGES_PER_MAX_KEYFRAME * max_keyframes`` of them; a chosen key
-frame whose pixels were not kept (clamping picked a non-key sample, or a long video exceeded that budget) is
-decoded again in one second pass over the file.  Key-frame images are returned as RGB uint8 arrays exactly as decoded (never
-re-encoded).  A video slower than the sample rate (fps < sample_fps) contributes every frame.
+Speed (bench/keyframes.py measures it against decoding alone and against the released method): frames that are not
+sampled are only ``grab()``-ed (decoded, never converted to colour); sampled frames are ``retrieve()``-d; the ORB /
+matching / RANSAC work of sample k runs on a worker thread while the main thread decodes the frames after it (OpenCV
+releases the GIL), one sample after another so the decisions are exactly the sequential ones.  The matches are
+ordered by distance (stable sort) before RANSAC, as the released code does: RANSAC's subsets depend on the order, so
+this keeps our homography -- and decision -- equal to the released one for the same pair of frames.
+
+Memory: only key frames' pixels are kept -- at most ``_IMAGES_PER_MAX_KEYFRAME * max_keyframes`` of them -- plus the
+samples that clamping to ``min_keyframes`` would pick if the container's frame count is right (so a video with few key
+frames needs no second pass); a chosen key frame whose pixels were not kept is decoded again in one second pass.
+Key-frame images are returned as RGB uint8 arrays exactly as decoded (never re-encoded).  A video slower than the
+sample rate (fps < sample_fps) contributes every frame.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -39,12 +48,17 @@ import numpy as np
 
 from perception.config import KeyframeConfig
 
+# Bumped whenever the same video and settings can give other key frames (it is part of the description cache key).
+# 2: matches ordered by distance before RANSAC, as the released code orders them.
+KEYFRAME_RULE_VERSION = "2"
 # A corner whose projective denominator falls below this maps (numerically) through the line at infinity.
 _MIN_PROJECTIVE_DENOMINATOR = 1e-8
 # Warped quads with less than this fraction of the frame area are treated as degenerate.
 _MIN_QUAD_AREA_FRACTION = 1e-6
 # Key-frame images held while streaming, per allowed key frame; beyond that, chosen ones are re-read at the end.
 _IMAGES_PER_MAX_KEYFRAME = 4
+# Samples decoded ahead of the feature worker: enough to keep both threads busy, few enough to bound memory.
+_SAMPLES_IN_FLIGHT = 3
 
 
 class VideoError(ValueError):
@@ -66,25 +80,65 @@ class Keyframes:
     video: str = ""
     num_detected: int = 0  # key frames found by the overlap rule, before clamping
     sampled_frames: list[int] = field(default_factory=list)  # frame number of every sample
+    detected: list[int] = field(default_factory=list)  # sample positions of the key frames before clamping
 
 
-def extract_keyframes(video_path: str, cfg: KeyframeConfig) -> Keyframes:
-    """Key frames of `video_path` by the overlap rule (see the module docstring); raises VideoError for bad videos."""
+@dataclass
+class Decision:
+    """Why a sample is or is not a key frame (the overlap rule's verdict on one sample against the last key frame)."""
+
+    is_keyframe: bool
+    reason: str  # first | no_descriptors | few_matches | no_homography | degenerate | overlap
+    overlap: float | None = None  # exact overlap with the last key frame, when a proper homography was found
+    homography: np.ndarray | None = None  # current frame -> last key frame, when found
+    num_matches: int = 0
+
+
+def extract_keyframes(video_path: str, cfg: KeyframeConfig, threaded: bool = True) -> Keyframes:
+    """Key frames of `video_path` by the overlap rule (see the module docstring); raises VideoError for bad videos.
+
+    `threaded` runs the feature work beside the decoding (same decisions either way); False keeps it all on the
+    calling thread, e.g. where many videos are already processed in parallel on every core.
+    """
     _check_config(cfg)
     detector = _KeyframeDetector(cfg)
     image_budget = _IMAGES_PER_MAX_KEYFRAME * cfg.max_keyframes
+    reader = _SampledFrameReader(video_path, cfg.sample_fps)
+    # The samples clamping to `min_keyframes` would pick if the reported frame count is right: kept until the end.
+    expected_samples = reader.expected_num_samples()
+    clamp_picks = set(clamp_keyframes([], expected_samples, cfg.min_keyframes, cfg.max_keyframes)) if expected_samples else set()
     sampled_frames: list[int] = []
     detected: list[int] = []  # sample positions of the key frames
     keyframe_images: dict[int, np.ndarray] = {}  # sample position -> RGB image, for (at most budget) key frames
+    clamp_images: dict[int, np.ndarray] = {}  # sample position -> BGR image, for the predicted min-clamp picks
     last_bgr: np.ndarray | None = None
-    reader = _SampledFrameReader(video_path, cfg.sample_fps)
-    for position, (frame_number, bgr) in enumerate(reader):
-        sampled_frames.append(frame_number)
-        if detector.is_keyframe(bgr):
+    pending: deque[tuple[int, np.ndarray, Future[bool] | bool]] = deque()  # decoded samples not yet settled
+
+    def settle_oldest() -> None:
+        position, bgr, verdict = pending.popleft()
+        is_keyframe = verdict if isinstance(verdict, bool) else verdict.result()
+        if is_keyframe:
             detected.append(position)
             if len(keyframe_images) < image_budget:
                 keyframe_images[position] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        last_bgr = bgr
+
+    # One worker: it takes the samples in order, so every decision sees the key frame the sequential rule would.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframes") if threaded else None
+    try:
+        for position, (frame_number, bgr) in enumerate(reader):
+            sampled_frames.append(frame_number)
+            if position in clamp_picks:
+                clamp_images[position] = bgr
+            verdict = executor.submit(detector.is_keyframe, bgr) if executor else detector.is_keyframe(bgr)
+            pending.append((position, bgr, verdict))
+            while len(pending) > (_SAMPLES_IN_FLIGHT if executor else 0):
+                settle_oldest()
+            last_bgr = bgr
+        while pending:
+            settle_oldest()
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
     if not sampled_frames:
         raise VideoError(video_path, "no frame could be decoded (empty, truncated or corrupt file)")
     num_sampled = len(sampled_frames)
@@ -92,6 +146,9 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig) -> Keyframes:
         detected.append(num_sampled - 1)
         keyframe_images[num_sampled - 1] = cv2.cvtColor(last_bgr, cv2.COLOR_BGR2RGB)
     indices = clamp_keyframes(detected, num_sampled, cfg.min_keyframes, cfg.max_keyframes)
+    for i in indices:
+        if i not in keyframe_images and i in clamp_images:
+            keyframe_images[i] = cv2.cvtColor(clamp_images[i], cv2.COLOR_BGR2RGB)
     missing = [sampled_frames[i] for i in indices if i not in keyframe_images]
     if missing:  # decode just the chosen frames whose pixels were not kept, in one second pass
         fetched = read_frames(video_path, missing)
@@ -107,6 +164,7 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig) -> Keyframes:
         video=video_path,
         num_detected=len(detected),
         sampled_frames=sampled_frames,
+        detected=list(detected),
     )
 
 
@@ -131,28 +189,46 @@ def view_overlap(homography: np.ndarray, width: int, height: int) -> float | Non
     """Fraction of the key frame's area covered by the current frame's corners warped by `homography`.
 
     `homography` maps current-frame pixel coordinates into the key frame (both `width` x `height`).  Returns None when
-    the warped quadrilateral is degenerate: a corner maps through infinity, the quad is self-intersecting, non-convex,
-    mirrored (flipped orientation) or of ~zero area.  Callers treat None as "the view changed".
+    the warped quadrilateral is degenerate (see `degeneracy`).  Callers treat None as "the view changed".
     """
+    quad, problem = _warped_frame(homography, width, height)
+    if problem is not None:
+        return None
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+    intersection_area, _ = cv2.intersectConvexConvex(corners, quad.astype(np.float32))
+    return max(0.0, float(intersection_area)) / float(width * height)
+
+
+def degeneracy(homography: np.ndarray, width: int, height: int) -> str | None:
+    """Why the frame warped by `homography` is no proper view of it, or None when it is one.
+
+    ``through_infinity`` (a corner's projective denominator is <= 0 or not finite: the line at infinity crosses the
+    frame, which is how a bow tie or a reflex corner arises), ``mirrored`` (orientation flipped), ``non_convex`` (a
+    numerical guard: a map finite on the whole frame keeps it convex), ``collapsed`` (~zero area).
+    """
+    return _warped_frame(homography, width, height)[1]
+
+
+def _warped_frame(homography: np.ndarray, width: int, height: int) -> tuple[np.ndarray | None, str | None]:
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)
     homogeneous = np.c_[corners, np.ones(4)] @ np.asarray(homography, dtype=np.float64).T
     denominators = homogeneous[:, 2]
     if not np.all(np.isfinite(homogeneous)) or np.any(denominators <= _MIN_PROJECTIVE_DENOMINATOR):
-        return None
+        return None, "through_infinity"
     quad = homogeneous[:, :2] / denominators[:, None]
     # The frame rectangle, listed as above, turns the same way at every corner (positive cross products in image
     # coordinates).  A proper view of it keeps that: all positive. Mixed signs: non-convex or self-intersecting
     # (a bow tie); all negative: mirrored.
     edges = np.roll(quad, -1, axis=0) - quad
     turns = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
-    frame_area = float(width * height)
+    if np.all(turns < 0):
+        return quad, "mirrored"
     if np.any(turns <= 0):
-        return None
+        return quad, "non_convex"
     quad_area = 0.5 * float(np.sum(quad[:, 0] * np.roll(quad[:, 1], -1) - np.roll(quad[:, 0], -1) * quad[:, 1]))
-    if quad_area < _MIN_QUAD_AREA_FRACTION * frame_area:
-        return None
-    intersection_area, _ = cv2.intersectConvexConvex(corners.astype(np.float32), quad.astype(np.float32))
-    return max(0.0, float(intersection_area)) / frame_area
+    if quad_area < _MIN_QUAD_AREA_FRACTION * float(width * height):
+        return quad, "collapsed"
+    return quad, None
 
 
 class _KeyframeDetector:
@@ -167,30 +243,36 @@ class _KeyframeDetector:
         self.key_shape: tuple[int, int] | None = None
 
     def is_keyframe(self, bgr: np.ndarray) -> bool:
+        return self.decide(bgr).is_keyframe
+
+    def decide(self, bgr: np.ndarray) -> Decision:
+        """The verdict on the next sample; a key frame becomes the reference for the samples after it."""
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         points, descriptors = self.orb.detectAndCompute(gray, None)
-        first = self.key_shape is None
-        if first or self._view_changed(points, descriptors, gray.shape):
+        decision = Decision(True, "first") if self.key_shape is None else self._compare(points, descriptors, gray.shape)
+        if decision.is_keyframe:
             self.key_points, self.key_descriptors, self.key_shape = points, descriptors, gray.shape
-            return True
-        return False
+        return decision
 
-    def _view_changed(self, points, descriptors, shape: tuple[int, int]) -> bool:
+    def _compare(self, points, descriptors, shape: tuple[int, int]) -> Decision:
         if self.key_descriptors is None or descriptors is None:
-            return True
-        matches = self.matcher.match(self.key_descriptors, descriptors)
+            return Decision(True, "no_descriptors")
+        # Ordered by distance, ties kept in query order (a stable sort), exactly as the released code orders them.
+        matches = sorted(self.matcher.match(self.key_descriptors, descriptors), key=lambda match: match.distance)
         if len(matches) <= self.cfg.min_matches:
-            return True
+            return Decision(True, "few_matches", num_matches=len(matches))
         key_xy = np.float32([self.key_points[m.queryIdx].pt for m in matches]).reshape(-1, 1, 2)
         current_xy = np.float32([points[m.trainIdx].pt for m in matches]).reshape(-1, 1, 2)
         homography, _ = cv2.findHomography(current_xy, key_xy, cv2.RANSAC, self.cfg.ransac_reproj_threshold)
         if homography is None:
-            return True
+            return Decision(True, "no_homography", num_matches=len(matches))
         key_height, key_width = self.key_shape
         height, width = shape
         # The current frame's corners warped into the key frame; the overlap is measured on the key frame.
         overlap = _overlap_in_key_frame(homography, width, height, key_width, key_height)
-        return overlap is None or overlap < self.cfg.overlap_threshold
+        if overlap is None:
+            return Decision(True, "degenerate", homography=homography, num_matches=len(matches))
+        return Decision(overlap < self.cfg.overlap_threshold, "overlap", overlap, homography, len(matches))
 
 
 def _overlap_in_key_frame(homography: np.ndarray, width: int, height: int, key_width: int, key_height: int) -> float | None:
@@ -226,6 +308,23 @@ class _SampledFrameReader:
         # Slower than the sample rate (fps < sample_fps): every frame is a sample.
         self.stride = max(1.0, self.fps / sample_fps)
         self.reported_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+
+    def expected_num_samples(self) -> int:
+        """How many samples the video yields if its reported frame count is right (0: no count reported)."""
+        count = self.reported_count
+        if count <= 0:
+            return 0
+        def grid_frame(k: int) -> int:
+            return int(math.floor(k * self.stride + 0.5))
+
+        # Samples k = 0 .. on_grid-1 sit at round(k * stride) < count (closed form, then fixed for float rounding:
+        # a container may report an absurd count, so no loop over it).
+        on_grid = max(1, math.ceil((count - 0.5) / self.stride))
+        while on_grid > 1 and grid_frame(on_grid - 1) >= count:
+            on_grid -= 1
+        while grid_frame(on_grid) < count:
+            on_grid += 1
+        return on_grid + (grid_frame(on_grid - 1) != count - 1)
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         capture = self.capture

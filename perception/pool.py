@@ -49,6 +49,7 @@ class PerceptionPool:
         self.model_path = model_path
         self.vlm_requests = 0  # VLM requests made on behalf of this pool's describe() calls
         self.videos_described = 0
+        self.records_from_cache = 0  # records whose description was already in the cache
         actor_class = ray.remote(Describer)
         self.replicas = []
         for index in range(cfg.num_replicas):
@@ -84,6 +85,7 @@ class PerceptionPool:
             cached = cache.get(key)
             if cached is not None:
                 descriptions[record.id] = cached
+                self.records_from_cache += 1
                 continue
             tasks.setdefault(key, _Task(record.video, question)).record_ids.append(record.id)
         if tasks:

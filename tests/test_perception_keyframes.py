@@ -324,3 +324,63 @@ def test_keyframes_subcommand_prints_json(synthetic_video, capsys):
     args = parser.parse_args(["keyframes", "/no/such/video.mp4"])
     assert args.func(args) == 2
     assert "/no/such/video.mp4" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- the released method, threads, second pass
+
+
+def test_key_frames_equal_the_released_methods_on_the_real_videos(realdata):
+    """bench/keyframes.py re-implements the released code (rasterised overlap, its clamping); on the real videos every
+    decision agrees.  Ordering the matches by distance before RANSAC, as the released code does, is what makes the
+    homographies -- and so the decisions -- the same (without it, AerialVLN_0 and _1 disagree)."""
+    from bench.keyframes import published_method
+
+    for video in real_videos(realdata):
+        ours = extract_keyframes(str(video), KeyframeConfig())
+        released = published_method(str(video))
+        assert ours.sampled_frames == released.sampled_frames, video.name
+        assert ours.detected == released.detected, video.name
+        assert ours.indices == released.indices, video.name
+        for image, bgr in zip(ours.images, released.frames):
+            assert np.array_equal(image, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def test_threaded_and_sequential_extraction_are_identical(realdata):
+    video = str(realdata / "openeqa" / "open-eqa-hm3d-demo.mp4")
+    threaded = extract_keyframes(video, KeyframeConfig())
+    sequential = extract_keyframes(video, KeyframeConfig(), threaded=False)
+    assert threaded.detected == sequential.detected and threaded.indices == sequential.indices
+    assert threaded.sampled_frames == sequential.sampled_frames
+    assert all(np.array_equal(a, b) for a, b in zip(threaded.images, sequential.images))
+
+
+def test_clamping_to_the_minimum_needs_no_second_pass(realdata, monkeypatch):
+    """The samples that clamping to min_keyframes picks are predicted from the frame count and kept while streaming."""
+    import perception.keyframes as keyframes_module
+
+    short = str(realdata / "urbanvideo_bench" / "videos" / "AerialVLN_1_30BUDKLTXMTIKYKFIPPOXCMISXQE5S.mp4")
+    detected = extract_keyframes(short, KeyframeConfig(min_keyframes=1, max_keyframes=1000))
+    expected = extract_keyframes(short, KeyframeConfig(min_keyframes=detected.num_detected + 1))
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the video was decoded a second time")
+
+    monkeypatch.setattr(keyframes_module, "read_frames", no_second_pass)
+    padded = extract_keyframes(short, KeyframeConfig(min_keyframes=detected.num_detected + 1))
+    assert padded.indices == expected.indices and len(padded.indices) == detected.num_detected + 1
+    assert set(padded.indices) - set(detected.indices), "clamping picked samples that are not key frames"
+    assert all(np.array_equal(a, b) for a, b in zip(padded.images, expected.images))
+
+
+def test_degeneracy_names_the_problem():
+    from perception.keyframes import degeneracy
+
+    corners = np.float32([[0, 0], [FRAME_W, 0], [FRAME_W, FRAME_H], [0, FRAME_H]])
+    assert degeneracy(np.eye(3), FRAME_W, FRAME_H) is None
+    assert degeneracy(np.array([[-1, 0, FRAME_W], [0, 1, 0], [0, 0, 1]], float), FRAME_W, FRAME_H) == "mirrored"
+    bow_tie = np.float32([[0, 0], [FRAME_W, 0], [0, FRAME_H], [FRAME_W, FRAME_H]])
+    # A homography that is finite on the whole frame keeps it convex: a bow tie can only come through infinity.
+    assert degeneracy(cv2.getPerspectiveTransform(corners, bow_tie), FRAME_W, FRAME_H) == "through_infinity"
+    through_infinity = np.array([[1, 0, 0], [0, 1, 0], [-2.0 / FRAME_W, 0, 1]], dtype=float)
+    assert degeneracy(through_infinity, FRAME_W, FRAME_H) == "through_infinity"
+    assert degeneracy(np.diag([1e-5, 1e-5, 1.0]), FRAME_W, FRAME_H) == "collapsed"
