@@ -324,7 +324,7 @@ def _profile_pair(row: LockstepRow, ref_features, features, shape: tuple[int, in
 
 
 def _rule_difference(row: LockstepRow, threshold: float) -> str:
-    ours_key, published_key = row.ours.startswith("key"), row.published.startswith("key")
+    published_key = row.published.startswith("key")
     if row.degeneracy is not None:
         return (f"degenerate homography ({row.degeneracy}): ours treats the view as changed (key frame); the released "
                 f"code rasterises the warped quad anyway and gets overlap {row.raster_overlap} "
@@ -501,8 +501,8 @@ def render(reports: list[VideoReport], repeats: int) -> str:
                          f"raster {row.raster_overlap} (same side of the threshold)")
         degenerate_agreeing = [row for row in r.lockstep if row.degeneracy and row.ours.split(':')[0] == row.published.split(':')[0]]
         if degenerate_agreeing:
-            lines.append(f"  degenerate homographies where both methods make a key frame anyway (sample: kind, released "
-                         f"rasterised overlap): " + ", ".join(f"{row.position}: {row.degeneracy}, {row.raster_overlap}"
+            lines.append("  degenerate homographies where both methods make a key frame anyway (sample: kind, released "
+                         "rasterised overlap): " + ", ".join(f"{row.position}: {row.degeneracy}, {row.raster_overlap}"
                                                                for row in degenerate_agreeing))
     return "\n".join(lines)
 

@@ -19,3 +19,14 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real benchmark files not found at {REALDATA} (shared/ must sit beside the checkout)")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> str:
+    """A tiny random-weight Qwen2.5-VL (with its own small tokenizer), built once for every perception test."""
+    from cluster.tiny_models import train_tokenizer
+    from perception.tiny_vlm import build_tiny_vlm
+
+    root = tmp_path_factory.mktemp("tiny_vlm")
+    tokenizer = train_tokenizer(["a red building to the left of the agent"] * 20, root / "tokenizer", vocab_size=1024)
+    return build_tiny_vlm(tokenizer, root / "vlm", seed=0)

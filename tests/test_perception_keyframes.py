@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from perception.config import KeyframeConfig
+from embodied_data.synthetic.video import read_video
 from perception.keyframes import VideoError, clamp_keyframes, extract_keyframes, view_overlap
 
 FRAME_W, FRAME_H = 320, 240
@@ -23,15 +24,7 @@ def real_videos(realdata: Path) -> list[Path]:
 
 
 def decode_all(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
+    return read_video(path)
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:

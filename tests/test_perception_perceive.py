@@ -13,23 +13,14 @@ from pathlib import Path
 import pytest
 
 from cluster.perceive_cmd import register
-from cluster.tiny_models import train_tokenizer
 from embodied_data.manifest import write_manifest
 from embodied_data.records import Record
 from perception.config import KeyframeConfig
 from perception.keyframes import extract_keyframes
-from perception.tiny_vlm import build_tiny_vlm
 
 ray = pytest.importorskip("ray")
 
 SETTINGS = ["perception.vlm.max_new_tokens=6", "perception.num_cpus_per_replica=0.5", "perception.torch_threads=1"]
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("models")
-    tokenizer = train_tokenizer(["a red building to the left of the agent"] * 20, root / "tokenizer", vocab_size=1024)
-    return build_tiny_vlm(tokenizer, root / "vlm", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -8,21 +8,12 @@ import shutil
 
 import pytest
 
-from cluster.tiny_models import train_tokenizer
 from embodied_data.records import Record
 from perception.cache import DescriptionCache
 from perception.config import PerceptionConfig, VLMConfig
 from perception.keyframes import extract_keyframes
-from perception.tiny_vlm import build_tiny_vlm
 
 ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("models")
-    tokenizer = train_tokenizer(["a red building to the left of the agent"] * 20, root / "tokenizer", vocab_size=1024)
-    return build_tiny_vlm(tokenizer, root / "vlm", seed=0)
 
 
 @pytest.fixture(scope="module")
