@@ -57,6 +57,8 @@ def start_ray(address: str, num_cpus: int | None, namespace: str) -> None:
     # turns token auth on by default and a later `ray job submit` would fail without a matching token).
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(
+        # "local": a private instance even when `ray start` left a cluster on this machine (a bare init would join it)
+        address="local",
         num_cpus=num_cpus or os.cpu_count(),
         namespace=namespace,
         include_dashboard=False,
