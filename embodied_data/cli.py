@@ -34,6 +34,7 @@ def _synth(args: argparse.Namespace) -> None:
         fps=args.fps,
         size=args.size,
         split_ratios=tuple(args.split),
+        world=args.world,
     )
     print(f"dataset in {args.out} (manifest.parquet)")
     print(format_counts(records))
@@ -101,6 +102,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument(
         "--split", type=float, nargs=3, default=(0.75, 0.05, 0.2), metavar=("TRAIN", "VAL", "TEST"),
         help="scene-level split ratios (default 0.75 0.05 0.2)",
+    )
+    synth.add_argument(
+        "--world", choices=("room", "city", "mixed"), default="room",
+        help="room: indoor walkthroughs of procedural rooms (VSI-Bench and UrbanVideo questions); city: drone flights "
+        "10-60 m over procedural city blocks with named landmarks (UrbanVideo questions: Action Generation, Landmark "
+        "Position, Progress Evaluation, Counterfactual); mixed: rooms and cities alternating (default room)",
     )
     synth.set_defaults(func=_synth)
     real = commands.add_parser(

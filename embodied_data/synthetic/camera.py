@@ -7,6 +7,7 @@ pitch is the tilt, positive looking up.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -20,6 +21,20 @@ STEP_METRES = 0.25
 STEP_VERTICAL_METRES = 0.15
 STEP_YAW_DEGREES = 20.0
 STEP_PITCH_DEGREES = 8.0
+
+
+
+@dataclass(frozen=True)
+class StepSizes:
+    """How far one step of each kind of action goes: the indoor walker's below, the city drone's in `city.py`."""
+
+    metres: float
+    vertical_metres: float
+    yaw_degrees: float
+    pitch_degrees: float
+
+
+INDOOR_STEPS = StepSizes(STEP_METRES, STEP_VERTICAL_METRES, STEP_YAW_DEGREES, STEP_PITCH_DEGREES)
 
 HEIGHT_LIMITS = (0.9, 2.0)
 PITCH_LIMIT_DEGREES = 16.0
@@ -74,30 +89,30 @@ class Pose:
         down = np.cross(forward, right)
         return np.stack([right, down, forward])
 
-    def apply(self, action: str) -> "Pose":
-        """The pose after one step of `action`."""
+    def apply(self, action: str, steps: StepSizes = INDOOR_STEPS) -> "Pose":
+        """The pose after one step of `action` (indoor step sizes unless told)."""
         hx, hy = self.heading()
         if action == "move forward":
-            return replace(self, x=self.x + STEP_METRES * hx, y=self.y + STEP_METRES * hy)
+            return replace(self, x=self.x + steps.metres * hx, y=self.y + steps.metres * hy)
         if action == "move backward":
-            return replace(self, x=self.x - STEP_METRES * hx, y=self.y - STEP_METRES * hy)
+            return replace(self, x=self.x - steps.metres * hx, y=self.y - steps.metres * hy)
         # Right of the heading (hx, hy) is (hy, -hx).
         if action == "move right":
-            return replace(self, x=self.x + STEP_METRES * hy, y=self.y - STEP_METRES * hx)
+            return replace(self, x=self.x + steps.metres * hy, y=self.y - steps.metres * hx)
         if action == "move left":
-            return replace(self, x=self.x - STEP_METRES * hy, y=self.y + STEP_METRES * hx)
+            return replace(self, x=self.x - steps.metres * hy, y=self.y + steps.metres * hx)
         if action == "move upward":
-            return replace(self, z=self.z + STEP_VERTICAL_METRES)
+            return replace(self, z=self.z + steps.vertical_metres)
         if action == "move downward":
-            return replace(self, z=self.z - STEP_VERTICAL_METRES)
+            return replace(self, z=self.z - steps.vertical_metres)
         if action == "rotate left":
-            return replace(self, yaw=self.yaw + math.radians(STEP_YAW_DEGREES))
+            return replace(self, yaw=self.yaw + math.radians(steps.yaw_degrees))
         if action == "rotate right":
-            return replace(self, yaw=self.yaw - math.radians(STEP_YAW_DEGREES))
+            return replace(self, yaw=self.yaw - math.radians(steps.yaw_degrees))
         if action == "tilt upward":
-            return replace(self, pitch=self.pitch + math.radians(STEP_PITCH_DEGREES))
+            return replace(self, pitch=self.pitch + math.radians(steps.pitch_degrees))
         if action == "tilt downward":
-            return replace(self, pitch=self.pitch - math.radians(STEP_PITCH_DEGREES))
+            return replace(self, pitch=self.pitch - math.radians(steps.pitch_degrees))
         raise ValueError(f"unknown action {action!r}; expected one of {ACTIONS}")
 
     def as_dict(self) -> dict[str, float]:
@@ -146,20 +161,29 @@ def start_pose(scene: Scene, rng: np.random.Generator) -> Pose:
 
 
 def random_path(
-    scene: Scene, num_steps: int, rng: np.random.Generator, steps_per_segment_unit: int = 1, start: Pose | None = None
+    scene: Scene,
+    num_steps: int,
+    rng: np.random.Generator,
+    steps_per_segment_unit: int = 1,
+    start: Pose | None = None,
+    steps: StepSizes = INDOOR_STEPS,
+    is_free: Callable[[Scene, Pose], bool] = pose_is_free,
+    action_weights: dict[str, float] | None = None,
 ) -> tuple[list[Pose], list[str | None], list[Segment]]:
     """A random walk of `num_steps` steps made of segments of one repeated action each.
 
     Segment lengths are multiples of `steps_per_segment_unit` (the frames per second, rounded) so that sampling
     the video at 1 fps sees one action between consecutive samples.  Returns the `num_steps + 1` poses, the action
-    leading to each pose (None for the first) and the segments.
+    leading to each pose (None for the first) and the segments.  `steps`, `is_free` and `action_weights` default
+    to the indoor walker's; the city drone passes its own (a start pose is then required).
     """
     pose = start if start is not None else start_pose(scene, rng)
     poses: list[Pose] = [pose]
     actions: list[str | None] = [None]
     segments: list[Segment] = []
-    names = list(_ACTION_WEIGHTS)
-    weights = np.array([_ACTION_WEIGHTS[a] for a in names])
+    weight_of = _ACTION_WEIGHTS if action_weights is None else action_weights
+    names = list(weight_of)
+    weights = np.array([weight_of[a] for a in names])
     while len(poses) - 1 < num_steps:
         remaining = num_steps - (len(poses) - 1)
         length = min(remaining, steps_per_segment_unit * int(rng.integers(1, 3)))
@@ -173,9 +197,9 @@ def random_path(
             action = names[int(rng.choice(len(names), p=probs / probs.sum()))]
             trial, current = [], pose
             for _ in range(length):
-                current = current.apply(action)
+                current = current.apply(action, steps)
                 trial.append(current)
-            if all(pose_is_free(scene, p) for p in trial):
+            if all(is_free(scene, p) for p in trial):
                 chosen = (action, trial)
                 break
         if chosen is None:
@@ -183,7 +207,7 @@ def random_path(
             action = "rotate left" if previous != "rotate left" else "rotate right"
             trial, current = [], pose
             for _ in range(length):
-                current = current.apply(action)
+                current = current.apply(action, steps)
                 trial.append(current)
             chosen = (action, trial)
         action, trial = chosen

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -535,10 +536,12 @@ def generate_questions(
     count: int,
     segments: list[Segment] | None = None,
     plan_frames: list[FrameTruth] | None = None,
+    generators: dict[str, Callable[[QuestionContext], Question | None]] | None = None,
 ) -> list[Question]:
-    """Up to `count` questions about one video, spread over the categories round-robin in a seeded order."""
+    """Up to `count` questions about one video, spread over the categories round-robin in a seeded order
+    (`generators` defaults to the indoor ones, GENERATORS; Progress Evaluation joins when a plan is given)."""
     ctx = QuestionContext(scene, frames, rng)
-    makers = dict(GENERATORS)
+    makers = dict(GENERATORS if generators is None else generators)
     if segments is not None and plan_frames is not None:
         makers["Progress Evaluation"] = lambda c: progress_evaluation(c, segments, plan_frames)
     # The categories the paper trains on (and counting, which the brief of this world asks for) come first, each

@@ -32,6 +32,7 @@ class Face:
     texture: np.ndarray  # already shaded for this face's orientation
     object_id: int
     double_sided: bool = False
+    texels_per_metre: float | None = None  # None: the indoor TEXELS_PER_METRE; the city's facades and streets set theirs
 
 
 def _shade(texture: np.ndarray, factor: float) -> np.ndarray:
@@ -87,6 +88,10 @@ def scene_faces(scene: Scene) -> list[Face]:
         for part in obj.parts:
             faces.extend(box_faces(part, shaded, obj.object_id))
     return faces
+
+
+def _texel_density(face: Face) -> float:
+    return TEXELS_PER_METRE if face.texels_per_metre is None else face.texels_per_metre
 
 
 def intrinsics(size: int, fov_degrees: float = DEFAULT_FOV_DEGREES) -> np.ndarray:
@@ -169,8 +174,8 @@ class Renderer:
                 face=face,
                 corners=np.stack([face.origin, face.origin + face.u, face.origin + face.u + face.v, face.origin + face.v]),
                 normal_dot_origin=float(face.normal @ face.origin),
-                u_scale=float(np.linalg.norm(face.u)) * TEXELS_PER_METRE,
-                v_scale=float(np.linalg.norm(face.v)) * TEXELS_PER_METRE,
+                u_scale=float(np.linalg.norm(face.u)) * _texel_density(face),
+                v_scale=float(np.linalg.norm(face.v)) * _texel_density(face),
             )
             for face in self.faces
         ]

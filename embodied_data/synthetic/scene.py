@@ -113,8 +113,9 @@ class Room:
 @dataclass
 class Scene:
     scene_id: str
-    room: Room
+    room: Room  # for a city ("kind" "city"): its ground extent and the sky's height, with no walls drawn
     objects: list[SceneObject]
+    kind: str = "room"  # "room" (indoor walkthrough) or "city" (outdoor drone flight, see city.py)
 
     def by_category(self) -> dict[str, list[SceneObject]]:
         groups: dict[str, list[SceneObject]] = {}

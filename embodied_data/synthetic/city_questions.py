@@ -1,0 +1,212 @@
+"""UrbanVideo-Bench questions on a city drone flight (Action Generation, Landmark Position, Progress Evaluation,
+Counterfactual), answered from the geometry with the drone's step sizes, altitude band and building clearance."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from embodied_data.synthetic.camera import Pose, Segment
+from embodied_data.synthetic.city import (
+    ALTITUDE_LIMITS,
+    BOUNDARY_MARGIN_METRES,
+    CLEARANCE_METRES,
+    DRONE_STEPS,
+    drone_pose_is_free,
+)
+from embodied_data.synthetic.groundtruth import FrameTruth, egocentric_bearing
+from embodied_data.synthetic.questions import (
+    COUNTERFACTUAL_ALTERNATIVE,
+    COUNTERFACTUAL_MARGIN_STEPS,
+    COUNTERFACTUAL_WORDS,
+    URBAN_ACTION_OPTIONS,
+    Question,
+    QuestionContext,
+    _moment_words,
+    _multiple_choice,
+    action_segments,
+    generate_questions,
+    landmark_position,
+)
+from embodied_data.synthetic.scene import Scene, SceneObject, point_box_distance
+
+FAR_METRES = 20.0  # a target ahead and farther than this is flown to; nearer, it counts as reached
+LOOKAHEAD_METRES = 25.0  # how far ahead a building on the straight line makes the drone rise first
+HEIGHT_AMBIGUITY_METRES = 2.0  # an obstacle top this close to the flight altitude (plus clearance) is not asked
+REACH_METRES = 6.0  # a target counts as reached within this 3D distance of its closest point
+
+DRONE_ALTERNATIVE = {**COUNTERFACTUAL_ALTERNATIVE, "move upward": "move downward", "move downward": "move upward"}
+DRONE_WORDS = {**COUNTERFACTUAL_WORDS, "move upward": "rise", "move downward": "descend"}
+
+
+def _unique_seen_targets(ctx: QuestionContext) -> list[SceneObject]:
+    names = [o.name for o in ctx.scene.objects]
+    return [o for o in ctx.scene.objects if o.object_id in ctx.first_seen and names.count(o.name) == 1]
+
+
+def _segment_hits_rectangle(start: np.ndarray, end: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
+    """Whether the 2D segment start->end meets the rectangle [lo, hi] (slab test)."""
+    direction = end - start
+    t0, t1 = 0.0, 1.0
+    for axis in range(2):
+        if abs(direction[axis]) < 1e-12:
+            if not lo[axis] <= start[axis] <= hi[axis]:
+                return False
+            continue
+        a, b = (lo[axis] - start[axis]) / direction[axis], (hi[axis] - start[axis]) / direction[axis]
+        t0, t1 = max(t0, min(a, b)), min(t1, max(a, b))
+        if t0 > t1:
+            return False
+    return True
+
+
+def highest_obstacle_ahead(scene: Scene, pose: Pose, target: SceneObject, lookahead: float = LOOKAHEAD_METRES) -> float:
+    """The highest top of any part (of objects other than the target) whose footprint, widened by the clearance,
+    the straight horizontal line towards the target crosses within `lookahead` metres; -inf when none."""
+    start = np.array([pose.x, pose.y])
+    towards = target.centre[:2] - start
+    length = float(np.linalg.norm(towards))
+    end = start + towards * min(1.0, lookahead / max(length, 1e-9))
+    highest = -math.inf
+    for obj in scene.objects:
+        if obj.object_id == target.object_id:
+            continue
+        for part in obj.parts:
+            lo, hi = np.asarray(part.lo[:2]) - CLEARANCE_METRES, np.asarray(part.hi[:2]) + CLEARANCE_METRES
+            if _segment_hits_rectangle(start, end, lo, hi):
+                highest = max(highest, part.hi[2])
+    return highest
+
+
+def next_drone_action(scene: Scene, pose: Pose, target: SceneObject) -> str | None:
+    """The drone's next move towards a target: turn when it is well off-axis; when it is ahead and far, rise if a
+    building on the straight line reaches the flight altitude (plus clearance), else fly forward."""
+    bearing = egocentric_bearing(pose, target.centre)
+    horizontal = math.hypot(target.centre[0] - pose.x, target.centre[1] - pose.y)
+    if abs(bearing) >= 35:
+        return "rotate right" if bearing > 0 else "rotate left"
+    if abs(bearing) > 12 or horizontal <= FAR_METRES:
+        return None  # near a decision boundary, or arrived
+    needed = highest_obstacle_ahead(scene, pose, target) + CLEARANCE_METRES
+    if needed > pose.z + HEIGHT_AMBIGUITY_METRES:
+        return "move upward"
+    if needed > pose.z - HEIGHT_AMBIGUITY_METRES:
+        return None  # skims the roof: either answer could be argued
+    return "move forward"
+
+
+def city_action_generation(ctx: QuestionContext) -> Question | None:
+    """UrbanVideo's Action Generation from the last frame's pose, towards a landmark or building seen earlier."""
+    last = ctx.frames[-1].pose
+    targets = _unique_seen_targets(ctx)
+    ctx.rng.shuffle(targets)
+    for target in targets:
+        action = next_drone_action(ctx.scene, last, target)
+        if action is None:
+            continue
+        question = (
+            f"At the initial position, you are asked to navigate to the {target.name}. "
+            "What is your next move, given the target location for your next move?"
+        )
+        correct = URBAN_ACTION_OPTIONS[action]
+        return _multiple_choice("Action Generation", question, correct, [o for o in URBAN_ACTION_OPTIONS.values() if o != correct], ctx.rng)
+    return None
+
+
+def drone_steps_to_reach(pose: Pose, target: SceneObject) -> float:
+    """Action steps from `pose` to the target: turn to face it, then fly straight to within REACH_METRES of its
+    closest point (fractional steps; buildings on the way are not modelled, the time only compares two starts)."""
+    flight = max(0.0, point_box_distance(pose.position, target.bounds) - REACH_METRES)
+    return abs(egocentric_bearing(pose, target.centre)) / DRONE_STEPS.yaw_degrees + flight / DRONE_STEPS.metres
+
+
+def drone_blocking_obstacle(scene: Scene, pose: Pose) -> str | None:
+    """What a pose that is not free runs into: a building or landmark's name, "ground", "altitude limit" or
+    "city edge"; None when the pose is free."""
+    if drone_pose_is_free(scene, pose):
+        return None
+    for obj in scene.objects:
+        if any(point_box_distance(pose.position, part) < CLEARANCE_METRES for part in obj.parts):
+            return obj.name
+    if pose.z < ALTITUDE_LIMITS[0]:
+        return "ground"
+    if pose.z > ALTITUDE_LIMITS[1]:
+        return "altitude limit"
+    m = BOUNDARY_MARGIN_METRES
+    if not (m <= pose.x <= scene.room.width - m and m <= pose.y <= scene.room.depth - m):
+        return "city edge"
+    return None
+
+
+def drone_counterfactual_outcome(scene: Scene, start: Pose, action: str, steps: int, target: SceneObject) -> str | None:
+    """'blocked:<obstacle>', 'longer' or 'less' for flying the opposite of `action` for `steps` steps instead;
+    None when the times nearly agree or the alternative runs into the target itself (then it is reached)."""
+    alternative = DRONE_ALTERNATIVE[action]
+    actual, other = start, start
+    for _ in range(steps):
+        actual, other = actual.apply(action, DRONE_STEPS), other.apply(alternative, DRONE_STEPS)
+        obstacle = drone_blocking_obstacle(scene, other)
+        if obstacle is not None:
+            return None if obstacle == target.name else f"blocked:{obstacle}"
+    difference = drone_steps_to_reach(other, target) - drone_steps_to_reach(actual, target)
+    if abs(difference) < COUNTERFACTUAL_MARGIN_STEPS:
+        return None
+    return "longer" if difference > 0 else "less"
+
+
+def city_counterfactual(ctx: QuestionContext) -> Question | None:
+    """UrbanVideo's Counterfactual on a flight: had one action segment been its opposite (turn, side step, forward
+    or back, rise or descend), could the drone still reach a target it saw, and in more or less time?"""
+    targets = _unique_seen_targets(ctx)
+    by_kind: dict[str, list[tuple[Segment, SceneObject, str]]] = {}
+    for segment in action_segments(ctx.frames):
+        if segment.action not in DRONE_ALTERNATIVE:
+            continue
+        for target in targets:
+            outcome = drone_counterfactual_outcome(ctx.scene, ctx.frames[segment.start - 1].pose, segment.action, segment.steps, target)
+            if outcome is not None:
+                by_kind.setdefault(outcome.split(":", 1)[0], []).append((segment, target, outcome))
+    if not by_kind:
+        return None
+    kinds = sorted(by_kind)  # the kind of answer first, so that no answer dominates
+    found = by_kind[kinds[int(ctx.rng.integers(len(kinds)))]]
+    segment, target, outcome = found[int(ctx.rng.integers(len(found)))]
+    before = ctx.frames[segment.start - 1]
+    done, alternative = DRONE_WORDS[segment.action], DRONE_WORDS[DRONE_ALTERNATIVE[segment.action]]
+    if outcome.startswith("blocked:"):
+        obstacle = outcome.split(":", 1)[1]
+    else:  # a wrong option still names something plausible: the nearest other building or landmark
+        others = [o for o in ctx.scene.objects if o.object_id != target.object_id]
+        obstacle = min(others, key=lambda o: point_box_distance(before.pose.position, o.bounds)).name if others else "ground"
+    options = {
+        "longer": f"If I {alternative}, I can reach the {target.name}, but the route will take longer.",
+        "less": f"If I {alternative}, I can reach the {target.name}, and the route will take less time.",
+        "blocked": f"If I {alternative}, I cannot reach the {target.name} this way because the {obstacle} is in the way.",
+    }
+    correct = options.pop(outcome.split(":", 1)[0])
+    question = (
+        f"If you do not {done} {_moment_words(before)}, but choose to {alternative} instead for the same time, "
+        f"can you still reach the {target.name}? How does the time of the alternative route compare?"
+    )
+    return _multiple_choice("Counterfactual", question, correct, list(options.values()), ctx.rng)
+
+
+CITY_GENERATORS = {
+    "Action Generation": city_action_generation,
+    "Landmark Position": landmark_position,
+    "Counterfactual": city_counterfactual,
+}
+
+
+def generate_city_questions(
+    scene: Scene,
+    frames: list[FrameTruth],
+    rng: np.random.Generator,
+    count: int,
+    segments: list[Segment] | None = None,
+    plan_frames: list[FrameTruth] | None = None,
+) -> list[Question]:
+    """Up to `count` UrbanVideo questions about one flight (Progress Evaluation too when the plan is given)."""
+    return generate_questions(scene, frames, rng, count, segments, plan_frames, generators=CITY_GENERATORS)
+
