@@ -21,9 +21,9 @@ from embodied_data.synthetic.questions import (
     COUNTERFACTUAL_MARGIN_STEPS,
     COUNTERFACTUAL_WORDS,
     URBAN_ACTION_OPTIONS,
+    counterfactual_question,
     Question,
     QuestionContext,
-    _moment_words,
     _multiple_choice,
     action_segments,
     generate_questions,
@@ -179,17 +179,7 @@ def city_counterfactual(ctx: QuestionContext) -> Question | None:
     else:  # a wrong option still names something plausible: the nearest other building or landmark
         others = [o for o in ctx.scene.objects if o.object_id != target.object_id]
         obstacle = min(others, key=lambda o: point_box_distance(before.pose.position, o.bounds)).name if others else "ground"
-    options = {
-        "longer": f"If I {alternative}, I can reach the {target.name}, but the route will take longer.",
-        "less": f"If I {alternative}, I can reach the {target.name}, and the route will take less time.",
-        "blocked": f"If I {alternative}, I cannot reach the {target.name} this way because the {obstacle} is in the way.",
-    }
-    correct = options.pop(outcome.split(":", 1)[0])
-    question = (
-        f"If you do not {done} {_moment_words(before)}, but choose to {alternative} instead for the same time, "
-        f"can you still reach the {target.name}? How does the time of the alternative route compare?"
-    )
-    return _multiple_choice("Counterfactual", question, correct, list(options.values()), ctx.rng)
+    return counterfactual_question(ctx, target.name, before, done, alternative, outcome, obstacle)
 
 
 CITY_GENERATORS = {

@@ -482,15 +482,21 @@ def counterfactual(ctx: QuestionContext) -> Question | None:
     else:  # a wrong option still names something plausible: the nearest other object
         others = [o for o in ctx.scene.objects if o.name != target.name and names.count(o.name) == 1]
         obstacle = min(others, key=lambda o: steps_to_reach(before.pose, o)).name if others else "wall"
+    return counterfactual_question(ctx, target.name, before, done, alternative, outcome, obstacle)
+
+
+def counterfactual_question(ctx, target_name: str, before, done: str, alternative: str, outcome: str, obstacle: str) -> Question:
+    """UrbanVideo's Counterfactual wording: could the alternative action still reach the target, and how long would it take?
+    `outcome` is "longer", "less" or "blocked:<obstacle>"; the other two outcomes are the distractors."""
     options = {
-        "longer": f"If I {alternative}, I can reach the {target.name}, but the route will take longer.",
-        "less": f"If I {alternative}, I can reach the {target.name}, and the route will take less time.",
-        "blocked": f"If I {alternative}, I cannot reach the {target.name} this way because the {obstacle} is in the way.",
+        "longer": f"If I {alternative}, I can reach the {target_name}, but the route will take longer.",
+        "less": f"If I {alternative}, I can reach the {target_name}, and the route will take less time.",
+        "blocked": f"If I {alternative}, I cannot reach the {target_name} this way because the {obstacle} is in the way.",
     }
     correct = options.pop(outcome.split(":", 1)[0])
     question = (
         f"If you do not {done} {_moment_words(before)}, but choose to {alternative} instead for the same time, "
-        f"can you still reach the {target.name}? How does the time of the alternative route compare?"
+        f"can you still reach the {target_name}? How does the time of the alternative route compare?"
     )
     return _multiple_choice("Counterfactual", question, correct, list(options.values()), ctx.rng)
 
