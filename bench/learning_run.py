@@ -1,0 +1,463 @@
+"""Does GRPO teach the policy anything? SFT a tiny random-weight policy on the synthetic benchmark, run GRPO from the
+SFT checkpoint, and compare held-out-scene accuracy per category before RL (the SFT checkpoint) and after (the final
+GRPO checkpoint), with the training reward curves drawn to PNG.
+
+Perception is the synthetic world's ground-truth captioner (perception.source=ground_truth): no VLM, so what is
+measured is the reasoning policy alone. Everything runs through the project's own Python APIs: cluster.sft.sft,
+cluster.train.train, cluster.evaluate.run_eval.
+
+    python bench/learning_run.py --out runs/learning                       # configs/learning.yaml, ~15 min on 2 cores
+    python bench/learning_run.py --out runs/l2 trainer.steps=40 sft.steps=60   # key=value overrides, as for `train`
+
+The config is a TrainConfig YAML plus a `bench:` section read only here (which categories to keep, how to evaluate).
+Writes to --out: learning.json (everything measured), reward_curves.png, accuracy_before_after.png, and the run
+itself under run/ (data, sft/, metrics.jsonl, checkpoints/, eval_sft/, eval_rl/).
+
+The report also gives, per category, a no-model reference: the score of answering from the training split's answers
+alone (multiple choice: the option wording most often correct in training, the question's own words removed; numeric:
+the median training answer to the same question). It tells how much a policy can reach from answer priors alone,
+without reading the video text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import math
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from embodied_data.atomic import atomic_path, write_text_atomically  # noqa: E402
+
+log = logging.getLogger("embodied_r.bench.learning")
+
+DEFAULT_CONFIG = REPO / "configs" / "learning.yaml"
+CURVE_METRICS = ("reward/total", "reward/accuracy", "reward/format")
+TARGET_GAIN_POINTS = 10.0  # the goal of this benchmark: RL adds this many accuracy points over its SFT start
+FORMAT_NEAR_ONE = 0.9  # "the format reward ends near 1": the mean of the last steps' reward/format reaches this
+
+
+@dataclass
+class BenchSettings:
+    """The `bench:` section of the config: what this script does beyond one `train` run."""
+
+    categories: list[str] = field(default_factory=list)  # records (train and test) kept; empty: every category
+    eval_split: str = "test"  # held-out scenes: the split is by scene
+    eval_workers: int = 2  # rollout workers generating the evaluation answers (greedy, one per question)
+    eval_max_records: int = 0  # 0: the whole split
+    curve_window: int = 10  # moving-average window of the reward curves, and the "first/last steps" of the summary
+
+
+# ---- config ---------------------------------------------------------------------------------------------------------
+def load_bench_config(config_file: str | Path, overrides: list[str], run_dir: Path) -> tuple[str, BenchSettings, list[str]]:
+    """Splits the YAML into the TrainConfig part (written to <run_dir>/base_config.yaml for cluster.config.load_config)
+    and the bench settings; `bench.*` overrides go to the latter, the rest stay overrides of the TrainConfig."""
+    raw = OmegaConf.load(config_file)
+    bench_raw = raw.pop("bench", None) or {}
+    bench_overrides = [o for o in overrides if o.startswith("bench.")]
+    train_overrides = [o for o in overrides if not o.startswith("bench.")]
+    schema = OmegaConf.structured(BenchSettings)
+    merged = OmegaConf.merge(schema, bench_raw, OmegaConf.from_dotlist([o[len("bench."):] for o in bench_overrides]))
+    settings: BenchSettings = OmegaConf.to_object(merged)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base = run_dir / "base_config.yaml"
+    write_text_atomically(base, OmegaConf.to_yaml(raw))
+    return str(base), settings, [f"run_dir={run_dir}", *train_overrides]
+
+
+# ---- data -----------------------------------------------------------------------------------------------------------
+def prepare_manifest(cfg, categories: list[str], out_dir: Path) -> tuple[Path, dict]:
+    """Renders the synthetic dataset of `cfg.data.synthetic` (reused when complete) and writes the manifest the run
+    uses: every record, or only those of `categories`, ground-truth captions kept. Returns its path and the counts."""
+    from embodied_data.manifest import GT_CAPTION_COLUMN, read_gt_captions, read_manifest, write_manifest
+    from embodied_data.synthetic.dataset import MANIFEST_NAME, generate_dataset
+
+    syn = cfg.data.synthetic
+    generate_dataset(syn.out_dir, num_scenes=syn.scenes, seed=syn.seed, questions_per_scene=syn.questions_per_scene,
+                     num_frames=syn.frames, fps=syn.fps, size=syn.size)
+    source = Path(syn.out_dir) / MANIFEST_NAME
+    records, skipped = read_manifest(source)
+    if len(skipped):
+        log.warning("%s: %s", source, skipped.summary())
+    present = sorted({r.category for r in records})
+    unknown = sorted(set(categories) - set(present))
+    if unknown:
+        raise ValueError(f"bench.categories names {unknown}, which the dataset {source} does not have (it has {present})")
+    kept = [r for r in records if not categories or r.category in categories]
+    captions = read_gt_captions(source)
+    manifest = out_dir / "bench_data" / MANIFEST_NAME
+    write_manifest(kept, manifest, extra_columns={GT_CAPTION_COLUMN: [captions[r.video] for r in kept]})
+    counts = collections.Counter((r.category, r.split) for r in kept)
+    table = {c: {s: counts[(c, s)] for s in ("train", "val", "test")} for c in sorted({r.category for r in kept})}
+    return manifest, table
+
+
+def option_pattern(option: str, question: str) -> str:
+    """An option's wording without the words of its question: 'The black tv is on my left.' asked about the black tv
+    reads 'on my left', the same for every object, so answer priors can be counted across questions."""
+    asked = set(re.findall(r"[a-z-]+", question.lower()))
+    return " ".join(w for w in re.findall(r"[a-z-]+", option.lower()) if w not in asked)
+
+
+def answer_prior_baseline(records, split: str) -> dict[str, float]:
+    """Per category, the score on `split` of answering from the training split's answers alone, never reading the
+    video text. Multiple choice: the option whose pattern was most often correct in training (ties: the expected score
+    of a uniform pick among them). Numeric: the median training answer to the same question text (else the category's
+    median), scored with MRA as the evaluation scores it."""
+    from rewards.accuracy import accuracy_reward
+
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    numbers: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for r in records:
+        if r.split != "train":
+            continue
+        if r.is_numeric:
+            numbers[(r.category, r.question)].append(float(r.answer))
+            numbers[(r.category, "")].append(float(r.answer))
+        else:
+            counts[r.category][option_pattern(r.choices[r.letters.index(str(r.answer))], r.question)] += 1
+    scores: dict[str, list[float]] = collections.defaultdict(list)
+    for r in records:
+        if r.split != split:
+            continue
+        if r.is_numeric:
+            seen = numbers.get((r.category, r.question)) or numbers.get((r.category, ""))
+            if seen:
+                guess = statistics.median(seen)
+                scores[r.category].append(accuracy_reward(f"<think> </think><answer> {guess:g} </answer>", r))
+            continue
+        seen = [counts[r.category][option_pattern(o, r.question)] for o in r.choices]
+        best = [i for i, n in enumerate(seen) if n == max(seen)]
+        scores[r.category].append((r.letters.index(str(r.answer)) in best) / len(best))
+    return {c: sum(v) / len(v) for c, v in sorted(scores.items())}
+
+
+# ---- phases ---------------------------------------------------------------------------------------------------------
+def shutdown_ray() -> None:
+    """Each phase starts its own local Ray: the driver of `train` keeps its placement groups until Ray stops."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def evaluate(cfg, checkpoint: str, manifest: Path, out_dir: Path, bench: BenchSettings) -> dict:
+    from cluster.evaluate import EvalOptions, run_eval
+
+    options = EvalOptions(checkpoint=checkpoint, manifest=str(manifest), out_dir=str(out_dir), split=bench.eval_split,
+                          samples=1, workers=bench.eval_workers, max_records=bench.eval_max_records)
+    try:
+        return run_eval(OmegaConf.to_object(cfg), options, progress=cfg.trainer.progress)
+    finally:
+        shutdown_ray()
+
+
+# ---- plots (PIL: matplotlib is not a dependency) ----------------------------------------------------------------------
+def moving_average(values: list[float | None], window: int) -> list[float | None]:
+    """Trailing mean over the last `window` finite values (None where there is none yet)."""
+    out, kept = [], collections.deque(maxlen=window)
+    for v in values:
+        if v is not None and math.isfinite(v):
+            kept.append(v)
+        out.append(sum(kept) / len(kept) if kept else None)
+    return out
+
+
+def draw_reward_curves(rows: list[dict], path: Path, title: str, window: int) -> Path:
+    """reward/total, reward/accuracy and reward/format per GRPO step (thin: each step; thick: trailing mean)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
+    colours = {"reward/total": (40, 40, 40), "reward/accuracy": (66, 118, 180), "reward/format": (230, 140, 50)}
+    width, height, left, right, top, bottom = 900, 480, 64, 24, 48, 78
+    plot_w, plot_h = width - left - right, height - top - bottom
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((12, 12), title, fill="black", font=font)
+    steps = [r["step"] for r in rows]
+    first, last = (min(steps), max(steps)) if steps else (0, 1)
+    span = max(last - first, 1)
+
+    def xy(step: float, value: float) -> tuple[float, float]:
+        return left + (step - first) / span * plot_w, top + (1.0 - value) * plot_h
+
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = xy(first, tick)[1]
+        draw.line([(left, y), (left + plot_w, y)], fill=(220, 220, 220))
+        draw.text((left - 8, y), f"{tick:g}", fill="black", font=small, anchor="rm")
+    step_ticks = sorted({first, last, *range(first - first % 10 + 10, last, max(10, span // 8 // 10 * 10 or 10))})
+    for step in step_ticks:
+        x = xy(step, 0)[0]
+        draw.line([(x, top + plot_h), (x, top + plot_h + 4)], fill="black")
+        draw.text((x, top + plot_h + 6), str(step), fill="black", font=small, anchor="ma")
+    draw.text((left + plot_w / 2, top + plot_h + 22), "GRPO step", fill="black", font=small, anchor="ma")
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
+    for name in CURVE_METRICS:
+        raw = [r.get(name) for r in rows]
+        faint = tuple(int(c + (255 - c) * 0.6) for c in colours[name])
+        for series, colour, line in ((raw, faint, 1), (moving_average(raw, window), colours[name], 3)):
+            points = [xy(s, v) for s, v in zip(steps, series) if v is not None and math.isfinite(v)]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=line)
+            elif points:
+                draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2], fill=colour)
+    x = left
+    for name in CURVE_METRICS:
+        draw.line([(x, height - 22), (x + 24, height - 22)], fill=colours[name], width=3)
+        draw.text((x + 30, height - 22), name, fill="black", font=small, anchor="lm")
+        x += 190
+    draw.text((x, height - 22), f"thin: per step; thick: mean of the last {window} steps", fill=(90, 90, 90), font=small, anchor="lm")
+    with atomic_path(path) as temp:
+        image.save(temp, format="PNG")
+    return path
+
+
+def draw_before_after(table: list[dict], path: Path, title: str) -> Path:
+    """Paired horizontal bars per category: accuracy of the SFT checkpoint and of the final GRPO checkpoint."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
+    before_colour, after_colour, prior_colour = (160, 160, 160), (66, 118, 180), (200, 60, 60)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_width = int(max(measure.textlength(r["category"], font=font) for r in table)) + 24
+    bar_width, row_height, top, bottom = 480, 44, 56, 66
+    width, height = label_width + bar_width + 120, top + row_height * len(table) + bottom
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((12, 12), title, fill="black", font=font)
+    x0, y_end = label_width, top + row_height * len(table)
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = x0 + tick * bar_width
+        draw.line([(x, top - 6), (x, y_end)], fill=(215, 215, 215))
+        draw.text((x, y_end + 6), f"{tick:g}", fill="black", font=small, anchor="ma")
+    for index, row in enumerate(table):
+        y = top + index * row_height
+        draw.text((x0 - 10, y + row_height / 2), row["category"], fill="black", font=font, anchor="rm")
+        for offset, key, colour in ((4, "before", before_colour), (22, "after", after_colour)):
+            value = row[key] or 0.0
+            draw.rectangle([x0, y + offset, x0 + max(value * bar_width, 1), y + offset + 16], fill=colour)
+            draw.text((x0 + value * bar_width + 6, y + offset + 8), f"{value:.3f}", fill="black", font=small, anchor="lm")
+        if row.get("answer_prior") is not None:
+            x = x0 + row["answer_prior"] * bar_width
+            draw.line([(x, y + 2), (x, y + row_height - 4)], fill=prior_colour, width=2)
+    draw.line([(x0, top - 6), (x0, y_end)], fill="black")
+    legend = "gray: SFT checkpoint (before RL)   blue: final GRPO checkpoint   red tick: answer-prior reference (no model)"
+    draw.text((12, height - 22), legend, fill=(80, 80, 80), font=small)
+    with atomic_path(path) as temp:
+        image.save(temp, format="PNG")
+    return path
+
+
+# ---- report ---------------------------------------------------------------------------------------------------------
+def distinct_answers(eval_dir: Path) -> dict[str, int]:
+    """Per category, how many different answers the greedy policy gave (the text inside <answer>, stripped): 1 means
+    one answer for every question, whatever the video and the question say."""
+    from rewards.answer import extract_answer
+
+    answers: dict[str, set[str]] = collections.defaultdict(set)
+    for line in (eval_dir / "eval_samples.jsonl").read_text().splitlines():
+        sample = json.loads(line)
+        answers[sample["category"]].add((extract_answer(sample["text"]) or "").strip())
+    return {c: len(v) for c, v in sorted(answers.items())}
+
+
+def compare(before: dict, after: dict, prior: dict[str, float], answers_before: dict[str, int] | None = None,
+            answers_after: dict[str, int] | None = None) -> list[dict]:
+    """One row per category plus `overall` (mean over questions) and `macro` (mean over categories)."""
+    answers_before, answers_after = answers_before or {}, answers_after or {}
+    by_before = {r["category"]: r for r in before["categories"]}
+    by_after = {r["category"]: r for r in after["categories"]}
+    rows = []
+    for category in sorted(set(by_before) | set(by_after)):
+        b, a = by_before.get(category, {}), by_after.get(category, {})
+        rows.append({
+            "category": category, "kind": (a or b).get("kind"), "questions": (a or b).get("questions"),
+            "before": b.get("accuracy"), "after": a.get("accuracy"),
+            "format_before": b.get("format_rate"), "format_after": a.get("format_rate"),
+            "answer_prior": prior.get(category),
+            "distinct_answers_before": answers_before.get(category), "distinct_answers_after": answers_after.get(category),
+        })
+    rows.append({
+        "category": "overall", "kind": "mixed", "questions": after["overall"]["questions"],
+        "before": before["overall"]["accuracy"], "after": after["overall"]["accuracy"],
+        "format_before": before["overall"]["format_rate"], "format_after": after["overall"]["format_rate"],
+        "answer_prior": None, "distinct_answers_before": None, "distinct_answers_after": None,
+    })
+    rows.append({
+        "category": "macro (mean of categories)", "kind": "mixed", "questions": after["overall"]["questions"],
+        "before": before["macro_accuracy"], "after": after["macro_accuracy"],
+        "format_before": None, "format_after": None, "answer_prior": None,
+        "distinct_answers_before": None, "distinct_answers_after": None,
+    })
+    for row in rows:
+        row["delta_points"] = None if row["before"] is None or row["after"] is None else 100.0 * (row["after"] - row["before"])
+    return rows
+
+
+def format_comparison(rows: list[dict]) -> str:
+    header = ("category", "n", "SFT acc", "GRPO acc", "delta pts", "SFT fmt", "GRPO fmt", "prior ref", "answers SFT/GRPO")
+
+    def cell(value, pattern="{:.3f}"):
+        return "" if value is None else pattern.format(value)
+
+    lines = [[r["category"], str(r["questions"]), cell(r["before"]), cell(r["after"]), cell(r["delta_points"], "{:+.1f}"),
+              cell(r["format_before"]), cell(r["format_after"]), cell(r["answer_prior"]),
+              "" if r["distinct_answers_before"] is None else f"{r['distinct_answers_before']}/{r['distinct_answers_after']}"]
+             for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+
+    def render(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "-" * len(render(header))
+    categories = len(rows) - 2
+    return "\n".join([render(header), rule, *(render(line) for line in lines[:categories]), rule,
+                      *(render(line) for line in lines[categories:])])
+
+
+def curve_summary(rows: list[dict], window: int) -> dict:
+    summary = {}
+    for name in CURVE_METRICS:
+        values = [r[name] for r in rows if r.get(name) is not None]
+        head, tail = values[:window], values[-window:]
+        summary[name] = {
+            f"first_{len(head)}_mean": sum(head) / len(head) if head else None,
+            f"last_{len(tail)}_mean": sum(tail) / len(tail) if tail else None,
+        }
+    return summary
+
+
+# ---- main -----------------------------------------------------------------------------------------------------------
+def run(config_file: str, out: Path, overrides: list[str]) -> dict:
+    from cluster.checkpoints import latest_checkpoint
+    from cluster.config import load_config
+    from cluster.metrics import read_metrics
+    from cluster.sft import sft
+    from cluster.train import train
+    from embodied_data.manifest import read_manifest
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    run_dir = out / "run"
+    base_config, bench, train_overrides = load_bench_config(config_file, overrides, run_dir)
+
+    phase = time.perf_counter()
+    base = load_config(base_config, train_overrides)
+    manifest, counts = prepare_manifest(base, bench.categories, run_dir)
+    data_overrides = [*train_overrides, "data.source=manifest", f"data.manifest={manifest}", "data.split=train"]
+    timings["data"] = time.perf_counter() - phase
+    log.info("data: %s", json.dumps(counts))
+
+    phase = time.perf_counter()
+    sft_cfg = load_config(base_config, data_overrides)
+    try:
+        sft_policy = sft(sft_cfg)
+    finally:
+        shutdown_ray()
+    timings["sft"] = time.perf_counter() - phase
+
+    phase = time.perf_counter()
+    before = evaluate(sft_cfg, str(sft_policy), manifest, run_dir / "eval_sft", bench)
+    timings["eval_sft"] = time.perf_counter() - phase
+
+    phase = time.perf_counter()
+    rl_cfg = load_config(base_config, [*data_overrides, f"models.policy={sft_policy}", "trainer.sft_warmup_steps=0",
+                                       "trainer.resume=false"])
+    try:
+        train(rl_cfg)
+    finally:
+        shutdown_ray()
+    final = latest_checkpoint(str(run_dir))
+    if final is None:
+        raise RuntimeError(f"GRPO finished without a complete checkpoint under {run_dir / 'checkpoints'}")
+    timings["grpo"] = time.perf_counter() - phase
+
+    phase = time.perf_counter()
+    after = evaluate(rl_cfg, final, manifest, run_dir / "eval_rl", bench)
+    timings["eval_rl"] = time.perf_counter() - phase
+
+    records, _ = read_manifest(manifest)
+    prior = answer_prior_baseline(records, bench.eval_split)
+    table = compare(before, after, prior, distinct_answers(run_dir / "eval_sft"), distinct_answers(run_dir / "eval_rl"))
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    curves = draw_reward_curves(metrics, out / "reward_curves.png",
+                                f"GRPO from the SFT checkpoint: {len(metrics)} steps, G={rl_cfg.sampling.num_samples}, "
+                                f"{rl_cfg.trainer.prompts_per_step} prompts/step", bench.curve_window)
+    bars = draw_before_after(table, out / "accuracy_before_after.png",
+                             f"accuracy on held-out scenes ({bench.eval_split} split, greedy, n={after['questions']})")
+    summary = curve_summary(metrics, bench.curve_window)
+    overall = next(r for r in table if r["category"] == "overall")
+    format_tail = next(v for k, v in summary["reward/format"].items() if k.startswith("last_"))
+    sft_state = json.loads((Path(sft_policy).parent / "sft_state.json").read_text())
+    timings["total"] = time.perf_counter() - started
+    report = {
+        "command": " ".join([Path(sys.executable).name, "bench/learning_run.py", "--config", str(config_file), "--out", str(out), *overrides]),
+        "config": str(config_file),
+        "overrides": overrides,
+        "bench": OmegaConf.to_container(OmegaConf.structured(bench)),
+        "data": {"manifest": str(manifest), "questions": counts},
+        "sft": {"policy": str(sft_policy), "steps": sft_state["steps"], "traces": sft_state["traces"],
+                "nll_first": sft_state["nll_first"], "nll_last": sft_state["nll_last"]},
+        "grpo": {"run_dir": str(run_dir), "final_checkpoint": final, "steps": len(metrics),
+                 "reward_curves": summary},
+        "eval_before": {k: before[k] for k in ("checkpoint", "questions", "macro_accuracy", "overall", "categories")},
+        "eval_after": {k: after[k] for k in ("checkpoint", "questions", "macro_accuracy", "overall", "categories")},
+        "comparison": table,
+        "target": {
+            "rl_gain_points_overall": overall["delta_points"],
+            "rl_gain_goal_points": TARGET_GAIN_POINTS,
+            "rl_gain_met": overall["delta_points"] is not None and overall["delta_points"] >= TARGET_GAIN_POINTS,
+            "format_reward_last_steps": format_tail,
+            "format_near_one": format_tail is not None and format_tail >= FORMAT_NEAR_ONE,
+        },
+        "wall_s": timings,
+        "outputs": {"reward_curves": str(curves), "accuracy_before_after": str(bars)},
+    }
+    write_text_atomically(out / "learning.json", json.dumps(report, indent=2))
+    report["text"] = format_comparison(table)
+    return report
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python bench/learning_run.py", description=__doc__.split("\n\n")[0],
+        epilog="Config keys: any TrainConfig key (sft.*, trainer.*, learner.*, sampling.*, rewards.*, data.synthetic.*, "
+        "models.tiny.*) and bench.categories, bench.eval_split, bench.eval_workers, bench.eval_max_records, "
+        "bench.curve_window. models.policy and trainer.sft_warmup_steps are set by the script for the GRPO phase.",
+    )
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="FILE", help="YAML config (default configs/learning.yaml)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder: learning.json, the PNGs, and the run in DIR/run")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. trainer.steps=40 bench.eval_workers=1")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    report = run(args.config, Path(args.out), list(args.overrides))
+    print(report["text"])
+    print("prior ref: the score of answering from the training answers alone, no model; answers: distinct greedy answers")
+    target = report["target"]
+    print(f"\nRL gain over SFT (overall accuracy): {target['rl_gain_points_overall']:+.1f} points "
+          f"(goal >= {TARGET_GAIN_POINTS:g}: {'met' if target['rl_gain_met'] else 'NOT met'}); "
+          f"format reward over the last steps {target['format_reward_last_steps']:.3f}")
+    print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in report["wall_s"].items()))
+    print(f"written: {Path(args.out) / 'learning.json'}, {report['outputs']['reward_curves']}, "
+          f"{report['outputs']['accuracy_before_after']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

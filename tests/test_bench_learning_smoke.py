@@ -1,0 +1,159 @@
+"""The learning benchmark's own logic (bench/learning_run.py), without models: config split, data filtering, the
+answer-prior reference, the before/after table and the PIL charts. The full run (SFT + GRPO + two evaluations) takes
+minutes and is the benchmark itself, not a unit test."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench import learning_run as bench  # noqa: E402
+from embodied_data.records import Record  # noqa: E402
+
+
+def _record(rid: str, split: str, question: str, choices: tuple[str, ...], answer: str | float, category: str = "Action Generation") -> Record:
+    return Record(id=rid, video=f"{rid}.mp4", question=question, choices=choices, answer=answer, category=category,
+                  scene=rid, split=split, source="synthetic")
+
+
+def test_option_pattern_drops_the_words_of_the_question():
+    question = "At the initial position, you are asked to navigate to the black tv. What is the direction to the black tv?"
+    assert bench.option_pattern("The black tv is on my left.", question) == "on my left"
+    other = "At the initial position, you are asked to navigate to the red chair. What is the direction to the red chair?"
+    assert bench.option_pattern("The red chair is on my left.", other) == bench.option_pattern("The black tv is on my left.", question)
+
+
+def test_answer_prior_baseline_counts_training_answers_and_splits_ties():
+    q = "Where to go next?"
+    options = ("I turn left.", "I turn right.", "I rise.")
+    records = [
+        _record("t1", "train", q, options, "A"),
+        _record("t2", "train", q, ("I rise.", "I turn left.", "I turn right."), "B"),  # 'I turn left.' again, other letter
+        _record("t3", "train", q, options, "B"),
+        _record("x1", "test", q, ("I rise.", "I turn right.", "I turn left."), "C"),  # the prior's pick: right
+        _record("x2", "test", q, options, "B"),  # the prior picks 'I turn left.' (A): wrong
+        _record("d1", "test", "Which?", ("left", "right"), "A", category="object_rel_direction_easy"),  # no training data
+    ]
+    prior = bench.answer_prior_baseline(records, "test")
+    assert prior["Action Generation"] == pytest.approx(0.5)
+    assert prior["object_rel_direction_easy"] == pytest.approx(0.5)  # a two-way tie: the expected score of a guess
+
+
+def test_moving_average_skips_missing_values():
+    assert bench.moving_average([1.0, None, 3.0, 5.0], 2) == [1.0, 1.0, 2.0, 4.0]
+    assert bench.moving_average([None, float("nan")], 3) == [None, None]
+
+
+def _eval_report(accuracies: dict[str, float], overall: float, fmt: float) -> dict:
+    return {
+        "categories": [{"category": c, "kind": "multiple_choice", "questions": 10, "accuracy": a, "format_rate": fmt}
+                       for c, a in accuracies.items()],
+        "overall": {"questions": 10 * len(accuracies), "accuracy": overall, "format_rate": fmt},
+        "macro_accuracy": sum(accuracies.values()) / len(accuracies),
+    }
+
+
+def test_compare_gives_deltas_in_points_and_the_table_lists_every_category():
+    before = _eval_report({"Counterfactual": 0.2, "route_planning": 0.5}, 0.35, 0.5)
+    after = _eval_report({"Counterfactual": 0.45, "route_planning": 0.4}, 0.425, 1.0)
+    rows = bench.compare(before, after, {"Counterfactual": 0.47})
+    by_name = {r["category"]: r for r in rows}
+    assert by_name["Counterfactual"]["delta_points"] == pytest.approx(25.0)
+    assert by_name["route_planning"]["delta_points"] == pytest.approx(-10.0)
+    assert by_name["overall"]["delta_points"] == pytest.approx(7.5)
+    assert by_name["macro (mean of categories)"]["before"] == pytest.approx(0.35)
+    assert by_name["Counterfactual"]["answer_prior"] == 0.47 and by_name["route_planning"]["answer_prior"] is None
+    text = bench.format_comparison(rows)
+    assert "+25.0" in text and "-10.0" in text and "+7.5" in text
+    assert [line.split()[0] for line in text.splitlines()[2:4]] == ["Counterfactual", "route_planning"]
+
+
+def test_reward_curves_and_bars_are_drawn(tmp_path):
+    rows = [{"step": s, "reward/total": s / 40, "reward/accuracy": s / 50, "reward/format": min(1.0, s / 20)} for s in range(1, 31)]
+    rows[5]["reward/accuracy"] = None  # a step whose metric is missing must not break the curve
+    curves = bench.draw_reward_curves(rows, tmp_path / "curves.png", "test curves", window=5)
+    with Image.open(curves) as image:
+        assert image.size == (900, 480)
+        colours = {colour for _, colour in image.convert("RGB").getcolors(maxcolors=1 << 16)}
+    assert (66, 118, 180) in colours and (230, 140, 50) in colours  # the accuracy and format curves are drawn
+
+    table = bench.compare(_eval_report({"A": 0.1, "B": 0.6}, 0.35, 1.0), _eval_report({"A": 0.3, "B": 0.6}, 0.45, 1.0), {"A": 0.5})
+    bars = bench.draw_before_after(table, tmp_path / "bars.png", "test bars")
+    with Image.open(bars) as image:
+        assert image.size[1] > 44 * len(table)
+    assert not list(tmp_path.glob(".*"))  # written atomically: no temp files left
+
+
+def test_bench_section_is_split_from_the_train_config(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("trainer:\n  steps: 3\nbench:\n  categories: [Counterfactual]\n  eval_workers: 1\n")
+    base, settings, overrides = bench.load_bench_config(config, ["bench.eval_workers=2", "trainer.steps=5"], tmp_path / "run")
+    assert settings.categories == ["Counterfactual"] and settings.eval_workers == 2
+    assert overrides == [f"run_dir={tmp_path / 'run'}", "trainer.steps=5"]
+    assert "bench" not in Path(base).read_text()
+
+    from cluster.config import load_config
+
+    cfg = load_config(base, overrides)  # what remains is a valid TrainConfig
+    assert cfg.trainer.steps == 5 and cfg.run_dir == str(tmp_path / "run")
+    with pytest.raises(Exception, match="nonsense"):
+        bench.load_bench_config(config, ["bench.nonsense=1"], tmp_path / "run")
+
+
+def test_shipped_config_loads(tmp_path):
+    base, settings, overrides = bench.load_bench_config(bench.DEFAULT_CONFIG, [], tmp_path / "run")
+    from cluster.config import load_config
+
+    cfg = load_config(base, overrides)
+    assert cfg.perception.source == "ground_truth" and settings.categories
+    assert cfg.sampling.num_samples >= 2
+
+
+def test_prepare_manifest_keeps_only_the_chosen_categories(tmp_path):
+    from cluster.config import load_config
+    from embodied_data.manifest import read_gt_captions, read_manifest
+
+    cfg = load_config(None, [f"run_dir={tmp_path}", "data.synthetic.scenes=3", "data.synthetic.frames=8",
+                             "data.synthetic.size=48", "data.synthetic.questions_per_scene=14"])
+    manifest, counts = bench.prepare_manifest(cfg, ["Counterfactual", "Action Generation"], tmp_path)
+    records, skipped = read_manifest(manifest)
+    assert not len(skipped) and records
+    assert {r.category for r in records} <= {"Counterfactual", "Action Generation"}
+    assert set(counts) == {r.category for r in records}
+    assert sum(sum(v.values()) for v in counts.values()) == len(records)
+    captions = read_gt_captions(manifest)
+    assert all(captions[r.video].startswith("Frame 0:") for r in records)
+    with pytest.raises(ValueError, match="not a category"):
+        bench.prepare_manifest(cfg, ["not a category"], tmp_path)
+    json.dumps(counts)  # the counts go into learning.json
+
+
+def test_answer_prior_baseline_for_numeric_questions_uses_the_median_of_the_same_question():
+    size_q = "What is the length of the longest dimension (length, width, or height) of the {}, measured in centimeters?"
+    records = [
+        _record("s1", "train", size_q.format("sofa"), (), 200.0, category="object_size_estimation"),
+        _record("s2", "train", size_q.format("sofa"), (), 190.0, category="object_size_estimation"),
+        _record("s3", "train", size_q.format("stool"), (), 50.0, category="object_size_estimation"),
+        _record("x1", "test", size_q.format("sofa"), (), 195.0, category="object_size_estimation"),  # median 195: exact
+        _record("x2", "test", size_q.format("lamp"), (), 190.0, category="object_size_estimation"),  # unseen: category median 190
+    ]
+    prior = bench.answer_prior_baseline(records, "test")
+    assert prior["object_size_estimation"] == pytest.approx(1.0)
+
+
+def test_distinct_answers_counts_what_the_policy_answered_per_category(tmp_path):
+    samples = [
+        {"category": "object_size_estimation", "text": "<think> a </think>\n<answer> 111 </answer>"},
+        {"category": "object_size_estimation", "text": "<think> b </think>\n<answer>111</answer>"},
+        {"category": "object_size_estimation", "text": "<think> c </think>\n<answer> 56 </answer>"},
+        {"category": "Action Generation", "text": "<think> d </think>\n<answer> A </answer>"},
+    ]
+    (tmp_path / "eval_samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    assert bench.distinct_answers(tmp_path) == {"Action Generation": 1, "object_size_estimation": 2}
