@@ -37,9 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from omegaconf import OmegaConf  # noqa: E402
+from omegaconf import OmegaConf
 
-from embodied_data.atomic import atomic_path, write_text_atomically  # noqa: E402
+from embodied_data.atomic import atomic_path, write_text_atomically
 
 log = logging.getLogger("embodied_r.bench.learning")
 
@@ -81,7 +81,12 @@ def load_bench_config(config_file: str | Path, overrides: list[str], run_dir: Pa
 def prepare_manifest(cfg, categories: list[str], out_dir: Path) -> tuple[Path, dict]:
     """Renders the synthetic dataset of `cfg.data.synthetic` (reused when complete) and writes the manifest the run
     uses: every record, or only those of `categories`, ground-truth captions kept. Returns its path and the counts."""
-    from embodied_data.manifest import GT_CAPTION_COLUMN, read_gt_captions, read_manifest, write_manifest
+    from embodied_data.manifest import (
+        GT_CAPTION_COLUMN,
+        read_gt_captions,
+        read_manifest,
+        write_manifest,
+    )
     from embodied_data.synthetic.dataset import MANIFEST_NAME, generate_dataset
 
     syn = cfg.data.synthetic

@@ -14,8 +14,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import learning_run as bench  # noqa: E402
-from embodied_data.records import Record  # noqa: E402
+from bench import learning_run as bench
+from embodied_data.records import Record
 
 
 def _record(rid: str, split: str, question: str, choices: tuple[str, ...], answer: str | float, category: str = "Action Generation") -> Record:
