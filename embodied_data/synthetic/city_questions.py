@@ -20,11 +20,10 @@ from embodied_data.synthetic.questions import (
     COUNTERFACTUAL_ALTERNATIVE,
     COUNTERFACTUAL_MARGIN_STEPS,
     COUNTERFACTUAL_WORDS,
-    URBAN_ACTION_OPTIONS,
+    action_generation_question,
     counterfactual_question,
     Question,
     QuestionContext,
-    _multiple_choice,
     action_segments,
     generate_questions,
     landmark_position,
@@ -105,12 +104,7 @@ def city_action_generation(ctx: QuestionContext) -> Question | None:
         action = next_drone_action(ctx.scene, last, target)
         if action is None:
             continue
-        question = (
-            f"At the initial position, you are asked to navigate to the {target.name}. "
-            "What is your next move, given the target location for your next move?"
-        )
-        correct = URBAN_ACTION_OPTIONS[action]
-        return _multiple_choice("Action Generation", question, correct, [o for o in URBAN_ACTION_OPTIONS.values() if o != correct], ctx.rng)
+        return action_generation_question(ctx, target.name, action)
     return None
 
 

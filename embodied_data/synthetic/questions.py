@@ -328,13 +328,18 @@ def action_generation(ctx: QuestionContext) -> Question | None:
         action = next_action_towards(last, target)
         if action is None:
             continue
-        question = (
-            f"At the initial position, you are asked to navigate to the {target.name}. "
-            "What is your next move, given the target location for your next move?"
-        )
-        correct = URBAN_ACTION_OPTIONS[action]
-        return _multiple_choice("Action Generation", question, correct, [o for o in URBAN_ACTION_OPTIONS.values() if o != correct], ctx.rng)
+        return action_generation_question(ctx, target.name, action)
     return None
+
+
+def action_generation_question(ctx: QuestionContext, target_name: str, action: str) -> Question:
+    """UrbanVideo's Action Generation wording; the seven movement options, with `action`'s the correct one."""
+    question = (
+        f"At the initial position, you are asked to navigate to the {target_name}. "
+        "What is your next move, given the target location for your next move?"
+    )
+    correct = URBAN_ACTION_OPTIONS[action]
+    return _multiple_choice("Action Generation", question, correct, [o for o in URBAN_ACTION_OPTIONS.values() if o != correct], ctx.rng)
 
 
 def segment_phrase(segment: Segment, end_frame: FrameTruth) -> str:
