@@ -194,7 +194,9 @@ class JudgePool:
                 size = call.end - call.begin
                 error = None
                 if call.ref not in ready_set:
-                    ray.cancel(call.ref)  # drops it if still queued; a running batch finishes and is ignored
+                    # Not cancelled: cancelling an actor task that is still being submitted leaves a gap in the
+                    # actor's task sequence, and its next calls stall for 30 s and fail. A late batch finishes on the
+                    # actor and its result is ignored.
                     error = f"timed out after {ticket.deadline - ticket.submitted_at:g} s"
                 else:
                     try:
