@@ -9,7 +9,9 @@ Run from the repository root (``../shared/realdata`` beside it)::
 What is timed, each in the same process, the methods interleaved (rotated) within every repeat, median reported:
 
 * ``ours``: ``perception.keyframes.extract_keyframes`` (threaded pipeline, the default), end to end, key-frame RGB
-  images included; ``ours_seq`` is the same with ``threaded=False``;
+  images included, with perception/ransac.py's RANSAC and its per-n subset cache emptied before every run;
+  ``ours_seq`` is the same with ``threaded=False``; ``ours_cv`` the same with OpenCV's own RANSAC
+  (``ransac_engine=opencv``), which is what ours cost before perception/ransac.py;
 * ``decode``: decoding alone -- ``cv2.VideoCapture.read()`` on every frame, nothing else; ``grab`` (reported beside
   it) is ``grab()`` on every frame: FFmpeg decodes, nothing is converted to colour -- the floor for any extractor
   that must see every frame of an inter-coded video;
@@ -30,15 +32,17 @@ rules differ is the cause (degenerate homography whose rasterised overlap is sti
 on either side of the threshold, ...); every later difference is a cascade of it (the two methods then compare
 against different key frames).  A difference in the final key frames with equal detected ones is the clamping rule.
 
-The per-sample profile printed under the table shows what bounds both methods on these videos: RANSAC.  At 1 fps most
-pairs of samples share few true matches, so OpenCV's RANSAC (confidence 0.995) cannot stop early and runs all 2000
-iterations (~15-25 ms a call); that work is the rule itself -- any change that makes it cheaper (fewer or other
-features, another estimator) changes the homographies and so the key frames, which ``--experiments`` shows.
+The per-sample profile printed under the table shows where the feature work goes.  At 1 fps most pairs of samples
+share few true matches, so OpenCV's RANSAC (confidence 0.995) cannot stop early and runs all 2000 iterations (~15-25
+ms a call).  That work is the rule itself: a cheaper estimator or fewer features change the homographies and so the
+key frames (``--experiments`` shows it).  perception/ransac.py keeps the rule and returns OpenCV's matrix bit for bit
+(checked on every call of the profile) in a fraction of the time, by scoring the same hypotheses in numpy blocks.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -54,11 +58,13 @@ import cv2
 import numpy as np
 
 from perception.config import KeyframeConfig
+from perception.ransac import find_homography_ransac, forget_drawn_subsets
 from perception.keyframes import (
     Decision,
     _KeyframeDetector,
     _SampledFrameReader,
     degeneracy,
+    Keyframes,
     extract_keyframes,
     view_overlap,
 )
@@ -244,7 +250,9 @@ class LockstepRow:
     # Where the time of one sample goes (the same work in both methods, except the overlap measure).
     orb_ms: float = 0.0
     match_ms: float = 0.0
-    ransac_ms: float = 0.0
+    ransac_ms: float = 0.0  # cv2.findHomography(..., cv2.RANSAC): what the released code runs
+    ransac_numpy_ms: float = 0.0  # perception/ransac.py on the same matches, its per-n subset cache emptied first
+    ransac_numpy_same: bool | None = None  # bit-identical matrix
     ransac_inliers: int = 0
     ransac_at_cap: bool = False  # RANSAC ran all of its 2000 iterations (too few inliers to stop early)
     exact_overlap_ms: float = 0.0
@@ -306,6 +314,12 @@ def _profile_pair(row: LockstepRow, ref_features, features, shape: tuple[int, in
     started = time.perf_counter()
     homography, mask = cv2.findHomography(dst, src, cv2.RANSAC, cfg.ransac_reproj_threshold)
     row.ransac_ms = _ms(started)
+    forget_drawn_subsets()
+    started = time.perf_counter()
+    replayed = find_homography_ransac(dst, src, cfg.ransac_reproj_threshold)
+    row.ransac_numpy_ms = _ms(started)
+    row.ransac_numpy_same = (replayed is None and homography is None) or (
+        replayed is not None and homography is not None and bool(np.array_equal(replayed, homography)))
     if homography is None:
         return
     row.ransac_inliers = int(mask.sum())
@@ -394,6 +408,7 @@ class VideoReport:
     profile_ms: dict[str, float] = field(default_factory=dict)  # summed per-sample work (lock-step pass)
     ransac_calls: int = 0
     ransac_calls_at_cap: int = 0
+    ransac_numpy_same: int = 0  # calls where perception/ransac.py returned OpenCV's matrix bit for bit
     lockstep: list[LockstepRow] = field(default_factory=list)
 
 
@@ -411,9 +426,16 @@ def bench_video(path: Path, cfg: KeyframeConfig, repeats: int) -> VideoReport:
     video = str(path)
     width, height, fps, count, codec = _video_info(video)
     report = VideoReport(path.name, width, height, fps, count, codec)
+    opencv_ransac = dataclasses.replace(cfg, ransac_engine="opencv")
+
+    def run_ours(config: KeyframeConfig, threaded: bool = True) -> Keyframes:
+        forget_drawn_subsets()  # no subsets cached from an earlier run of the same video: its cold cost is timed
+        return extract_keyframes(video, config, threaded=threaded)
+
     methods: dict[str, Callable[[], object]] = {
-        "ours": lambda: extract_keyframes(video, cfg),
-        "ours_seq": lambda: extract_keyframes(video, cfg, threaded=False),
+        "ours": lambda: run_ours(cfg),
+        "ours_seq": lambda: run_ours(cfg, threaded=False),
+        "ours_cv": lambda: run_ours(opencv_ransac),
         "decode": lambda: decode_alone(video),
         "grab": lambda: grab_alone(video),
         "published": lambda: published_method(video, cfg.overlap_threshold, cfg.min_keyframes, cfg.max_keyframes),
@@ -445,7 +467,8 @@ def bench_video(path: Path, cfg: KeyframeConfig, repeats: int) -> VideoReport:
     report.disagreements = compare(ours.sampled_frames, ours.detected, ours.indices, published, rows, cfg.overlap_threshold)
     report.lockstep = rows
     report.profile_ms = {part: round(sum(getattr(r, f"{part}_ms") for r in rows), 1)
-                         for part in ("orb", "match", "ransac", "exact_overlap", "raster_overlap")}
+                         for part in ("orb", "match", "ransac", "ransac_numpy", "exact_overlap", "raster_overlap")}
+    report.ransac_numpy_same = sum(1 for r in rows if r.ransac_numpy_same)
     report.ransac_calls = sum(1 for r in rows if r.ransac_ms > 0)
     report.ransac_calls_at_cap = sum(1 for r in rows if r.ransac_at_cap)
     return report
@@ -456,9 +479,9 @@ def render(reports: list[VideoReport], repeats: int) -> str:
         f"Median wall seconds over {repeats} repeats (CPU seconds in brackets); {cv2.getNumberOfCPUs()} CPUs, "
         f"OpenCV {cv2.__version__}, cv2 threads {cv2.getNumThreads()}.",
         "",
-        "| video | size, fps, frames | ours | ours (no thread) | decode (read all) | grab all | published "
-        "| ours/published | ours/decode | key frames agree |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| video | size, fps, frames | ours | ours (no thread) | ours (OpenCV RANSAC) | decode (read all) | grab all "
+        "| published | ours/published | ours/decode | key frames agree |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         s, c = r.seconds, r.cpu_seconds
@@ -466,7 +489,7 @@ def render(reports: list[VideoReport], repeats: int) -> str:
         agree = "yes" if r.final_agrees and r.detection_agrees else f"no ({len(r.disagreements)} differences)"
         lines.append(
             f"| {r.video[:28]} | {r.width}x{r.height} {r.codec}, {r.fps:.2f}, {r.frames} | {cell('ours')} | "
-            f"{cell('ours_seq')} | {cell('decode')} | {cell('grab')} | {cell('published')} | "
+            f"{cell('ours_seq')} | {cell('ours_cv')} | {cell('decode')} | {cell('grab')} | {cell('published')} | "
             f"{s['ours'] / s['published']:.2f} | {s['ours'] / s['decode']:.2f} | {agree} |"
         )
     total = {name: sum(r.seconds[name] for r in reports) for name in reports[0].seconds}
@@ -482,10 +505,11 @@ def render(reports: list[VideoReport], repeats: int) -> str:
         lines.append(f"{r.video}: ours {r.ours_keyframes} (detected {r.ours_detected}); "
                      f"published {r.published_keyframes} (detected {r.published_detected})")
         p = r.profile_ms
-        lines.append(f"  feature work over the {len(r.lockstep)} samples, shared by both methods: ORB {p['orb']} ms, "
-                     f"matching {p['match']} ms, RANSAC {p['ransac']} ms ({r.ransac_calls_at_cap} of {r.ransac_calls} "
-                     f"calls ran all 2000 iterations); overlap: exact {p['exact_overlap']} ms (ours), rasterised "
-                     f"{p['raster_overlap']} ms (released)")
+        lines.append(f"  feature work over the {len(r.lockstep)} samples: ORB {p['orb']} ms, matching {p['match']} ms "
+                     f"(both methods); RANSAC: OpenCV {p['ransac']} ms (released; {r.ransac_calls_at_cap} of "
+                     f"{r.ransac_calls} calls ran all 2000 iterations), perception/ransac.py {p['ransac_numpy']} ms "
+                     f"(ours, subset cache cold; the same matrix in {r.ransac_numpy_same} of {r.ransac_calls} calls); "
+                     f"overlap: exact {p['exact_overlap']} ms (ours), rasterised {p['raster_overlap']} ms (released)")
         for d in r.disagreements:
             lines.append(f"  - {d.stage} at {'frame' if d.stage == 'sampling' else 'sample'} {d.position}: "
                          f"ours {'key' if d.ours else 'not key'}, published {'key' if d.published else 'not key'} -- {d.cause}")

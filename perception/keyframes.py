@@ -47,6 +47,7 @@ import cv2
 import numpy as np
 
 from perception.config import KeyframeConfig
+from perception.ransac import find_homography_ransac
 
 # Bumped whenever the same video and settings can give other key frames (it is part of the description cache key).
 # 2: matches ordered by distance before RANSAC, as the released code orders them.
@@ -263,7 +264,10 @@ class _KeyframeDetector:
             return Decision(True, "few_matches", num_matches=len(matches))
         key_xy = np.float32([self.key_points[m.queryIdx].pt for m in matches]).reshape(-1, 1, 2)
         current_xy = np.float32([points[m.trainIdx].pt for m in matches]).reshape(-1, 1, 2)
-        homography, _ = cv2.findHomography(current_xy, key_xy, cv2.RANSAC, self.cfg.ransac_reproj_threshold)
+        if self.cfg.ransac_engine == "numpy":  # the same matrix as OpenCV's RANSAC (see perception/ransac.py)
+            homography = find_homography_ransac(current_xy, key_xy, self.cfg.ransac_reproj_threshold)
+        else:
+            homography, _ = cv2.findHomography(current_xy, key_xy, cv2.RANSAC, self.cfg.ransac_reproj_threshold)
         if homography is None:
             return Decision(True, "no_homography", num_matches=len(matches))
         key_height, key_width = self.key_shape
@@ -395,5 +399,7 @@ def _check_config(cfg: KeyframeConfig) -> None:
             f"key frame bounds need 1 <= min_keyframes <= max_keyframes and max_keyframes >= 2, "
             f"got [{cfg.min_keyframes}, {cfg.max_keyframes}]"
         )
+    if cfg.ransac_engine not in ("numpy", "opencv"):
+        raise ValueError(f"ransac_engine must be 'numpy' or 'opencv', got {cfg.ransac_engine!r}")
     if not 0.0 <= cfg.overlap_threshold <= 1.0:
         raise ValueError(f"overlap_threshold must be in [0, 1], got {cfg.overlap_threshold}")

@@ -4,14 +4,16 @@ homographies, clamping, slow / short / corrupt videos, and the `keyframes` subco
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from perception.config import KeyframeConfig
 from embodied_data.synthetic.video import read_video
+from perception import keyframes as keyframes_module
+from perception.config import KeyframeConfig
 from perception.keyframes import VideoError, clamp_keyframes, extract_keyframes, view_overlap
 
 FRAME_W, FRAME_H = 320, 240
@@ -243,8 +245,10 @@ def test_degenerate_homography_makes_a_keyframe(tmp_path, monkeypatch):
     cfg = KeyframeConfig(min_keyframes=1, max_keyframes=100)
     assert extract_keyframes(str(path), cfg).indices == [0, 4]
     mirror = np.array([[-1, 0, FRAME_W], [0, 1, 0], [0, 0, 1]], dtype=float)
-    monkeypatch.setattr(cv2, "findHomography", lambda *args, **kwargs: (mirror, None))
-    assert extract_keyframes(str(path), cfg).indices == [0, 1, 2, 3, 4]
+    monkeypatch.setattr(cv2, "findHomography", lambda *args, **kwargs: (mirror, None))  # ransac_engine=opencv
+    monkeypatch.setattr(keyframes_module, "find_homography_ransac", lambda *args, **kwargs: mirror)  # numpy
+    for engine in ("numpy", "opencv"):
+        assert extract_keyframes(str(path), replace(cfg, ransac_engine=engine)).indices == [0, 1, 2, 3, 4]
 
 
 def test_featureless_frames_are_keyframes(tmp_path):
@@ -296,6 +300,8 @@ def test_bad_files_raise_video_error_naming_the_file(tmp_path, realdata):
 def test_bad_config_is_rejected(synthetic_video):
     with pytest.raises(ValueError, match="min_keyframes"):
         extract_keyframes(str(synthetic_video[0]), KeyframeConfig(min_keyframes=5, max_keyframes=4))
+    with pytest.raises(ValueError, match="ransac_engine"):
+        extract_keyframes(str(synthetic_video[0]), KeyframeConfig(ransac_engine="magsac"))
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
