@@ -17,6 +17,9 @@ class KeyframeConfig:
     # numpy: perception/ransac.py, OpenCV's RANSAC homography replayed with its hypotheses scored in blocks (the same
     # matrix, ~3-5x faster); opencv: cv2.findHomography itself.
     ransac_engine: str = "numpy"
+    # Threads computing ORB features beside the decoding thread (the overlap rule itself runs on one more thread, in
+    # order); 0: one per core beyond two, at most 4.  The decisions are the same whatever the number.
+    feature_threads: int = 0
 
 
 @dataclass

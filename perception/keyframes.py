@@ -21,9 +21,10 @@ Faithful to Embodied-R's released extraction (DESIGN.md step 1):
   key frames between them.
 
 Speed (bench/keyframes.py measures it against decoding alone and against the released method): frames that are not
-sampled are only ``grab()``-ed (decoded, never converted to colour); sampled frames are ``retrieve()``-d; the ORB /
-matching / RANSAC work of sample k runs on a worker thread while the main thread decodes the frames after it (OpenCV
-releases the GIL), one sample after another so the decisions are exactly the sequential ones.  The matches are
+sampled are only ``grab()``-ed (decoded, never converted to colour); sampled frames are ``retrieve()``-d; while the
+calling thread decodes the frames after sample k, ORB features of the samples are computed on ``cfg.feature_threads``
+threads (they do not depend on any decision) and the rule -- matching, RANSAC, overlap -- runs on one more thread,
+one sample after another, so the decisions are exactly the sequential ones (OpenCV releases the GIL).  The matches are
 ordered by distance (stable sort) before RANSAC, as the released code does: RANSAC's subsets depend on the order, so
 this keeps our homography -- and decision -- equal to the released one for the same pair of frames.  RANSAC, most of
 the feature work at 1 fps, runs in perception/ransac.py (``cfg.ransac_engine="numpy"``): OpenCV's RANSAC replayed with
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -62,6 +64,8 @@ _MIN_QUAD_AREA_FRACTION = 1e-6
 _IMAGES_PER_MAX_KEYFRAME = 4
 # Samples decoded ahead of the feature worker: enough to keep both threads busy, few enough to bound memory.
 _SAMPLES_IN_FLIGHT = 3
+# ORB threads chosen automatically: beyond a few, the in-order decisions (matching, RANSAC) are the bottleneck.
+_MAX_AUTO_FEATURE_THREADS = 4
 
 
 class VideoError(ValueError):
@@ -125,23 +129,36 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig, threaded: bool = Tru
             if len(keyframe_images) < image_budget:
                 keyframe_images[position] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
-    # One worker: it takes the samples in order, so every decision sees the key frame the sequential rule would.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframes") if threaded else None
+    # ORB on a pool of threads (each sample's features are independent of the decisions); the decisions on one
+    # thread that takes the samples in order, so every one sees the key frame the sequential rule would.
+    feature_threads = _feature_threads(cfg) if threaded else 0
+    features_pool = ThreadPoolExecutor(feature_threads, thread_name_prefix="keyframe-orb") if feature_threads else None
+    decider = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe-rule") if threaded else None
+    in_flight = _SAMPLES_IN_FLIGHT + feature_threads
+
+    def verdict_of(features: Future) -> bool:
+        return detector.decide_features(features.result()).is_keyframe
+
     try:
         for position, (frame_number, bgr) in enumerate(reader):
             sampled_frames.append(frame_number)
             if position in clamp_picks:
                 clamp_images[position] = bgr
-            verdict = executor.submit(detector.is_keyframe, bgr) if executor else detector.is_keyframe(bgr)
+            if features_pool is not None and decider is not None:
+                features = features_pool.submit(orb_features, bgr, cfg.orb_features)
+                verdict: Future[bool] | bool = decider.submit(verdict_of, features)
+            else:
+                verdict = detector.decide(bgr).is_keyframe
             pending.append((position, bgr, verdict))
-            while len(pending) > (_SAMPLES_IN_FLIGHT if executor else 0):
+            while len(pending) > (in_flight if threaded else 0):
                 settle_oldest()
             last_bgr = bgr
         while pending:
             settle_oldest()
     finally:
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        for pool in (decider, features_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     if not sampled_frames:
         raise VideoError(video_path, "no frame could be decoded (empty, truncated or corrupt file)")
     num_sampled = len(sampled_frames)
@@ -169,6 +186,13 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig, threaded: bool = Tru
         sampled_frames=sampled_frames,
         detected=list(detected),
     )
+
+
+def _feature_threads(cfg: KeyframeConfig) -> int:
+    """ORB threads beside the decoding thread and the rule's thread: cfg.feature_threads, or (0) one per spare core."""
+    if cfg.feature_threads > 0:
+        return cfg.feature_threads
+    return max(1, min(_MAX_AUTO_FEATURE_THREADS, (os.cpu_count() or 2) - 2))
 
 
 def clamp_keyframes(keyframe_indices: list[int], num_sampled: int, min_keyframes: int, max_keyframes: int) -> list[int]:
@@ -234,27 +258,41 @@ def _warped_frame(homography: np.ndarray, width: int, height: int) -> tuple[np.n
     return quad, None
 
 
+_ORB_PER_THREAD = threading.local()
+
+
+def orb_features(bgr: np.ndarray, num_features: int) -> tuple:
+    """(key points, descriptors, (height, width)) of a BGR frame's grayscale, with this thread's own ORB detector."""
+    detectors: dict[int, cv2.ORB] = getattr(_ORB_PER_THREAD, "detectors", None) or {}
+    _ORB_PER_THREAD.detectors = detectors
+    orb = detectors.get(num_features)
+    if orb is None:
+        orb = detectors[num_features] = cv2.ORB_create(nfeatures=num_features)
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    points, descriptors = orb.detectAndCompute(gray, None)
+    return points, descriptors, gray.shape
+
+
 class _KeyframeDetector:
     """Online overlap rule: feed samples in order; remembers the last key frame's ORB features."""
 
     def __init__(self, cfg: KeyframeConfig) -> None:
         self.cfg = cfg
-        self.orb = cv2.ORB_create(nfeatures=cfg.orb_features)
         self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
         self.key_points = None
         self.key_descriptors = None
         self.key_shape: tuple[int, int] | None = None
 
-    def is_keyframe(self, bgr: np.ndarray) -> bool:
-        return self.decide(bgr).is_keyframe
-
     def decide(self, bgr: np.ndarray) -> Decision:
         """The verdict on the next sample; a key frame becomes the reference for the samples after it."""
-        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        points, descriptors = self.orb.detectAndCompute(gray, None)
-        decision = Decision(True, "first") if self.key_shape is None else self._compare(points, descriptors, gray.shape)
+        return self.decide_features(orb_features(bgr, self.cfg.orb_features))
+
+    def decide_features(self, features: tuple) -> Decision:
+        """`decide` on the sample's ORB features (`orb_features`), which may be computed on any thread, in any order."""
+        points, descriptors, shape = features
+        decision = Decision(True, "first") if self.key_shape is None else self._compare(points, descriptors, shape)
         if decision.is_keyframe:
-            self.key_points, self.key_descriptors, self.key_shape = points, descriptors, gray.shape
+            self.key_points, self.key_descriptors, self.key_shape = points, descriptors, shape
         return decision
 
     def _compare(self, points, descriptors, shape: tuple[int, int]) -> Decision:
