@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+from collections import OrderedDict
 
 import cv2
 import numpy as np
@@ -43,6 +44,7 @@ _MIN_TRIANGLE_FRACTION = 1e-5
 # Bound on the relative difference between the closed-form fit and OpenCV's on trusted subsets (measured <= 2e-8),
 # plus float32 rounding of OpenCV's count: how far a projected point may move, relative to the terms summed.
 _RELATIVE_SLACK = 1e-6 + 8 * _FLT_EPSILON
+_CACHED_POINT_COUNTS = 256  # match counts whose subset streams stay cached (least recently used dropped)
 _FIRST_BLOCK = 256  # hypotheses scored first: enough when many matches agree and the budget shrinks fast
 _REPLAY_WINDOW = 8  # draws a subset with repeats may take (more: the stream ends there; never seen for n > 8)
 _ELEMENTS_PER_PASS = 1 << 19  # hypotheses x points scored per pass (bounds the scratch arrays: ~12 MB)
@@ -112,15 +114,20 @@ class _SubsetStream:
         self._state = (1 << 64) - 1  # cv::RNG((uint64)-1)
         self._raw: list[int] = []
         self._raw_array = np.zeros(0, dtype=np.uint64)
-        self._drawn: dict[int, tuple[np.ndarray, int]] = {}  # n -> (quadruples so far, raw values consumed)
+        # n -> (quadruples so far, raw values consumed), least recently used first; int16 indices where n allows.
+        self._drawn: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
 
     def quadruples(self, num_points: int, start: int, stop: int) -> np.ndarray:
         with self._lock:
-            quads, consumed = self._drawn.get(num_points, (np.zeros((4, 0), dtype=np.intp), 0))
+            quads, consumed = self._drawn.pop(num_points, (np.zeros((4, 0), dtype=np.intp), 0))
             if quads.shape[1] < stop:
                 quads, consumed = self._draw_more(num_points, quads, consumed, stop)
-                self._drawn[num_points] = (quads, consumed)
-            return quads[:, start:stop]
+                compact = np.int16 if num_points <= np.iinfo(np.int16).max else np.int32
+                quads = quads.astype(compact, copy=False)
+            self._drawn[num_points] = (quads, consumed)
+            while len(self._drawn) > _CACHED_POINT_COUNTS:  # ~80 KB per n: bounded for long perception runs
+                self._drawn.popitem(last=False)
+            return quads[:, start:stop].astype(np.intp)
 
     def _raw_values(self, count: int) -> np.ndarray:
         if len(self._raw) < count:  # cv::RNG::next() is sequential: generated once per process, then shared
@@ -220,7 +227,7 @@ class _SubsetStream:
             within = np.arange(len(run)) - (np.cumsum(run_lengths) - run_lengths)[run]
             starts = run_starts[run] + 4 * within
             new[:, regular] = draws[starts[None, :] + np.arange(4)[:, None]]
-        return np.concatenate([quads, new], axis=1), position
+        return np.concatenate([quads.astype(np.intp), new], axis=1), position
 
 
 _STREAM = _SubsetStream()

@@ -125,3 +125,12 @@ def test_update_num_iters_is_opencvs():
     assert ransac._update_num_iters(0.995, 0.5, 2000) == 82  # 82.09
     assert ransac._update_num_iters(0.995, 0.04, 2000) == 3  # 2.80: cvRound rounds, it does not truncate
     assert ransac._update_num_iters(0.995, 0.0, 2000) == 0
+
+
+def test_subset_cache_is_bounded_and_stays_exact():
+    forget_drawn_subsets()
+    for n in range(20, 20 + ransac._CACHED_POINT_COUNTS + 40):
+        ransac._STREAM.quadruples(n, 0, 8)
+    assert len(ransac._STREAM._drawn) == ransac._CACHED_POINT_COUNTS
+    assert 20 not in ransac._STREAM._drawn  # the least recently used went first
+    assert np.array_equal(ransac._STREAM.quadruples(20, 0, 600), reference_quadruples(20, 600))
