@@ -64,6 +64,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _hash_memo[memo_key]
 
 
+_SPEED_ONLY_KEYFRAME_SETTINGS = frozenset({"ransac_engine", "feature_threads"})
+
+
 def description_key(
     video_sha256: str,
     keyframes: KeyframeConfig,
@@ -75,7 +78,8 @@ def description_key(
     """The cache key of one description; `question` None means question-independent mode."""
     material = {
         "video_sha256": video_sha256,
-        "keyframes": dataclasses.asdict(keyframes),
+        # How the key frames are computed (engine, threads) gives the same key frames: not part of the key.
+        "keyframes": {k: v for k, v in dataclasses.asdict(keyframes).items() if k not in _SPEED_ONLY_KEYFRAME_SETTINGS},
         "keyframe_rule": KEYFRAME_RULE_VERSION,
         "model": model,
         # Settings that change the generated text (the engine kind does not: same model, same greedy text).

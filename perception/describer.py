@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from perception.config import PerceptionConfig
 from perception.engines import VLMEngine, VLMRequest, make_vlm_engine
@@ -47,6 +47,8 @@ class Describer:
             import torch
 
             torch.set_num_threads(cfg.torch_threads)
+        if cfg.keyframes.feature_threads == 0:  # automatic: the replica's CPU share, not the whole node's cores
+            self.cfg = replace(cfg, keyframes=replace(cfg.keyframes, feature_threads=max(1, int(cfg.num_cpus_per_replica) - 2)))
         self.engine = engine if engine is not None else make_vlm_engine(cfg.vlm, model_path)
         self.num_requests = 0  # VLM requests made by this describer
         self.num_videos = 0

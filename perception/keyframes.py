@@ -189,10 +189,12 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig, threaded: bool = Tru
 
 
 def _feature_threads(cfg: KeyframeConfig) -> int:
-    """ORB threads beside the decoding thread and the rule's thread: cfg.feature_threads, or (0) one per spare core."""
+    """ORB threads beside the decoding thread and the rule's thread: cfg.feature_threads, or (0) one per spare core
+    this process may run on."""
     if cfg.feature_threads > 0:
         return cfg.feature_threads
-    return max(1, min(_MAX_AUTO_FEATURE_THREADS, (os.cpu_count() or 2) - 2))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, min(_MAX_AUTO_FEATURE_THREADS, usable - 2))
 
 
 def clamp_keyframes(keyframe_indices: list[int], num_sampled: int, min_keyframes: int, max_keyframes: int) -> list[int]:

@@ -49,8 +49,32 @@ def test_key_depends_on_content_and_settings(tmp_path):
     assert len({base, *variants}) == len(variants) + 1
     # The engine that runs the model does not change the key (same model, same greedy text).
     assert base == description_key(file_sha256(video), kf, VLMConfig(engine="vllm"), "model-a", None)
+    # Nor do the key-frame settings that change only the speed (the same key frames: tests/test_perception_ransac.py,
+    # test_threaded_and_sequential_extraction_are_identical); the key also stays what it was before they existed.
+    fast = KeyframeConfig(ransac_engine="opencv", feature_threads=3)
+    assert base == description_key(file_sha256(video), fast, vlm, "model-a", None)
+    assert base == _key_without_speed_settings(file_sha256(video), kf, vlm, "model-a")
     with pytest.raises(OSError):
         file_sha256(tmp_path / "missing.mp4")
+
+
+def _key_without_speed_settings(video_sha256: str, keyframes: KeyframeConfig, vlm: VLMConfig, model: str) -> str:
+    """The key as computed before KeyframeConfig had speed-only settings (caches written then must still hit)."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from perception.keyframes import KEYFRAME_RULE_VERSION
+    from perception.prompts import PROMPT_VERSION
+
+    settings = dataclasses.asdict(keyframes)
+    del settings["ransac_engine"], settings["feature_threads"]
+    material = {
+        "video_sha256": video_sha256, "keyframes": settings, "keyframe_rule": KEYFRAME_RULE_VERSION, "model": model,
+        "generation": {"max_new_tokens": vlm.max_new_tokens, "temperature": vlm.temperature, "image_size": vlm.image_size},
+        "prompt_version": PROMPT_VERSION, "question_aware": False, "question": None,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def test_round_trip(tmp_path):
