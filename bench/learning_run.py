@@ -333,8 +333,10 @@ def format_comparison(rows: list[dict]) -> str:
 
 
 def curve_summary(rows: list[dict], window: int) -> dict:
+    """First and last `window` steps' means of the reward curves, and of each category's training accuracy."""
     summary = {}
-    for name in CURVE_METRICS:
+    per_category = sorted({key for row in rows for key in row if key.startswith("reward/accuracy/")})
+    for name in (*CURVE_METRICS, *per_category):
         values = [r[name] for r in rows if r.get(name) is not None]
         head, tail = values[:window], values[-window:]
         summary[name] = {

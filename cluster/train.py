@@ -31,6 +31,7 @@ from embodied_data.atomic import write_text_atomically
 from learner.batch import Sample
 from learner.filtering import kept_sample_indices
 from learner.grpo import group_advantages
+from rewards.combine import accuracy_by_category
 from rewards.schedule import weights_at
 from rollout.pool import RolloutPool
 
@@ -145,6 +146,7 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
             "step": step,
             "epoch": epoch,
             **rewards.metrics(),
+            **accuracy_by_category(rewards.accuracy, [record.category for record in records]),
             "reward/weights/format": weights.format,
             "reward/weights/accuracy": weights.accuracy,
             "reward/weights/consistency": weights.consistency,

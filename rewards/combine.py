@@ -69,6 +69,17 @@ class RewardBatch:
         }
 
 
+def accuracy_by_category(accuracy: Sequence[float], categories: Sequence[str], prefix: str = "reward/accuracy/") -> dict[str, float]:
+    """Mean accuracy of the samples of each question category in the batch (metric names: prefix + category, with
+    "/" in a category name replaced so that it stays one name)."""
+    if len(accuracy) != len(categories):
+        raise ValueError(f"{len(accuracy)} accuracies but {len(categories)} categories")
+    by_category: dict[str, list[float]] = {}
+    for value, category in zip(accuracy, categories):
+        by_category.setdefault(category, []).append(value)
+    return {f"{prefix}{name.replace('/', '_')}": sum(v) / len(v) for name, v in sorted(by_category.items())}
+
+
 def _check_groups(num_samples: int, records: Sequence[Record], group_size: int) -> None:
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")

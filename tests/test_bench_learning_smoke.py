@@ -157,3 +157,14 @@ def test_distinct_answers_counts_what_the_policy_answered_per_category(tmp_path)
     ]
     (tmp_path / "eval_samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     assert bench.distinct_answers(tmp_path) == {"Action Generation": 1, "object_size_estimation": 2}
+
+
+def test_curve_summary_covers_each_categorys_training_accuracy():
+    rows = [
+        {"reward/total": 0.1 * step, "reward/accuracy": 0.5, "reward/format": 1.0, f"reward/accuracy/{name}": value}
+        for step, (name, value) in enumerate([("size", 0.2), ("count", 0.9), ("size", 0.4), ("size", 0.6)])
+    ]
+    summary = bench.curve_summary(rows, window=2)
+    assert summary["reward/accuracy/size"] == {"first_2_mean": pytest.approx(0.3), "last_2_mean": pytest.approx(0.5)}
+    assert summary["reward/accuracy/count"] == {"first_1_mean": 0.9, "last_1_mean": 0.9}
+    assert summary["reward/total"]["last_2_mean"] == pytest.approx(0.25)

@@ -51,6 +51,11 @@ def test_every_step_logged_with_rewards_loss_and_timings(finished_run):
             assert row[key] > 0, key
         assert row["throughput/tokens_per_s"] > 0
         assert row["reward/weights/consistency"] == pytest.approx(0.2)
+        per_category = {key: value for key, value in row.items() if key.startswith("reward/accuracy/")}
+        assert per_category and all(0.0 <= value <= 1.0 for value in per_category.values())
+        # The categories' accuracies weighted by their sample counts are the batch accuracy: at least one lies on
+        # each side of it (or all equal it).
+        assert min(per_category.values()) <= row["reward/accuracy"] + 1e-9 <= max(per_category.values()) + 2e-9
 
 
 def test_workers_hold_the_learners_weights_after_every_broadcast(finished_run):

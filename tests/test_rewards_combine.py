@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from embodied_data.records import Record
-from rewards.combine import RewardScorer, score_group_batch
+from rewards.combine import RewardScorer, accuracy_by_category, score_group_batch
 from rewards.config import RewardConfig, RewardStage
 
 WEIGHTS = RewardStage(start=0, format=0.1, accuracy=0.7, consistency=0.2)
@@ -146,3 +146,10 @@ def test_metrics():
     assert metrics["reward/judge_failures"] == 1.0 and metrics["reward/judged"] == 1.0
     assert metrics["reward/judge_failure_rate"] == 0.5
     assert metrics["reward/consistency"] == 1.0  # the mean of known values only
+
+
+def test_accuracy_by_category():
+    metrics = accuracy_by_category([1.0, 0.0, 0.5, 0.25], ["counting", "counting", "a/b", "route"])
+    assert metrics == {"reward/accuracy/a_b": 0.5, "reward/accuracy/counting": 0.5, "reward/accuracy/route": 0.25}
+    with pytest.raises(ValueError, match="3 accuracies but 2 categories"):
+        accuracy_by_category([1.0, 0.0, 1.0], ["x", "y"])
