@@ -58,13 +58,8 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
     log.info("%d prompts ready (%d records without a description skipped)", len(prompts), len(data.records) - len(prompts))
 
     # 2. The pools: learner ranks, rollout workers, consistency judges, each in its own placement group.
-    learner = LearnerGroup(
-        cfg.learner,
-        models.policy,
-        reserve_pool("learner", cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank),
-        total_steps=cfg.trainer.steps,
-        seed=cfg.trainer.seed,
-    )
+    learner_pool = reserve_pool("learner", cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank)
+    learner = LearnerGroup(cfg.learner, models.policy, learner_pool, total_steps=cfg.trainer.steps, seed=cfg.trainer.seed)
     log.info(
         "learner: %d rank(s), DeepSpeed %s ZeRO-%d, %s on %s, %s%s", learner.info["world_size"], learner.info["deepspeed"],
         learner.info["zero_stage"], learner.info["backend"], learner.info["device"], learner.info["precision"],
@@ -72,7 +67,8 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
     )
     rollout_pool = reserve_pool("rollout", cfg.rollout.num_workers, cfg.rollout.num_cpus_per_worker, cfg.rollout.num_gpus_per_worker)
     rollout = RolloutPool(cfg.rollout, models.policy, placement_group=rollout_pool.group)
-    scorer = make_reward_scorer(cfg, models.judge)
+    scorer, judge_pool = make_reward_scorer(cfg, models.judge)
+    pools = [pool for pool in (learner_pool, rollout_pool, judge_pool) if pool is not None]
     sync = WeightSync(
         learner, rollout, backend=weight_backend(cfg), bucket_mb=cfg.trainer.weight_bucket_mb,
         timeout_s=cfg.trainer.weight_sync_timeout_s, wire_dtype=cfg.rollout.dtype,
@@ -177,6 +173,8 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
     rollout.shutdown()
     scorer.shutdown()
     learner.shutdown()
+    for pool in pools:  # the reserved bundles go back: a caller in the same process (eval, a notebook) can use them
+        pool.release()
     log.info("done: %d steps, run dir %s", cfg.trainer.steps, run_dir)
     log.info(summarize(read_metrics(run_dir / "metrics.jsonl"), learner.info))
     return run_dir
@@ -201,18 +199,19 @@ def weight_backend(cfg: DictConfig) -> str:
     return "nccl" if cfg.rollout.num_gpus_per_worker > 0 and cfg.learner.num_gpus_per_rank > 0 else "gloo"
 
 
-def make_reward_scorer(cfg: DictConfig, judge_model: str):
+def make_reward_scorer(cfg: DictConfig, judge_model: str) -> tuple:
+    """The reward scorer, and the judge pool's reserved bundles (None without a judge)."""
     from rewards.combine import RewardScorer
     from rewards.judge_pool import JudgePool
 
-    judge = None
+    judge, judge_pool = None, None
     if cfg.rewards.judge.enabled and any(stage.consistency > 0 for stage in cfg.rewards.stages):
         judge_pool = reserve_pool(
             "judge", cfg.rewards.judge.num_replicas, cfg.rewards.judge.num_cpus_per_replica, cfg.rewards.judge.num_gpus_per_replica
         )
         strategies = [judge_pool.actor_options(i)["scheduling_strategy"] for i in range(judge_pool.size)]
         judge = JudgePool(cfg.rewards.judge, judge_model, scheduling_strategies=strategies)
-    return RewardScorer(cfg.rewards, judge)
+    return RewardScorer(cfg.rewards, judge), judge_pool
 
 
 def save_checkpoint(cfg: DictConfig, learner: LearnerGroup, sampler: EpochSampler, step: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -35,9 +36,19 @@ def finished_run(tmp_path_factory):
     )
     try:
         train(cfg)
+        # What the run reserved, as Ray sees it once train() has returned (the driver process is still alive).
+        placement_groups = {group["name"]: group["state"] for group in ray.util.placement_group_table().values()}
     finally:
         ray.shutdown()
+    (run_dir / "placement_groups_after.json").write_text(json.dumps(placement_groups))
     return run_dir
+
+
+def test_every_pool_is_released_when_train_returns(finished_run):
+    groups = json.loads((finished_run / "placement_groups_after.json").read_text())
+    pools = {name: state for name, state in groups.items() if name.startswith("embodied-r-")}
+    assert {"embodied-r-learner", "embodied-r-rollout", "embodied-r-judge"} <= set(pools)
+    assert set(pools.values()) == {"REMOVED"}, pools
 
 
 def test_every_step_logged_with_rewards_loss_and_timings(finished_run):
