@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from embodied_data.manifest import read_gt_captions, read_manifest
 from embodied_data.records import Record, SkipReport
+from rollout.prompt import MULTIPLE_CHOICE_INSTRUCTION, NUMERIC_INSTRUCTION, ROLE_PROMPT, SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,14 @@ def load_run_data(cfg: DictConfig) -> RunData:
 
 
 def tokenizer_corpus(data: RunData) -> list[str]:
-    """The text a locally trained tokenizer learns from; train, sft and eval use the same, so one run dir's tokenizer fits all."""
-    return [r.question + " " + " ".join(r.choices) for r in data.records] + list(data.gt_captions.values())
+    """The text a locally trained tokenizer learns from; train, sft and eval use the same, so one run dir's tokenizer fits all.
+
+    The fixed prompt text (system and role prompts, answer instructions) is in it too: every prompt repeats it, so its
+    words get tokens of their own and prompts come out shorter.
+    """
+    fixed = [SYSTEM_PROMPT, ROLE_PROMPT, MULTIPLE_CHOICE_INSTRUCTION, NUMERIC_INSTRUCTION]
+    questions = [r.question + " " + " ".join(r.choices) for r in data.records]
+    return fixed * max(1, len(questions) // 4) + questions + list(data.gt_captions.values())
 
 
 class EpochSampler:
