@@ -46,7 +46,7 @@ _MIN_TRIANGLE_FRACTION = 1e-5
 _RELATIVE_SLACK = 1e-6 + 8 * _FLT_EPSILON
 _CACHED_POINT_COUNTS = 256  # match counts whose subset streams stay cached (least recently used dropped)
 _FIRST_BLOCK = 256  # hypotheses scored first: enough when many matches agree and the budget shrinks fast
-_REPLAY_WINDOW = 8  # draws a subset with repeats may take (more: the stream ends there; never seen for n > 8)
+_REPLAY_WINDOW = 8  # draws examined at once for a subset with repeats (one that needs more is replayed singly)
 _ELEMENTS_PER_PASS = 1 << 19  # hypotheses x points scored per pass (bounds the scratch arrays: ~12 MB)
 
 
@@ -159,20 +159,12 @@ class _SubsetStream:
                 fresh[:, later] &= window[:, earlier] != window[:, later]
         seen = np.cumsum(fresh, axis=1, dtype=np.int8)
         span = np.argmax(seen >= _MODEL_POINTS, axis=1) + 1  # draws an irregular subset consumes
-        complete = seen[:, -1] >= _MODEL_POINTS  # False: more repeats than the window holds (never seen for n > 8)
-        # successor[i]: the first irregular position the chain meets after irregular subset i (-1: none).
+        complete = seen[:, -1] >= _MODEL_POINTS  # False: more repeats than the window holds
+        # Walk the chain event by event (a scalar step per irregular subset met); the runs are filled in after.
         lane_rows = [np.flatnonzero(irregular % 4 == residue) for residue in range(4)]
-        after = irregular + span
-        successor = np.full(len(irregular), -1, dtype=np.intp)
-        for residue, rows in enumerate(lane_rows):
-            if len(rows):
-                leaving = np.flatnonzero(after % 4 == residue)
-                hit = np.searchsorted(irregular[rows], after[leaving])
-                successor[leaving] = np.where(hit < len(rows), rows[np.minimum(hit, len(rows) - 1)], -1)
-        # Walk the chain event by event (scalar steps, one per irregular subset met); runs are filled in after.
-        positions, spans, full, successors = irregular.tolist(), span.tolist(), complete.tolist(), successor.tolist()
         lane_positions = [irregular[rows].tolist() for rows in lane_rows]
         lane_indices = [rows.tolist() for rows in lane_rows]
+        positions, spans, full = irregular.tolist(), span.tolist(), complete.tolist()
 
         def next_event(position: int) -> int:  # the first irregular row at or after `position` on its lane
             lane = position % 4
@@ -196,7 +188,6 @@ class _SubsetStream:
             if full[row]:
                 events.append((made, row))
                 position = positions[row] + spans[row]
-                row = successors[row]
             else:  # more repeats than the window holds: replay rng.uniform's redraws one by one
                 subset: list[int] = []
                 for value in draws[position:total].tolist():
@@ -209,7 +200,7 @@ class _SubsetStream:
                     position = positions[row]
                     break
                 replayed.append((made, subset))
-                row = next_event(position)
+            row = next_event(position)
             made += 1
         new = np.empty((4, made), dtype=np.intp)
         regular = np.ones(made, dtype=bool)
