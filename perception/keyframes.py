@@ -132,9 +132,9 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig, threaded: bool = Tru
     # ORB on a pool of threads (each sample's features are independent of the decisions); the decisions on one
     # thread that takes the samples in order, so every one sees the key frame the sequential rule would.
     feature_threads = _feature_threads(cfg) if threaded else 0
-    features_pool = ThreadPoolExecutor(feature_threads, thread_name_prefix="keyframe-orb") if feature_threads else None
+    features_pool = ThreadPoolExecutor(feature_threads, thread_name_prefix="keyframe-orb") if threaded else None
     decider = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe-rule") if threaded else None
-    in_flight = _SAMPLES_IN_FLIGHT + feature_threads
+    in_flight = _SAMPLES_IN_FLIGHT + feature_threads if threaded else 0
 
     def verdict_of(features: Future) -> bool:
         return detector.decide_features(features.result()).is_keyframe
@@ -144,13 +144,13 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig, threaded: bool = Tru
             sampled_frames.append(frame_number)
             if position in clamp_picks:
                 clamp_images[position] = bgr
-            if features_pool is not None and decider is not None:
+            if threaded:
                 features = features_pool.submit(orb_features, bgr, cfg.orb_features)
                 verdict: Future[bool] | bool = decider.submit(verdict_of, features)
             else:
                 verdict = detector.decide(bgr).is_keyframe
             pending.append((position, bgr, verdict))
-            while len(pending) > (in_flight if threaded else 0):
+            while len(pending) > in_flight:
                 settle_oldest()
             last_bgr = bgr
         while pending:
