@@ -11,7 +11,6 @@ from omegaconf import DictConfig
 
 from embodied_data.manifest import read_gt_captions, read_manifest
 from embodied_data.records import Record, SkipReport
-from rollout.prompt import MULTIPLE_CHOICE_INSTRUCTION, NUMERIC_INSTRUCTION, ROLE_PROMPT, SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +60,12 @@ def load_run_data(cfg: DictConfig) -> RunData:
 def tokenizer_corpus(data: RunData) -> list[str]:
     """The text a locally trained tokenizer learns from; train, sft and eval use the same, so one run dir's tokenizer fits all.
 
-    The fixed prompt text (system and role prompts, answer instructions), which every prompt holds once, is in it too:
-    its words get tokens of their own and prompts come out ~40% shorter.  Once per four records is enough for that
-    (once per record gives the same prompt lengths on configs/tiny.yaml).
+    The fixed prompt text (system and role prompts) is left out on purpose.  Adding it was measured: tiny prompts fall
+    from 464 to 290 tokens and a tiny step from 1.09 to 0.58 s, but the learning run's SFT start rises from 0.492 to
+    0.575 held-out accuracy and GRPO then adds +1.8 points instead of +10.3 (same final accuracy, 0.59); the learning
+    benchmark would have to be re-tuned first.
     """
-    fixed = [SYSTEM_PROMPT, ROLE_PROMPT, MULTIPLE_CHOICE_INSTRUCTION, NUMERIC_INSTRUCTION]
-    questions = [r.question + " " + " ".join(r.choices) for r in data.records]
-    return fixed * max(1, len(questions) // 4) + questions + list(data.gt_captions.values())
+    return [r.question + " " + " ".join(r.choices) for r in data.records] + list(data.gt_captions.values())
 
 
 class EpochSampler:
