@@ -39,6 +39,7 @@ if str(REPO) not in sys.path:
 
 from omegaconf import OmegaConf
 
+from cluster.charts import bar_canvas
 from embodied_data.atomic import atomic_path, write_text_atomically
 
 log = logging.getLogger("embodied_r.bench.learning")
@@ -231,38 +232,16 @@ def draw_reward_curves(rows: list[dict], path: Path, title: str, window: int) ->
 
 def draw_before_after(table: list[dict], path: Path, title: str) -> Path:
     """Paired horizontal bars per category: accuracy of the SFT checkpoint and of the final GRPO checkpoint."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
     before_colour, after_colour, prior_colour = (160, 160, 160), (66, 118, 180), (200, 60, 60)
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_width = int(max(measure.textlength(r["category"], font=font) for r in table)) + 24
-    bar_width, row_height, top, bottom = 480, 44, 56, 66
-    width, height = label_width + bar_width + 120, top + row_height * len(table) + bottom
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((12, 12), title, fill="black", font=font)
-    x0, y_end = label_width, top + row_height * len(table)
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        x = x0 + tick * bar_width
-        draw.line([(x, top - 6), (x, y_end)], fill=(215, 215, 215))
-        draw.text((x, y_end + 6), f"{tick:g}", fill="black", font=small, anchor="ma")
-    for index, row in enumerate(table):
-        y = top + index * row_height
-        draw.text((x0 - 10, y + row_height / 2), row["category"], fill="black", font=font, anchor="rm")
-        for offset, key, colour in ((4, "before", before_colour), (22, "after", after_colour)):
-            value = row[key] or 0.0
-            draw.rectangle([x0, y + offset, x0 + max(value * bar_width, 1), y + offset + 16], fill=colour)
-            draw.text((x0 + value * bar_width + 6, y + offset + 8), f"{value:.3f}", fill="black", font=small, anchor="lm")
-        if row.get("answer_prior") is not None:
-            x = x0 + row["answer_prior"] * bar_width
-            draw.line([(x, y + 2), (x, y + row_height - 4)], fill=prior_colour, width=2)
-    draw.line([(x0, top - 6), (x0, y_end)], fill="black")
     legend = "gray: SFT checkpoint (before RL)   blue: final GRPO checkpoint   red tick: answer-prior reference (no model)"
-    draw.text((12, height - 22), legend, fill=(80, 80, 80), font=small)
-    with atomic_path(path) as temp:
-        image.save(temp, format="PNG")
-    return path
+    canvas = bar_canvas([r["category"] for r in table], title, legend, bar_width=480, row_height=44, right_margin=120,
+                        bottom=66, legend_from_bottom=22)
+    for index, row in enumerate(table):
+        for offset, key, colour in ((4, "before", before_colour), (22, "after", after_colour)):
+            canvas.bar(index, offset, 16, row[key], colour)
+        if row.get("answer_prior") is not None:
+            canvas.mark(index, row["answer_prior"], prior_colour)
+    return canvas.save(path)
 
 
 # ---- report ---------------------------------------------------------------------------------------------------------

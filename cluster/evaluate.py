@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from embodied_data.atomic import atomic_path, write_text_atomically
+from cluster.charts import bar_canvas
+from embodied_data.atomic import write_text_atomically
 from embodied_data.records import Record
 from rewards.accuracy import accuracy_reward, policy_letter
 from rewards.answer import extract_think
@@ -158,37 +159,15 @@ def csv_text(rows: Sequence[dict], consistency_measured: bool) -> str:
 
 def draw_accuracy_chart(rows: Sequence[dict], path: str | Path, title: str) -> Path:
     """A horizontal bar chart of accuracy per category (the overall bar last), with labels and values, drawn with PIL."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
     colours = {"multiple_choice": (66, 118, 180), "numeric": (230, 140, 50), "mixed": (120, 160, 90), OVERALL: (90, 90, 90)}
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_width = int(max(measure.textlength(r["category"], font=font) for r in rows)) + 24
-    bar_width, row_height, top, bottom = 520, 30, 56, 62
-    width, height = label_width + bar_width + 110, top + row_height * len(rows) + bottom
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((12, 12), title, fill="black", font=font)
-    x0, y_end = label_width, top + row_height * len(rows)
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        x = x0 + tick * bar_width
-        draw.line([(x, top - 6), (x, y_end)], fill=(215, 215, 215))
-        draw.text((x, y_end + 6), f"{tick:g}", fill="black", font=small, anchor="ma")
-    for index, row in enumerate(rows):
-        y = top + index * row_height
-        accuracy = row["accuracy"] or 0.0
-        colour = colours[OVERALL] if row["category"] == OVERALL else colours[row["kind"]]
-        draw.text((x0 - 10, y + row_height / 2), row["category"], fill="black", font=font, anchor="rm")
-        draw.rectangle([x0, y + 5, x0 + max(accuracy * bar_width, 1), y + row_height - 5], fill=colour)
-        value = f"{accuracy:.3f}" + (" MRA" if row["kind"] == "numeric" else "")
-        draw.text((x0 + accuracy * bar_width + 6, y + row_height / 2), value, fill="black", font=small, anchor="lm")
-    draw.line([(x0, top - 6), (x0, y_end)], fill="black")
     legend = "blue: multiple-choice accuracy   orange: numeric MRA   gray: overall (mean over samples)"
-    draw.text((12, height - 20), legend, fill=(80, 80, 80), font=small)
-    path = Path(path)
-    with atomic_path(path) as temp:
-        image.save(temp, format="PNG")
-    return path
+    canvas = bar_canvas([r["category"] for r in rows], title, legend, bar_width=520, row_height=30, right_margin=110,
+                        bottom=62, legend_from_bottom=20)
+    for index, row in enumerate(rows):
+        colour = colours[OVERALL] if row["category"] == OVERALL else colours[row["kind"]]
+        text = f"{row['accuracy'] or 0.0:.3f}" + (" MRA" if row["kind"] == "numeric" else "")
+        canvas.bar(index, 5, canvas.row_height - 10, row["accuracy"], colour, text)
+    return canvas.save(path)
 
 
 # ---- the run --------------------------------------------------------------------------------------------------------
