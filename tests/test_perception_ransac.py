@@ -134,3 +134,13 @@ def test_subset_cache_is_bounded_and_stays_exact():
     assert len(ransac._STREAM._drawn) == ransac._CACHED_POINT_COUNTS
     assert 20 not in ransac._STREAM._drawn  # the least recently used went first
     assert np.array_equal(ransac._STREAM.quadruples(20, 0, 600), reference_quadruples(20, 600))
+
+
+def test_other_iteration_budgets_and_confidences(monkeypatch):
+    rng = np.random.default_rng(11)
+    cases = [_scenario(rng, n, fraction, 1.0, 0.0) for n in (30, 120, 300) for fraction in (0.1, 0.4, 0.8)]
+    for max_iters, confidence in ((500, 0.99), (3000, 0.999), (50, 0.9)):
+        for src, dst in cases:
+            expected, _ = cv2.findHomography(src, dst, cv2.RANSAC, 3.0, maxIters=max_iters, confidence=confidence)
+            ours = find_homography_ransac(src, dst, 3.0, max_iters=max_iters, confidence=confidence)
+            assert (expected is None and ours is None) or np.array_equal(ours, expected), (max_iters, confidence)
