@@ -136,7 +136,7 @@ def test_subset_cache_is_bounded_and_stays_exact():
     assert np.array_equal(ransac._STREAM.quadruples(20, 0, 600), reference_quadruples(20, 600))
 
 
-def test_other_iteration_budgets_and_confidences(monkeypatch):
+def test_other_iteration_budgets_and_confidences():
     rng = np.random.default_rng(11)
     cases = [_scenario(rng, n, fraction, 1.0, 0.0) for n in (30, 120, 300) for fraction in (0.1, 0.4, 0.8)]
     for max_iters, confidence in ((500, 0.99), (3000, 0.999), (50, 0.9)):
