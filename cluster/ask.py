@@ -331,16 +331,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sampling.max_new_tokens=256")
     parser.set_defaults(func=run_from_args)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: `python -m cluster.ask ask ...` (the same as `embodied-r ask ...`)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m cluster.ask")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

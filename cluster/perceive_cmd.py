@@ -252,16 +252,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides in OmegaConf dot notation, e.g. perception.num_replicas=2")
     parser.set_defaults(func=run_from_args)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: `python -m cluster.perceive_cmd perceive ...` (the same as `embodied-r perceive ...`)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m cluster.perceive_cmd")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

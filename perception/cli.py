@@ -51,15 +51,3 @@ def _keyframes_command(args: argparse.Namespace) -> int:
         "num_detected": keyframes.num_detected,
     }))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m perception.cli keyframes VIDEO`), same subcommands as `embodied-r`."""
-    parser = argparse.ArgumentParser(prog="python -m perception.cli")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
