@@ -18,13 +18,13 @@ from embodied_data.synthetic.city import (
 from embodied_data.synthetic.groundtruth import FrameTruth, egocentric_bearing
 from embodied_data.synthetic.questions import (
     COUNTERFACTUAL_ALTERNATIVE,
-    COUNTERFACTUAL_MARGIN_STEPS,
     COUNTERFACTUAL_WORDS,
     action_generation_question,
     counterfactual_question,
     Question,
     QuestionContext,
     action_segments,
+    compare_routes,
     generate_questions,
     landmark_position,
 )
@@ -136,17 +136,12 @@ def drone_blocking_obstacle(scene: Scene, pose: Pose) -> str | None:
 def drone_counterfactual_outcome(scene: Scene, start: Pose, action: str, steps: int, target: SceneObject) -> str | None:
     """'blocked:<obstacle>', 'longer' or 'less' for flying the opposite of `action` for `steps` steps instead;
     None when the times nearly agree or the alternative runs into the target itself (then it is reached)."""
-    alternative = DRONE_ALTERNATIVE[action]
-    actual, other = start, start
-    for _ in range(steps):
-        actual, other = actual.apply(action, DRONE_STEPS), other.apply(alternative, DRONE_STEPS)
-        obstacle = drone_blocking_obstacle(scene, other)
-        if obstacle is not None:
-            return None if obstacle == target.name else f"blocked:{obstacle}"
-    difference = drone_steps_to_reach(other, target) - drone_steps_to_reach(actual, target)
-    if abs(difference) < COUNTERFACTUAL_MARGIN_STEPS:
-        return None
-    return "longer" if difference > 0 else "less"
+    return compare_routes(
+        start, action, DRONE_ALTERNATIVE[action], steps, target.name,
+        move=lambda pose, name: pose.apply(name, DRONE_STEPS),
+        obstacle_at=lambda pose: drone_blocking_obstacle(scene, pose),
+        steps_left=lambda pose: drone_steps_to_reach(pose, target),
+    )
 
 
 def city_counterfactual(ctx: QuestionContext) -> Question | None:

@@ -434,14 +434,29 @@ def counterfactual_outcome(scene: Scene, start: Pose, action: str, steps: int, t
     """'blocked:<obstacle>', 'longer' or 'less' for doing the opposite of `action` for `steps` steps from `start`
     instead, on the way to `target`; None when the two routes take nearly the same time or the target itself is
     what the alternative runs into (then it is reached, not blocked)."""
-    alternative = COUNTERFACTUAL_ALTERNATIVE[action]
+    return compare_routes(
+        start, action, COUNTERFACTUAL_ALTERNATIVE[action], steps, target.name,
+        move=lambda pose, name: pose.apply(name),
+        obstacle_at=lambda pose: blocking_obstacle(scene, pose),
+        steps_left=lambda pose: steps_to_reach(pose, target),
+    )
+
+
+def compare_routes(
+    start: Pose, action: str, alternative: str, steps: int, target_name: str,
+    move: Callable[[Pose, str], Pose], obstacle_at: Callable[[Pose], str | None], steps_left: Callable[[Pose], float],
+) -> str | None:
+    """The counterfactual verdict of any world (its motion, obstacles and distance rule passed in): walk `action` and
+    `alternative` side by side for `steps` steps from `start`; 'blocked:<obstacle>' when the alternative runs into
+    something other than the target, else 'longer' / 'less' by the steps still left to the target, or None when those
+    differ by less than COUNTERFACTUAL_MARGIN_STEPS (or the alternative runs into the target: it is reached)."""
     actual, other = start, start
     for _ in range(steps):
-        actual, other = actual.apply(action), other.apply(alternative)
-        obstacle = blocking_obstacle(scene, other)
+        actual, other = move(actual, action), move(other, alternative)
+        obstacle = obstacle_at(other)
         if obstacle is not None:
-            return None if obstacle == target.name else f"blocked:{obstacle}"
-    difference = steps_to_reach(other, target) - steps_to_reach(actual, target)
+            return None if obstacle == target_name else f"blocked:{obstacle}"
+    difference = steps_left(other) - steps_left(actual)
     if abs(difference) < COUNTERFACTUAL_MARGIN_STEPS:
         return None
     return "longer" if difference > 0 else "less"
