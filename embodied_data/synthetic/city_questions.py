@@ -25,6 +25,7 @@ from embodied_data.synthetic.questions import (
     QuestionContext,
     action_segments,
     compare_routes,
+    pick_by_kind,
     generate_questions,
     landmark_position,
 )
@@ -158,9 +159,7 @@ def city_counterfactual(ctx: QuestionContext) -> Question | None:
                 by_kind.setdefault(outcome.split(":", 1)[0], []).append((segment, target, outcome))
     if not by_kind:
         return None
-    kinds = sorted(by_kind)  # the kind of answer first, so that no answer dominates
-    found = by_kind[kinds[int(ctx.rng.integers(len(kinds)))]]
-    segment, target, outcome = found[int(ctx.rng.integers(len(found)))]
+    segment, target, outcome = pick_by_kind(by_kind, ctx.rng)
     before = ctx.frames[segment.start - 1]
     done, alternative = DRONE_WORDS[segment.action], DRONE_WORDS[DRONE_ALTERNATIVE[segment.action]]
     if outcome.startswith("blocked:"):

@@ -442,6 +442,13 @@ def counterfactual_outcome(scene: Scene, start: Pose, action: str, steps: int, t
     )
 
 
+def pick_by_kind(by_kind: dict[str, list], rng: np.random.Generator):
+    """A kind of answer first (sorted, uniformly), then one candidate of it: so that no answer dominates."""
+    kinds = sorted(by_kind)
+    found = by_kind[kinds[int(rng.integers(len(kinds)))]]
+    return found[int(rng.integers(len(found)))]
+
+
 def compare_routes(
     start: Pose, action: str, alternative: str, steps: int, target_name: str,
     move: Callable[[Pose, str], Pose], obstacle_at: Callable[[Pose], str | None], steps_left: Callable[[Pose], float],
@@ -492,9 +499,7 @@ def counterfactual(ctx: QuestionContext) -> Question | None:
             by_kind.setdefault(outcome.split(":", 1)[0], []).append((segment, target, outcome))
     if not by_kind:
         return None
-    kinds = sorted(by_kind)
-    found = by_kind[kinds[int(ctx.rng.integers(len(kinds)))]]
-    segment, target, outcome = found[int(ctx.rng.integers(len(found)))]
+    segment, target, outcome = pick_by_kind(by_kind, ctx.rng)
     before = ctx.frames[segment.start - 1]
     done, alternative = COUNTERFACTUAL_WORDS[segment.action], COUNTERFACTUAL_WORDS[COUNTERFACTUAL_ALTERNATIVE[segment.action]]
     if outcome.startswith("blocked:"):
