@@ -12,7 +12,10 @@ What is timed, each in the same process, the methods interleaved (rotated) withi
   thread, ORB on ``feature_threads`` threads, the rule in order on one more), end to end, key-frame RGB images
   included, with perception/ransac.py's RANSAC and its per-n subset cache emptied before every run;
   ``ours_seq`` is the same with ``threaded=False``; ``ours_cv`` the same with OpenCV's own RANSAC
-  (``ransac_engine=opencv``), which is what ours cost before perception/ransac.py;
+  (``ransac_engine=opencv``), which is what ours cost before perception/ransac.py; ``ours_cvdec`` the same reading
+  the video with OpenCV (``decoder=opencv``: every frame decoded), which is what ours cost before perception/video.py;
+  ``read`` is our sample reader alone (perception/video.py: non-reference frames no sample needs are skipped, only
+  samples converted to colour);
 * ``decode``: decoding alone -- ``cv2.VideoCapture.read()`` on every frame, nothing else; ``grab`` (reported beside
   it) is ``grab()`` on every frame: FFmpeg decodes, nothing is converted to colour -- the floor for any extractor
   that must see every frame of an inter-coded video;
@@ -61,10 +64,10 @@ import numpy as np
 from perception import keyframes as keyframes_module
 from perception.config import KeyframeConfig
 from perception.ransac import find_homography_ransac, forget_drawn_subsets
+from perception.video import SampledFrames
 from perception.keyframes import (
     Decision,
     _KeyframeDetector,
-    _SampledFrameReader,
     degeneracy,
     Keyframes,
     extract_keyframes,
@@ -268,7 +271,7 @@ def _ms(started: float) -> float:
 def lockstep(video_path: str, cfg: KeyframeConfig) -> list[LockstepRow]:
     """Our detector over the samples; at each one, the released rule on the same pair as well, and where the time of
     the feature work goes (not timed as a whole)."""
-    samples = [bgr for _, bgr in _SampledFrameReader(video_path, cfg.sample_fps)]
+    samples = [bgr for _, bgr in SampledFrames(video_path, cfg.sample_fps, cfg.decoder)]
     ours = _KeyframeDetector(cfg)
     orb = cv2.ORB_create()
     rows: list[LockstepRow] = []
@@ -456,6 +459,7 @@ def bench_video(path: Path, cfg: KeyframeConfig, repeats: int) -> VideoReport:
     width, height, fps, count, codec = _video_info(video)
     report = VideoReport(path.name, width, height, fps, count, codec)
     opencv_ransac = dataclasses.replace(cfg, ransac_engine="opencv")
+    opencv_decoding = dataclasses.replace(cfg, decoder="opencv")
 
     def run_ours(config: KeyframeConfig, threaded: bool = True) -> Keyframes:
         forget_drawn_subsets()  # no subsets cached from an earlier run of the same video: its cold cost is timed
@@ -465,6 +469,8 @@ def bench_video(path: Path, cfg: KeyframeConfig, repeats: int) -> VideoReport:
         "ours": lambda: run_ours(cfg),
         "ours_seq": lambda: run_ours(cfg, threaded=False),
         "ours_cv": lambda: run_ours(opencv_ransac),
+        "ours_cvdec": lambda: run_ours(opencv_decoding),
+        "read": lambda: sum(1 for _ in SampledFrames(video, cfg.sample_fps, cfg.decoder)),
         "floor": lambda: ours_without_ransac(video, cfg),
         "decode": lambda: decode_alone(video),
         "grab": lambda: grab_alone(video),
@@ -509,10 +515,10 @@ def render(reports: list[VideoReport], repeats: int) -> str:
         f"Median wall seconds over {repeats} repeats (CPU seconds in brackets); {cv2.getNumberOfCPUs()} CPUs, "
         f"OpenCV {cv2.__version__}, cv2 threads {cv2.getNumThreads()}.",
         "",
-        "| video | size, fps, frames | ours | ours (no thread) | ours (OpenCV RANSAC) | ours, RANSAC free (floor) "
-        "| decode (read all) | grab all | published | ours/published | ours/decode | floor/published | floor/decode "
-        "| key frames agree |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| video | size, fps, frames | ours | ours (no thread) | ours (OpenCV RANSAC) | ours (OpenCV decoding) "
+        "| ours, RANSAC free (floor) | sample reading | decode (read all) | grab all | published | ours/published "
+        "| ours/decode | floor/published | floor/decode | key frames agree |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         s, c = r.seconds, r.cpu_seconds
@@ -520,7 +526,8 @@ def render(reports: list[VideoReport], repeats: int) -> str:
         agree = "yes" if r.final_agrees and r.detection_agrees else f"no ({len(r.disagreements)} differences)"
         lines.append(
             f"| {r.video[:28]} | {r.width}x{r.height} {r.codec}, {r.fps:.2f}, {r.frames} | {cell('ours')} | "
-            f"{cell('ours_seq')} | {cell('ours_cv')} | {cell('floor')} | {cell('decode')} | {cell('grab')} | "
+            f"{cell('ours_seq')} | {cell('ours_cv')} | {cell('ours_cvdec')} | {cell('floor')} | {cell('read')} | "
+            f"{cell('decode')} | {cell('grab')} | "
             f"{cell('published')} | {s['ours'] / s['published']:.2f} | {s['ours'] / s['decode']:.2f} | "
             f"{s['floor'] / s['published']:.2f} | {s['floor'] / s['decode']:.2f} | {agree} |"
         )
@@ -609,7 +616,7 @@ def run_experiments(videos: list[Path], cfg: KeyframeConfig, repeats: int) -> st
     lines = ["", "Experiments (detection over already-decoded samples; median ms; key frames detected vs the released "
                  "method's):", "", "| video | variant | ms | detected | same as released |", "|---|---|---|---|---|"]
     for video in videos:
-        samples = [bgr for _, bgr in _SampledFrameReader(str(video), cfg.sample_fps)]
+        samples = [bgr for _, bgr in SampledFrames(str(video), cfg.sample_fps, cfg.decoder)]
         released = published_extract_keyframes(samples, cfg.overlap_threshold)
         for name, options in {"ours (default)": {}, **EXPERIMENTS}.items():
             times, keys = [], []

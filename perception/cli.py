@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _keyframes_command(args: argparse.Namespace) -> int:
-    from perception.keyframes import VideoError, extract_keyframes
+    from perception.keyframes import extract_keyframes
+    from perception.video import VideoError
 
     cfg = KeyframeConfig(overlap_threshold=args.threshold, min_keyframes=args.min_keyframes,
                          max_keyframes=args.max_keyframes, sample_fps=args.sample_fps)

@@ -17,6 +17,10 @@ class KeyframeConfig:
     # numpy: perception/ransac.py, OpenCV's RANSAC homography replayed with its hypotheses scored in blocks (the same
     # matrix, ~3-5x faster); opencv: cv2.findHomography itself.
     ransac_engine: str = "numpy"
+    # pyav: perception/video.py's reader, which skips decoding the non-reference frames no sample needs and converts
+    # only samples to colour (the same frames and pixels as OpenCV; falls back to OpenCV where it cannot be sure);
+    # opencv: cv2.VideoCapture, which decodes every frame.
+    decoder: str = "pyav"
     # Threads computing ORB features beside the decoding thread (the overlap rule itself runs on one more thread, in
     # order); 0: one per core beyond two, at most 4.  The decisions are the same whatever the number.
     feature_threads: int = 0

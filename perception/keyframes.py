@@ -20,9 +20,10 @@ Faithful to Embodied-R's released extraction (DESIGN.md step 1):
   no more than that); too many -> the first and last key frame plus ``max_keyframes - 2`` spread uniformly over the
   key frames between them.
 
-Speed (bench/keyframes.py measures it against decoding alone and against the released method): frames that are not
-sampled are only ``grab()``-ed (decoded, never converted to colour); sampled frames are ``retrieve()``-d; while the
-calling thread decodes the frames after sample k, ORB features of the samples are computed on ``cfg.feature_threads``
+Speed (bench/keyframes.py measures it against decoding alone and against the released method): perception/video.py
+reads the samples -- a non-reference frame no sample needs is not even decoded (FFmpeg's ``skip_frame`` through PyAV),
+and only samples are converted to colour, with OpenCV's frame numbers and pixels; while the calling thread decodes the
+frames after sample k, ORB features of the samples are computed on ``cfg.feature_threads``
 threads (they do not depend on any decision) and the rule -- matching, RANSAC, overlap -- runs on one more thread,
 one sample after another, so the decisions are exactly the sequential ones (OpenCV releases the GIL).  The matches are
 ordered by distance (stable sort) before RANSAC, as the released code does: RANSAC's subsets depend on the order, so
@@ -43,7 +44,6 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -52,6 +52,7 @@ import numpy as np
 
 from perception.config import KeyframeConfig
 from perception.ransac import find_homography_ransac
+from perception.video import DECODERS, SampledFrames, VideoError, read_frames
 
 # Bumped whenever the same video and settings can give other key frames (it is part of the description cache key).
 # 2: matches ordered by distance before RANSAC, as the released code orders them.
@@ -66,15 +67,6 @@ _IMAGES_PER_MAX_KEYFRAME = 4
 _SAMPLES_IN_FLIGHT = 3
 # ORB threads chosen automatically: beyond a few, the in-order decisions (matching, RANSAC) are the bottleneck.
 _MAX_AUTO_FEATURE_THREADS = 4
-
-
-class VideoError(ValueError):
-    """A video that cannot be used: the message names the file and says what is wrong."""
-
-    def __init__(self, video_path: str, problem: str) -> None:
-        super().__init__(f"video {video_path}: {problem}")
-        self.video_path = video_path
-        self.problem = problem
 
 
 @dataclass
@@ -110,7 +102,7 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig, threaded: bool = Tru
     _check_config(cfg)
     detector = _KeyframeDetector(cfg)
     image_budget = _IMAGES_PER_MAX_KEYFRAME * cfg.max_keyframes
-    reader = _SampledFrameReader(video_path, cfg.sample_fps)
+    reader = SampledFrames(video_path, cfg.sample_fps, cfg.decoder)
     # The samples clamping to `min_keyframes` would pick if the reported frame count is right: kept until the end.
     expected_samples = reader.expected_num_samples()
     clamp_picks = set(clamp_keyframes([], expected_samples, cfg.min_keyframes, cfg.max_keyframes)) if expected_samples else set()
@@ -171,7 +163,7 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig, threaded: bool = Tru
             keyframe_images[i] = cv2.cvtColor(clamp_images[i], cv2.COLOR_BGR2RGB)
     missing = [sampled_frames[i] for i in indices if i not in keyframe_images]
     if missing:  # decode just the chosen frames whose pixels were not kept, in one second pass
-        fetched = read_frames(video_path, missing)
+        fetched = read_frames(video_path, missing, cfg.decoder)
         for i in indices:
             if i not in keyframe_images:
                 keyframe_images[i] = fetched[sampled_frames[i]]
@@ -329,118 +321,14 @@ def _overlap_in_key_frame(homography: np.ndarray, width: int, height: int, key_w
     return view_overlap(homography @ scale, key_width, key_height)
 
 
-class _SampledFrameReader:
-    """Iterates (frame number, BGR frame) over the samples of a video at `sample_fps`, then its last frame.
-
-    Frames that are not sampled are only grabbed.  The last frame is found without decoding every frame to RGB:
-    frames near the container's reported end are retrieved; if the count was wrong, a second pass fetches it.
-    """
-
-    def __init__(self, video_path: str, sample_fps: float) -> None:
-        self.video_path = video_path
-        if sample_fps <= 0:
-            raise ValueError(f"sample_fps must be > 0, got {sample_fps}")
-        if not os.path.isfile(video_path):
-            raise VideoError(video_path, "file does not exist")
-        if os.path.getsize(video_path) == 0:
-            raise VideoError(video_path, "file is empty")
-        self.capture = cv2.VideoCapture(video_path)
-        if not self.capture.isOpened():
-            raise VideoError(video_path, "cannot be opened as a video (corrupt file or unsupported codec)")
-        self.fps = float(self.capture.get(cv2.CAP_PROP_FPS))
-        if not math.isfinite(self.fps) or self.fps <= 0:
-            self.capture.release()
-            raise VideoError(video_path, f"reports no usable frame rate (fps={self.fps})")
-        # Slower than the sample rate (fps < sample_fps): every frame is a sample.
-        self.stride = max(1.0, self.fps / sample_fps)
-        self.reported_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-
-    def expected_num_samples(self) -> int:
-        """How many samples the video yields if its reported frame count is right (0: no count reported)."""
-        count = self.reported_count
-        if count <= 0:
-            return 0
-        def grid_frame(k: int) -> int:
-            return int(math.floor(k * self.stride + 0.5))
-
-        # Samples k = 0 .. on_grid-1 sit at round(k * stride) < count (closed form, then fixed for float rounding:
-        # a container may report an absurd count, so no loop over it).
-        on_grid = max(1, math.ceil((count - 0.5) / self.stride))
-        while on_grid > 1 and grid_frame(on_grid - 1) >= count:
-            on_grid -= 1
-        while grid_frame(on_grid) < count:
-            on_grid += 1
-        return on_grid + (grid_frame(on_grid - 1) != count - 1)
-
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        capture = self.capture
-        tail_start = self.reported_count - 1 - math.ceil(self.stride) if self.reported_count > 0 else 0
-        sample_number = 0
-        next_sample = 0
-        last_yielded = -1
-        tail: tuple[int, np.ndarray] | None = None  # most recent retrieved non-sample near the end
-        frame_number = 0
-        try:
-            while capture.grab():
-                if frame_number == next_sample:
-                    ok, frame = capture.retrieve()
-                    if not ok:
-                        break  # decodes no further: treat as the end of the video
-                    yield frame_number, frame
-                    last_yielded = frame_number
-                    sample_number += 1
-                    next_sample = int(math.floor(sample_number * self.stride + 0.5))
-                elif frame_number >= tail_start:
-                    ok, frame = capture.retrieve()
-                    if not ok:
-                        break
-                    tail = (frame_number, frame)
-                frame_number += 1
-        finally:
-            capture.release()
-        last_frame = frame_number - 1
-        if last_frame > last_yielded:
-            if tail is not None and tail[0] == last_frame:
-                yield tail
-            else:  # the container under-reported its length: fetch the real last frame
-                yield last_frame, read_frames_bgr(self.video_path, [last_frame])[last_frame]
-
-
-def read_frames_bgr(video_path: str, frame_numbers: list[int]) -> dict[int, np.ndarray]:
-    """Decodes just `frame_numbers` (grabbing the others) and returns them as BGR arrays."""
-    wanted = set(frame_numbers)
-    found: dict[int, np.ndarray] = {}
-    capture = cv2.VideoCapture(video_path)
-    if not capture.isOpened():
-        raise VideoError(video_path, "cannot be opened as a video (corrupt file or unsupported codec)")
-    try:
-        frame_number = 0
-        last_wanted = max(wanted)
-        while frame_number <= last_wanted and capture.grab():
-            if frame_number in wanted:
-                ok, frame = capture.retrieve()
-                if ok:
-                    found[frame_number] = frame
-            frame_number += 1
-    finally:
-        capture.release()
-    lost = sorted(wanted - found.keys())
-    if lost:
-        raise VideoError(video_path, f"frames {lost} could not be decoded on a second read")
-    return found
-
-
-def read_frames(video_path: str, frame_numbers: list[int]) -> dict[int, np.ndarray]:
-    """Decodes just `frame_numbers` and returns them as RGB uint8 arrays."""
-    return {n: cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for n, bgr in read_frames_bgr(video_path, frame_numbers).items()}
-
-
 def _check_config(cfg: KeyframeConfig) -> None:
     if not 1 <= cfg.min_keyframes <= cfg.max_keyframes or cfg.max_keyframes < 2:
         raise ValueError(
             f"key frame bounds need 1 <= min_keyframes <= max_keyframes and max_keyframes >= 2, "
             f"got [{cfg.min_keyframes}, {cfg.max_keyframes}]"
         )
+    if cfg.decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {cfg.decoder!r}")
     if cfg.ransac_engine not in ("numpy", "opencv"):
         raise ValueError(f"ransac_engine must be 'numpy' or 'opencv', got {cfg.ransac_engine!r}")
     if not 0.0 <= cfg.overlap_threshold <= 1.0:

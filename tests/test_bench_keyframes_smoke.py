@@ -11,6 +11,6 @@ def test_keyframe_bench_runs_and_checks_every_ransac_call(realdata):
     report = bench_video(video, KeyframeConfig(), repeats=1)
     assert report.final_agrees and report.detection_agrees and report.sampling_agrees
     assert report.ransac_calls > 0 and report.ransac_numpy_same == report.ransac_calls
-    assert set(report.seconds) >= {"ours", "ours_seq", "ours_cv", "floor", "decode", "grab", "published"}
+    assert set(report.seconds) >= {"ours", "ours_seq", "ours_cv", "ours_cvdec", "read", "floor", "decode", "grab", "published"}
     text = render([report], repeats=1)
     assert "floor/decode" in text and "perception/ransac.py" in text

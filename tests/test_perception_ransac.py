@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from perception import ransac
-from perception.keyframes import _SampledFrameReader
+from perception.video import SampledFrames
 from perception.ransac import find_homography_ransac, forget_drawn_subsets
 
 
@@ -61,7 +61,7 @@ def _real_matches(realdata) -> list[tuple[np.ndarray, np.ndarray]]:
     pairs = []
     videos = sorted((realdata / "urbanvideo_bench" / "videos").glob("*.mp4")) + sorted((realdata / "openeqa").glob("*.mp4"))
     for video in videos:
-        features = [orb.detectAndCompute(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), None) for _, bgr in _SampledFrameReader(str(video), 1.0)]
+        features = [orb.detectAndCompute(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), None) for _, bgr in SampledFrames(str(video), 1.0)]
         for i in range(len(features)):
             for j in (i + 1, i + 2):
                 if j < len(features) and features[i][1] is not None and features[j][1] is not None:

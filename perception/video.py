@@ -1,0 +1,284 @@
+"""Reads chosen frames of a video as BGR arrays: through PyAV, skipping the non-reference frames nobody needs, or
+through OpenCV; the same frame numbers and the same pixels either way.
+
+Frame numbers are OpenCV's (the published method's): the n-th frame ``cv2.VideoCapture`` returns is frame n.  The
+PyAV reader ("pyav", the default) gets them without decoding: one demux pass lists every packet's presentation time,
+and the rank of a presentation time among them is the frame's number (a decoder returns frames in presentation
+order).  It then decodes with FFmpeg's ``skip_frame`` set per packet -- ``NONREF`` for a frame that is not wanted,
+``DEFAULT`` for one that is -- so a non-reference frame (most B-frames) that no sample needs is never decoded, and only
+wanted frames are converted to colour, with the same swscale conversion OpenCV uses (pixel-identical on the real
+videos, tested).  OpenCV cannot skip frames: it decodes every one (``grab``).
+
+The PyAV reader applies only where it is sure to agree with OpenCV: a stream with an average frame rate (OpenCV's
+fps), a presentation time on every packet, all distinct, and frames in plain 8-bit 4:2:0 (yuv420p, limited range)
+without a rotation.  Anything else -- PyAV missing, a container it cannot open, a decode error, a frame out of order
+-- hands over to OpenCV, from the start or, mid-video, from the first frame not yet delivered, so a video is never
+lost to the fast path; OpenCV then reports a corrupt or unsupported video as `VideoError`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+DECODERS = ("pyav", "opencv")
+# Frame layouts whose colour conversion is known to match OpenCV's (checked by the tests on real footage).
+_PYAV_PIXEL_FORMATS = frozenset({"yuv420p"})
+_PYAV_COLOR_RANGES = frozenset({0, 1})  # unspecified, limited (MPEG)
+
+
+class VideoError(ValueError):
+    """A video that cannot be used: the message names the file and says what is wrong."""
+
+    def __init__(self, video_path: str, problem: str) -> None:
+        super().__init__(f"video {video_path}: {problem}")
+        self.video_path = video_path
+        self.problem = problem
+
+
+def check_video_file(video_path: str) -> None:
+    """VideoError unless `video_path` is an existing, non-empty file."""
+    if not os.path.isfile(video_path):
+        raise VideoError(video_path, "file does not exist")
+    if os.path.getsize(video_path) == 0:
+        raise VideoError(video_path, "file is empty")
+
+
+def sample_grid(stride: float, sample_number: int) -> int:
+    """Frame number of the `sample_number`-th sample, `stride` frames apart: round(k * stride), halves up."""
+    return int(math.floor(sample_number * stride + 0.5))
+
+
+class SampledFrames:
+    """Iterates (frame number, BGR frame) over the samples of a video at `sample_fps`, then its last frame.
+
+    `decoder` "pyav" reads through `_PyAVIndex` where it applies (see the module docstring), "opencv" always through
+    OpenCV.  `fps` is the video's frame rate as OpenCV reports it; a video slower than `sample_fps` contributes
+    every frame.  Raises VideoError for a file that is missing, empty, unopenable or without a frame rate.
+    """
+
+    def __init__(self, video_path: str, sample_fps: float, decoder: str = "pyav") -> None:
+        if sample_fps <= 0:
+            raise ValueError(f"sample_fps must be > 0, got {sample_fps}")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        check_video_file(video_path)
+        self.video_path = video_path
+        self.index = _PyAVIndex.build(video_path) if decoder == "pyav" else None
+        if self.index is not None:
+            self.fps = self.index.fps
+            self.reported_count = self.index.num_frames
+        else:
+            capture = _open_capture(video_path)
+            self.fps = float(capture.get(cv2.CAP_PROP_FPS))
+            self.reported_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            capture.release()
+            if not math.isfinite(self.fps) or self.fps <= 0:
+                raise VideoError(video_path, f"reports no usable frame rate (fps={self.fps})")
+        self.stride = max(1.0, self.fps / sample_fps)
+
+    def expected_num_samples(self) -> int:
+        """How many samples the video yields if its frame count is right (exact on the PyAV path; 0: unknown)."""
+        count = self.reported_count
+        if count <= 0:
+            return 0
+        # Samples k = 0 .. on_grid-1 sit at round(k * stride) < count (closed form, then fixed for float rounding:
+        # a container may report an absurd count, so no loop over it).
+        on_grid = max(1, math.ceil((count - 0.5) / self.stride))
+        while on_grid > 1 and sample_grid(self.stride, on_grid - 1) >= count:
+            on_grid -= 1
+        while sample_grid(self.stride, on_grid) < count:
+            on_grid += 1
+        return on_grid + (sample_grid(self.stride, on_grid - 1) != count - 1)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        if self.index is None:
+            yield from self._opencv_samples(first_sample=0)
+            return
+        count = self.index.num_frames
+        on_grid = (sample_grid(self.stride, k) for k in range(self.expected_num_samples()))
+        wanted = sorted({frame for frame in on_grid if frame < count} | {count - 1})
+        delivered = 0
+        try:
+            for frame_number, bgr in self.index.decode(self.video_path, wanted):
+                delivered += 1
+                yield frame_number, bgr
+        except _PyAVGaveUp:
+            # OpenCV takes over at the first sample not yet delivered (the last frame is always the last of `wanted`).
+            yield from self._opencv_samples(first_sample=delivered)
+
+    def _opencv_samples(self, first_sample: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The samples from `first_sample` on, decoding every frame with OpenCV and converting only the samples.
+
+        The last frame is found without converting every frame: frames near the container's reported end are
+        retrieved; if the count was wrong, a second pass fetches it.
+        """
+        capture = _open_capture(self.video_path)
+        stride = self.stride
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        tail_start = count - 1 - math.ceil(stride) if count > 0 else 0
+        sample_number = first_sample
+        next_sample = sample_grid(stride, sample_number)
+        last_yielded = sample_grid(stride, first_sample - 1) if first_sample > 0 else -1  # delivered before the hand-over
+        tail: tuple[int, np.ndarray] | None = None  # most recent retrieved non-sample near the end
+        frame_number = 0
+        try:
+            while capture.grab():
+                if frame_number == next_sample:
+                    ok, frame = capture.retrieve()
+                    if not ok:
+                        break  # decodes no further: treat as the end of the video
+                    yield frame_number, frame
+                    last_yielded = frame_number
+                    sample_number += 1
+                    next_sample = sample_grid(stride, sample_number)
+                elif frame_number >= tail_start:
+                    ok, frame = capture.retrieve()
+                    if not ok:
+                        break
+                    tail = (frame_number, frame)
+                frame_number += 1
+        finally:
+            capture.release()
+        last_frame = frame_number - 1
+        if last_frame > last_yielded:
+            if tail is not None and tail[0] == last_frame:
+                yield tail
+            else:  # the container under-reported its length: fetch the real last frame
+                yield last_frame, read_frames_bgr(self.video_path, [last_frame], decoder="opencv")[last_frame]
+
+
+def read_frames_bgr(video_path: str, frame_numbers: Iterable[int], decoder: str = "pyav") -> dict[int, np.ndarray]:
+    """Decodes just `frame_numbers` and returns them as BGR arrays; VideoError if any cannot be decoded."""
+    wanted = sorted(set(frame_numbers))
+    found: dict[int, np.ndarray] = {}
+    index = _PyAVIndex.build(video_path) if decoder == "pyav" else None
+    if index is not None and wanted[-1] < index.num_frames:
+        try:
+            found = dict(index.decode(video_path, wanted))
+        except _PyAVGaveUp:
+            found = {}
+    if not found:
+        found = _opencv_frames(video_path, wanted)
+    lost = [n for n in wanted if n not in found]
+    if lost:
+        raise VideoError(video_path, f"frames {lost} could not be decoded on a second read")
+    return found
+
+
+def read_frames(video_path: str, frame_numbers: Iterable[int], decoder: str = "pyav") -> dict[int, np.ndarray]:
+    """Decodes just `frame_numbers` and returns them as RGB uint8 arrays."""
+    return {n: cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for n, bgr in read_frames_bgr(video_path, frame_numbers, decoder).items()}
+
+
+def _open_capture(video_path: str) -> cv2.VideoCapture:
+    capture = cv2.VideoCapture(video_path)
+    if not capture.isOpened():
+        raise VideoError(video_path, "cannot be opened as a video (corrupt file or unsupported codec)")
+    return capture
+
+
+def _opencv_frames(video_path: str, wanted: list[int]) -> dict[int, np.ndarray]:
+    """`wanted` (ascending) frames through OpenCV, grabbing the others."""
+    wanted_set = set(wanted)
+    found: dict[int, np.ndarray] = {}
+    capture = _open_capture(video_path)
+    try:
+        frame_number = 0
+        while frame_number <= wanted[-1] and capture.grab():
+            if frame_number in wanted_set:
+                ok, frame = capture.retrieve()
+                if ok:
+                    found[frame_number] = frame
+            frame_number += 1
+    finally:
+        capture.release()
+    return found
+
+
+class _PyAVGaveUp(Exception):
+    """The PyAV reader met something it cannot be sure to read as OpenCV would; OpenCV takes over."""
+
+
+@dataclass
+class _PyAVIndex:
+    """A video's frame numbering without decoding: the presentation time of each frame, in presentation order."""
+
+    fps: float  # the stream's average frame rate: what OpenCV reports as CAP_PROP_FPS
+    frame_pts: list[int]  # presentation time of frame n at position n
+    frames_decoded: int = 0  # frames the decoder returned in the last `decode` (the others were skipped)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_pts)
+
+    @classmethod
+    def build(cls, video_path: str) -> _PyAVIndex | None:
+        """The index of `video_path`, or None where the PyAV reader does not apply (see the module docstring)."""
+        try:
+            import av
+        except ImportError:
+            return None
+        try:
+            with av.open(video_path) as container:
+                if not container.streams.video:
+                    return None
+                stream = container.streams.video[0]
+                rate = stream.average_rate
+                fps = float(rate) if rate else 0.0
+                pts = [packet.pts for packet in container.demux(stream) if packet.size and not packet.is_discard]
+        except (av.FFmpegError, OSError, ValueError):
+            return None
+        if fps <= 0 or not math.isfinite(fps) or not pts or None in pts or len(set(pts)) != len(pts):
+            return None
+        return cls(fps=fps, frame_pts=sorted(pts))
+
+    def decode(self, video_path: str, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """(frame number, BGR) for each of `wanted` (ascending frame numbers), in order; raises _PyAVGaveUp.
+
+        Every packet is sent to the decoder -- reference frames are needed to decode the others -- but a packet whose
+        frame is not wanted is sent with ``skip_frame=NONREF``: FFmpeg drops it unless other frames refer to it.
+        """
+        import av
+
+        number_of_pts = {pts: number for number, pts in enumerate(self.frame_pts)}
+        wanted_set = set(wanted)
+        pending = iter(wanted)
+        next_wanted = next(pending, None)
+        self.frames_decoded = 0
+        try:
+            with av.open(video_path) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"  # frame and slice threads, as OpenCV's FFmpeg backend uses
+                codec = stream.codec_context
+                packets = container.demux(stream)
+                while next_wanted is not None:
+                    packet = next(packets, None)
+                    if packet is None:
+                        raise _PyAVGaveUp(f"frame {next_wanted} never came out of the decoder")
+                    if packet.size:
+                        codec.skip_frame = "DEFAULT" if number_of_pts.get(packet.pts) in wanted_set else "NONREF"
+                        frames = codec.decode(packet)
+                    else:  # the demuxer's final empty packet: drain the decoder
+                        codec.skip_frame = "DEFAULT"
+                        frames = codec.decode(None)
+                    self.frames_decoded += len(frames)
+                    for frame in frames:
+                        number = number_of_pts.get(frame.pts)
+                        if number is None or number > next_wanted:  # a wanted frame was skipped or came out of order
+                            raise _PyAVGaveUp(f"frame {next_wanted} not delivered in order")
+                        if number < next_wanted:
+                            continue  # a reference frame no sample needs
+                        if frame.format.name not in _PYAV_PIXEL_FORMATS or frame.color_range not in _PYAV_COLOR_RANGES or frame.rotation:
+                            raise _PyAVGaveUp(f"frame {number}: {frame.format.name}, range {frame.color_range}, rotation {frame.rotation}")
+                        yield number, frame.to_ndarray(format="bgr24", interpolation="BICUBIC")
+                        next_wanted = next(pending, None)
+                        if next_wanted is None:
+                            break
+        except av.FFmpegError as error:
+            raise _PyAVGaveUp(str(error)) from error

@@ -1,0 +1,137 @@
+"""The sample reader: PyAV (non-reference frames skipped) and OpenCV give the same frame numbers and the same pixels,
+and the PyAV reader hands over to OpenCV, from the start or mid-video, wherever it cannot be sure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from perception import video as video_module
+from perception.video import SampledFrames, VideoError, read_frames_bgr
+
+av = pytest.importorskip("av", reason="PyAV is a core dependency; without it only the OpenCV reader exists")
+
+
+def real_videos(realdata: Path) -> list[Path]:
+    videos = sorted((realdata / "urbanvideo_bench" / "videos").glob("*.mp4")) + sorted((realdata / "openeqa").glob("*.mp4"))
+    assert len(videos) == 3, videos
+    return videos
+
+
+def opencv_frames(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+def assert_same_samples(path: Path, sample_fps: float = 1.0) -> tuple[SampledFrames, list[tuple[int, np.ndarray]]]:
+    """Both readers give the same samples; each sample equals the frame cv2.VideoCapture.read() returns there."""
+    fast_reader, slow_reader = SampledFrames(str(path), sample_fps, "pyav"), SampledFrames(str(path), sample_fps, "opencv")
+    fast, slow = list(fast_reader), list(slow_reader)
+    assert fast_reader.fps == slow_reader.fps
+    assert [n for n, _ in fast] == [n for n, _ in slow]
+    every = opencv_frames(path)
+    for number, image in fast:
+        assert image.dtype == np.uint8 and image.flags.c_contiguous
+        assert np.array_equal(image, every[number]), f"{path.name}: frame {number} differs from OpenCV's"
+    assert fast[-1][0] == len(every) - 1, "the last frame is always a sample"
+    return fast_reader, fast
+
+
+def test_real_videos_read_through_pyav_equal_opencv_and_skip_frames(realdata, monkeypatch):
+    decoded_counts = []
+    original_decode = video_module._PyAVIndex.decode
+
+    def counting_decode(self, path, wanted):
+        yield from original_decode(self, path, wanted)
+        decoded_counts.append(self.frames_decoded)
+
+    monkeypatch.setattr(video_module._PyAVIndex, "decode", counting_decode)
+    for path in real_videos(realdata):
+        reader, samples = assert_same_samples(path)
+        assert reader.index is not None, f"{path.name}: the PyAV reader must apply to the real videos"
+        assert reader.expected_num_samples() == len(samples)
+        # A non-reference frame no sample needs is never decoded (all three real videos have B-frames).
+        assert len(samples) <= decoded_counts[-1] < reader.index.num_frames, path.name
+
+
+def test_read_frames_equal_opencv_on_real_video(realdata):
+    path = real_videos(realdata)[0]
+    every = opencv_frames(path)
+    wanted = [3, 4, 17, len(every) - 1]
+    for decoder in ("pyav", "opencv"):
+        frames = read_frames_bgr(str(path), wanted, decoder)
+        assert sorted(frames) == wanted
+        for number in wanted:
+            assert np.array_equal(frames[number], every[number]), (decoder, number)
+    with pytest.raises(VideoError, match="could not be decoded"):
+        read_frames_bgr(str(path), [len(every) + 5])
+
+
+def write_mp4(path: Path, num_frames: int, fps: float, size: tuple[int, int] = (96, 64)) -> Path:
+    rng = np.random.default_rng(num_frames)
+    base = rng.integers(0, 255, (size[1] * 2, size[0] * 2, 3), dtype=np.uint8)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    assert writer.isOpened()
+    for i in range(num_frames):  # a moving crop of a random texture: every frame different
+        writer.write(np.ascontiguousarray(base[i % size[1]: i % size[1] + size[1], i: i + size[0]]))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize(("num_frames", "fps", "sample_fps"), [(37, 6.0, 1.0), (1, 25.0, 1.0), (5, 0.5, 1.0), (40, 30.0, 2.0), (23, 7.0, 3.0)])
+def test_synthetic_mp4_read_through_pyav_equals_opencv(tmp_path, num_frames, fps, sample_fps):
+    path = write_mp4(tmp_path / "clip.mp4", num_frames, fps)
+    reader, samples = assert_same_samples(path, sample_fps)
+    assert reader.index is not None
+    if fps < sample_fps:
+        assert [n for n, _ in samples] == list(range(num_frames)), "slower than the sample rate: every frame"
+
+
+def test_pixel_formats_pyav_cannot_vouch_for_are_read_by_opencv(tmp_path):
+    # Motion JPEG decodes to full-range 4:2:0 (yuvj420p): OpenCV's conversion is not checked for it, so OpenCV reads.
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(9):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    with av.open(str(path)) as container:
+        assert next(container.decode(video=0)).format.name not in video_module._PYAV_PIXEL_FORMATS
+    assert_same_samples(path)
+
+
+def test_a_pyav_failure_mid_video_hands_over_to_opencv(realdata, monkeypatch):
+    path = real_videos(realdata)[0]
+    expected = list(SampledFrames(str(path), 1.0, "opencv"))
+    original_decode = video_module._PyAVIndex.decode
+
+    def failing_decode(self, video_path, wanted):
+        for delivered, item in enumerate(original_decode(self, video_path, wanted)):
+            if delivered == 5:
+                raise video_module._PyAVGaveUp("simulated decode error")
+            yield item
+
+    monkeypatch.setattr(video_module._PyAVIndex, "decode", failing_decode)
+    handed_over = list(SampledFrames(str(path), 1.0, "pyav"))
+    assert [n for n, _ in handed_over] == [n for n, _ in expected]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(handed_over, expected))
+
+
+def test_files_pyav_cannot_index_fall_back_and_bad_files_still_name_the_file(tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    assert video_module._PyAVIndex.build(str(garbage)) is None
+    with pytest.raises(VideoError, match="garbage.mp4"):
+        SampledFrames(str(garbage), 1.0, "pyav")
+    with pytest.raises(ValueError, match="decoder"):
+        SampledFrames(str(garbage), 1.0, "ffmpeg")
