@@ -64,7 +64,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _hash_memo[memo_key]
 
 
-_SPEED_ONLY_KEYFRAME_SETTINGS = frozenset({"ransac_engine", "feature_threads", "decoder"})
+_SPEED_ONLY_KEYFRAME_SETTINGS = frozenset({"ransac_engine", "feature_threads", "decoder", "matcher"})
 
 
 def description_key(

@@ -17,6 +17,9 @@ class KeyframeConfig:
     # numpy: perception/ransac.py, OpenCV's RANSAC homography replayed with its hypotheses scored in blocks (the same
     # matrix, ~3-5x faster); opencv: cv2.findHomography itself.
     ransac_engine: str = "numpy"
+    # numpy: perception/matching.py, the cross-checked Hamming matches of cv2.BFMatcher computed with popcounts on one
+    # thread (the same matches, about half the CPU); opencv: cv2.BFMatcher itself.
+    matcher: str = "numpy"
     # pyav: perception/video.py's reader, which skips decoding the non-reference frames no sample needs and converts
     # only samples to colour (the same frames and pixels as OpenCV; falls back to OpenCV where it cannot be sure);
     # opencv: cv2.VideoCapture, which decodes every frame.

@@ -51,6 +51,7 @@ import cv2
 import numpy as np
 
 from perception.config import KeyframeConfig
+from perception.matching import match_hamming
 from perception.ransac import find_homography_ransac
 from perception.video import DECODERS, SampledFrames, VideoError, read_frames
 
@@ -255,8 +256,9 @@ def _warped_frame(homography: np.ndarray, width: int, height: int) -> tuple[np.n
 _ORB_PER_THREAD = threading.local()
 
 
-def orb_features(bgr: np.ndarray, num_features: int) -> tuple:
-    """(key points, descriptors, (height, width)) of a BGR frame's grayscale, with this thread's own ORB detector."""
+def orb_features(bgr: np.ndarray, num_features: int) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """(key point coordinates (k, 2) float32, descriptors, (height, width)) of a BGR frame's grayscale, with this
+    thread's own ORB detector."""
     detectors: dict[int, cv2.ORB] = getattr(_ORB_PER_THREAD, "detectors", None) or {}
     _ORB_PER_THREAD.detectors = detectors
     orb = detectors.get(num_features)
@@ -264,7 +266,12 @@ def orb_features(bgr: np.ndarray, num_features: int) -> tuple:
         orb = detectors[num_features] = cv2.ORB_create(nfeatures=num_features)
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     points, descriptors = orb.detectAndCompute(gray, None)
-    return points, descriptors, gray.shape
+    return key_point_coordinates(points), descriptors, gray.shape
+
+
+def key_point_coordinates(points) -> np.ndarray:
+    """(k, 2) float32 coordinates of cv2.KeyPoint objects (exactly their float32 ``pt``)."""
+    return np.array([point.pt for point in points], dtype=np.float32).reshape(-1, 2)
 
 
 class _KeyframeDetector:
@@ -272,8 +279,7 @@ class _KeyframeDetector:
 
     def __init__(self, cfg: KeyframeConfig) -> None:
         self.cfg = cfg
-        self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
-        self.key_points = None
+        self.key_points: np.ndarray | None = None  # (k, 2) key point coordinates of the last key frame
         self.key_descriptors = None
         self.key_shape: tuple[int, int] | None = None
 
@@ -292,25 +298,27 @@ class _KeyframeDetector:
     def _compare(self, points, descriptors, shape: tuple[int, int]) -> Decision:
         if self.key_descriptors is None or descriptors is None:
             return Decision(True, "no_descriptors")
+        key_index, current_index, distance = match_hamming(self.key_descriptors, descriptors, self.cfg.matcher)
+        num_matches = len(distance)
+        if num_matches <= self.cfg.min_matches:
+            return Decision(True, "few_matches", num_matches=num_matches)
         # Ordered by distance, ties kept in query order (a stable sort), exactly as the released code orders them.
-        matches = sorted(self.matcher.match(self.key_descriptors, descriptors), key=lambda match: match.distance)
-        if len(matches) <= self.cfg.min_matches:
-            return Decision(True, "few_matches", num_matches=len(matches))
-        key_xy = np.float32([self.key_points[m.queryIdx].pt for m in matches]).reshape(-1, 1, 2)
-        current_xy = np.float32([points[m.trainIdx].pt for m in matches]).reshape(-1, 1, 2)
+        order = np.argsort(distance, kind="stable")
+        key_xy = self.key_points[key_index[order]].reshape(-1, 1, 2)
+        current_xy = points[current_index[order]].reshape(-1, 1, 2)
         if self.cfg.ransac_engine == "numpy":  # the same matrix as OpenCV's RANSAC (see perception/ransac.py)
             homography = find_homography_ransac(current_xy, key_xy, self.cfg.ransac_reproj_threshold)
         else:
             homography, _ = cv2.findHomography(current_xy, key_xy, cv2.RANSAC, self.cfg.ransac_reproj_threshold)
         if homography is None:
-            return Decision(True, "no_homography", num_matches=len(matches))
+            return Decision(True, "no_homography", num_matches=num_matches)
         key_height, key_width = self.key_shape
         height, width = shape
         # The current frame's corners warped into the key frame; the overlap is measured on the key frame.
         overlap = _overlap_in_key_frame(homography, width, height, key_width, key_height)
         if overlap is None:
-            return Decision(True, "degenerate", homography=homography, num_matches=len(matches))
-        return Decision(overlap < self.cfg.overlap_threshold, "overlap", overlap, homography, len(matches))
+            return Decision(True, "degenerate", homography=homography, num_matches=num_matches)
+        return Decision(overlap < self.cfg.overlap_threshold, "overlap", overlap, homography, num_matches)
 
 
 def _overlap_in_key_frame(homography: np.ndarray, width: int, height: int, key_width: int, key_height: int) -> float | None:
@@ -329,6 +337,8 @@ def _check_config(cfg: KeyframeConfig) -> None:
         )
     if cfg.decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {cfg.decoder!r}")
+    if cfg.matcher not in ("numpy", "opencv"):
+        raise ValueError(f"matcher must be 'numpy' or 'opencv', got {cfg.matcher!r}")
     if cfg.ransac_engine not in ("numpy", "opencv"):
         raise ValueError(f"ransac_engine must be 'numpy' or 'opencv', got {cfg.ransac_engine!r}")
     if not 0.0 <= cfg.overlap_threshold <= 1.0:

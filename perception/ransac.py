@@ -286,12 +286,18 @@ class _SubsetSearch:
         accepted = candidates[~collinear]
         thin = np.zeros(len(accepted), dtype=bool)
         for x, y, det in ((src_x, src_y, src_det), (dst_x, dst_y, dst_det)):
-            width, height = np.ptp(x[:, accepted], axis=0), np.ptp(y[:, accepted], axis=0)
+            width, height = _spread(x[:, accepted]), _spread(y[:, accepted])
             thinnest = np.abs(det[0][accepted])
             for other in det[1:]:
                 thinnest = np.minimum(thinnest, np.abs(other[accepted]))
             thin |= ~(thinnest > _MIN_TRIANGLE_FRACTION * (width * width + height * height))
         return accepted, thin
+
+
+def _spread(values: np.ndarray) -> np.ndarray:
+    """max - min over the 4 rows of a (4, k) array (row by row: numpy's reductions along a short axis are slow)."""
+    a, b, c, d = values
+    return np.maximum(np.maximum(a, b), np.maximum(c, d)) - np.minimum(np.minimum(a, b), np.minimum(c, d))
 
 
 def _determinants(x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
@@ -343,8 +349,8 @@ class _Scorer:
         usable = ~thin & np.isfinite(models).all(axis=1)
         models[~usable] = 0.0
         # A point's projection may move by s = (relative slack) x (size of the terms summed) / |w| in x and in y, so
-        # its squared error by at most 2*sqrt(2)*r*s + 2*s*s near the threshold r*r.  Multiplied through by w*w (no
-        # division): uncertain where |error - r*r| * w*w <= 2*sqrt(2)*r*c*|w| + 2*c*c, with c = s * |w| per model.
+        # its squared error by at most 2*sqrt(2)*r*s + 2*s*s near the threshold r*r: with c = s * |w| per model,
+        # a band of |1/w| * (linear + constant * |1/w|) around the threshold, linear = 2*sqrt(2)*r*c, constant = 2*c*c.
         size = np.abs(models)
         terms = np.maximum(size[:, 0] + size[:, 1], size[:, 3] + size[:, 4]) * self.extent
         terms += np.maximum(size[:, 2], size[:, 5]) + self.extent * ((size[:, 6] + size[:, 7]) * self.extent + 1.0)
@@ -356,35 +362,34 @@ class _Scorer:
         low, high = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
         rows_per_pass = max(16, _ELEMENTS_PER_PASS // n)
         work = _workspace(min(k, rows_per_pass) * n)
+        threshold = np.float32(self.threshold)
         with np.errstate(all="ignore"):
             for start in range(0, k, rows_per_pass):
                 stop = min(k, start + rows_per_pass)
-                w, inverse, error, other, scratch, inside, far, both = work.shaped(stop - start, n)
+                inverse, error, other, scratch, band, flags = work.shaped(stop - start, n)
                 h = models32[start:stop, :, None]  # (rows, 9, 1): each entry a column against the points
                 # OpenCV's projection term by term (a BLAS product would start threads that spin beside the decoding
                 # thread): w = h6*x + h7*y + h8, x' = (h0*x + h1*y + h2) / w, y' likewise.
-                self._affine(h[:, 6], h[:, 7], h[:, 8], out=w, scratch=scratch)
-                np.divide(1.0, w, out=inverse)
+                self._affine(h[:, 6], h[:, 7], h[:, 8], out=inverse, scratch=scratch)
+                np.divide(1.0, inverse, out=inverse)
                 for first, target, out in ((0, self.dst_x, error), (3, self.dst_y, other)):
                     self._affine(h[:, first], h[:, first + 1], h[:, first + 2], out=out, scratch=scratch)
                     out *= inverse
                     out -= target
                     out *= out
-                error += other  # OpenCV's squared reprojection error, up to the slack
-                np.less_equal(error, self.threshold, out=inside)
-                error -= self.threshold
-                np.abs(error, out=error)
-                np.multiply(w, w, out=other)
-                error *= other  # |error - r*r| * w*w
-                np.abs(w, out=other)
-                other *= linear[start:stop]
-                other += constant[start:stop]
-                np.greater(error, other, out=far)  # certainly on the side `inside` says (NaN: uncertain)
-                np.logical_and(inside, far, out=both)
-                low[start:stop] = both.view(np.int8).sum(axis=1, dtype=np.int16)
-                np.logical_not(far, out=far)
-                np.logical_or(inside, far, out=both)
-                high[start:stop] = both.view(np.int8).sum(axis=1, dtype=np.int16)
+                error += other  # OpenCV's squared reprojection error, up to the band
+                np.abs(inverse, out=inverse)
+                np.multiply(inverse, constant[start:stop], out=band)
+                band += linear[start:stop]
+                band *= inverse
+                # Certainly inside: error + band <= r*r.  Possibly inside: not (error - band > r*r), so that a NaN (a
+                # corner through infinity) counts as uncertain.
+                np.add(error, band, out=other)
+                np.less_equal(other, threshold, out=flags)
+                low[start:stop] = flags.view(np.int8).sum(axis=1, dtype=np.int16)
+                np.subtract(error, band, out=other)
+                np.greater(other, threshold, out=flags)
+                high[start:stop] = n - flags.view(np.int8).sum(axis=1, dtype=np.int16)
         return np.where(usable, low, 0), np.where(usable, high, n)
 
 
@@ -395,10 +400,10 @@ class _Workspace:
     def __init__(self, elements: int) -> None:
         self.elements = elements
         self._floats = [np.empty(elements, dtype=np.float32) for _ in range(5)]
-        self._flags = [np.empty(elements, dtype=bool) for _ in range(3)]
+        self._flags = [np.empty(elements, dtype=bool)]
 
     def shaped(self, rows: int, n: int) -> list[np.ndarray]:
-        """Five float32 and three bool (rows, n) views of the scratch arrays."""
+        """Five float32 and one bool (rows, n) views of the scratch arrays."""
         return [array[: rows * n].reshape(rows, n) for array in (*self._floats, *self._flags)]
 
 

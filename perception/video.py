@@ -5,9 +5,10 @@ Frame numbers are OpenCV's (the published method's): the n-th frame ``cv2.VideoC
 PyAV reader ("pyav", the default) gets them without decoding: one demux pass lists every packet's presentation time,
 and the rank of a presentation time among them is the frame's number (a decoder returns frames in presentation
 order).  It then decodes with FFmpeg's ``skip_frame`` set per packet -- ``NONREF`` for a frame that is not wanted,
-``DEFAULT`` for one that is -- so a non-reference frame (most B-frames) that no sample needs is never decoded, and only
-wanted frames are converted to colour, with the same swscale conversion OpenCV uses (pixel-identical on the real
-videos, tested).  OpenCV cannot skip frames: it decodes every one (``grab``).
+``DEFAULT`` for one that is -- so a non-reference frame (most B-frames) that no sample needs is never decoded; in
+H.264 / HEVC, the packets of a closed group of pictures after its last wanted frame are not even sent (the next IDR
+picture refers to nothing before it).  Only wanted frames are converted to colour, with the same swscale conversion
+OpenCV uses (pixel-identical on the real videos, tested).  OpenCV cannot skip frames: it decodes every one (``grab``).
 
 The PyAV reader applies only where it is sure to agree with OpenCV: a stream with an average frame rate (OpenCV's
 fps), a presentation time on every packet, all distinct, and frames in plain 8-bit 4:2:0 (yuv420p, limited range)
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -207,10 +208,13 @@ class _PyAVGaveUp(Exception):
 
 @dataclass
 class _PyAVIndex:
-    """A video's frame numbering without decoding: the presentation time of each frame, in presentation order."""
+    """A video's frame numbering without decoding: the presentation time of each frame, in presentation order, and
+    its packets in decoding order with where an IDR picture starts a new, closed group of pictures."""
 
     fps: float  # the stream's average frame rate: what OpenCV reports as CAP_PROP_FPS
     frame_pts: list[int]  # presentation time of frame n at position n
+    packet_pts: list[int] = field(default_factory=list)  # presentation time of each packet, in decoding order
+    packet_is_idr: list[bool] = field(default_factory=list)  # nothing after it refers to anything before it
     frames_decoded: int = 0  # frames the decoder returned in the last `decode` (the others were skipped)
 
     @property
@@ -231,26 +235,53 @@ class _PyAVIndex:
                 stream = container.streams.video[0]
                 rate = stream.average_rate
                 fps = float(rate) if rate else 0.0
-                pts = [packet.pts for packet in container.demux(stream) if packet.size and not packet.is_discard]
+                idr_test = _idr_test(stream.codec_context.name, stream.codec_context.extradata)
+                packet_pts, packet_is_idr, frame_pts = [], [], []
+                for packet in container.demux(stream):
+                    if not packet.size:
+                        continue
+                    packet_pts.append(packet.pts)
+                    packet_is_idr.append(bool(packet.is_keyframe and idr_test is not None and idr_test(bytes(packet))))
+                    if not packet.is_discard:  # frames of discarded packets (edit lists) never come out
+                        frame_pts.append(packet.pts)
         except (av.FFmpegError, OSError, ValueError):
             return None
-        if fps <= 0 or not math.isfinite(fps) or not pts or None in pts or len(set(pts)) != len(pts):
+        if fps <= 0 or not math.isfinite(fps) or not frame_pts or None in frame_pts or len(set(frame_pts)) != len(frame_pts):
             return None
-        return cls(fps=fps, frame_pts=sorted(pts))
+        return cls(fps=fps, frame_pts=sorted(frame_pts), packet_pts=packet_pts, packet_is_idr=packet_is_idr)
+
+    def packets_to_send(self, wanted: set[int]) -> list[bool]:
+        """Per packet (decoding order): whether the decoder must see it to deliver the `wanted` frame numbers.
+
+        Within a closed group of pictures (an IDR picture up to the next), every packet after the last one whose frame
+        is wanted can be left out: the next IDR picture refers to nothing before it.
+        """
+        number_of_pts = {pts: number for number, pts in enumerate(self.frame_pts)}
+        send = [True] * len(self.packet_pts)
+        needed_from_here = False  # a later packet of the same group of pictures is wanted
+        for position in range(len(self.packet_pts) - 1, -1, -1):
+            needed_from_here = needed_from_here or number_of_pts.get(self.packet_pts[position]) in wanted
+            send[position] = needed_from_here
+            if self.packet_is_idr[position]:
+                needed_from_here = False  # the group before this IDR picture needs nothing from this one
+        return send
 
     def decode(self, video_path: str, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         """(frame number, BGR) for each of `wanted` (ascending frame numbers), in order; raises _PyAVGaveUp.
 
-        Every packet is sent to the decoder -- reference frames are needed to decode the others -- but a packet whose
-        frame is not wanted is sent with ``skip_frame=NONREF``: FFmpeg drops it unless other frames refer to it.
+        A packet is left out where no wanted frame needs it (`packets_to_send`); the others are sent -- reference
+        frames are needed to decode the rest -- but one whose frame is not wanted with ``skip_frame=NONREF``: FFmpeg
+        drops it unless other frames refer to it.
         """
         import av
 
         number_of_pts = {pts: number for number, pts in enumerate(self.frame_pts)}
         wanted_set = set(wanted)
+        send = self.packets_to_send(wanted_set)
         pending = iter(wanted)
         next_wanted = next(pending, None)
         self.frames_decoded = 0
+        position = 0  # of the packet in decoding order
         try:
             with av.open(video_path) as container:
                 stream = container.streams.video[0]
@@ -262,6 +293,11 @@ class _PyAVIndex:
                     if packet is None:
                         raise _PyAVGaveUp(f"frame {next_wanted} never came out of the decoder")
                     if packet.size:
+                        if position >= len(send) or packet.pts != self.packet_pts[position]:
+                            raise _PyAVGaveUp(f"packet {position} is not the one indexed")
+                        position += 1
+                        if not send[position - 1]:
+                            continue
                         codec.skip_frame = "DEFAULT" if number_of_pts.get(packet.pts) in wanted_set else "NONREF"
                         frames = codec.decode(packet)
                     else:  # the demuxer's final empty packet: drain the decoder
@@ -282,3 +318,38 @@ class _PyAVIndex:
                             break
         except av.FFmpegError as error:
             raise _PyAVGaveUp(str(error)) from error
+
+
+# NAL unit types of IDR pictures, after which nothing refers to an earlier picture.  (HEVC's CRA and BLA pictures
+# and H.264's recovery points are not among them: pictures after them may refer to pictures before.)
+_H264_IDR = 5
+_HEVC_IDR = (19, 20)  # IDR_W_RADL, IDR_N_LP
+
+
+def _idr_test(codec_name: str, extradata: bytes | None) -> Callable[[bytes], bool] | None:
+    """A test of whether a packet is an IDR picture, for H.264 / HEVC with length-prefixed NAL units (mp4, mkv; the
+    lengths' size from the avcC / hvcC header); None elsewhere (no group of pictures is then left out)."""
+    if not extradata or extradata[0] != 1:  # not an avcC / hvcC record (Annex B start codes, or another codec)
+        return None
+    if codec_name == "h264" and len(extradata) > 4:
+        length_size, nal_type = (extradata[4] & 3) + 1, lambda first_byte: first_byte & 0x1F
+        idr_types: tuple[int, ...] = (_H264_IDR,)
+    elif codec_name == "hevc" and len(extradata) > 21:
+        length_size, nal_type = (extradata[21] & 3) + 1, lambda first_byte: (first_byte >> 1) & 0x3F
+        idr_types = _HEVC_IDR
+    else:
+        return None
+
+    def is_idr(data: bytes) -> bool:
+        position = 0
+        while position + length_size < len(data):
+            size = int.from_bytes(data[position:position + length_size], "big")
+            position += length_size
+            if size <= 0 or position + size > len(data):
+                return False  # malformed: never trusted as a group boundary
+            if nal_type(data[position]) in idr_types:
+                return True
+            position += size
+        return False
+
+    return is_idr

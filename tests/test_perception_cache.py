@@ -51,7 +51,7 @@ def test_key_depends_on_content_and_settings(tmp_path):
     assert base == description_key(file_sha256(video), kf, VLMConfig(engine="vllm"), "model-a", None)
     # Nor do the key-frame settings that change only the speed (the same key frames: tests/test_perception_ransac.py,
     # test_threaded_and_sequential_extraction_are_identical); the key also stays what it was before they existed.
-    fast = KeyframeConfig(ransac_engine="opencv", feature_threads=3, decoder="opencv")
+    fast = KeyframeConfig(ransac_engine="opencv", feature_threads=3, decoder="opencv", matcher="opencv")
     assert base == description_key(file_sha256(video), fast, vlm, "model-a", None)
     assert base == _key_without_speed_settings(file_sha256(video), kf, vlm, "model-a")
     with pytest.raises(OSError):
@@ -68,7 +68,7 @@ def _key_without_speed_settings(video_sha256: str, keyframes: KeyframeConfig, vl
     from perception.prompts import PROMPT_VERSION
 
     settings = dataclasses.asdict(keyframes)
-    del settings["ransac_engine"], settings["feature_threads"], settings["decoder"]
+    del settings["ransac_engine"], settings["feature_threads"], settings["decoder"], settings["matcher"]
     material = {
         "video_sha256": video_sha256, "keyframes": settings, "keyframe_rule": KEYFRAME_RULE_VERSION, "model": model,
         "generation": {"max_new_tokens": vlm.max_new_tokens, "temperature": vlm.temperature, "image_size": vlm.image_size},

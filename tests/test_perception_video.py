@@ -135,3 +135,38 @@ def test_files_pyav_cannot_index_fall_back_and_bad_files_still_name_the_file(tmp
         SampledFrames(str(garbage), 1.0, "pyav")
     with pytest.raises(ValueError, match="decoder"):
         SampledFrames(str(garbage), 1.0, "ffmpeg")
+
+
+def test_packets_after_the_last_wanted_one_of_a_closed_group_are_left_out():
+    # Decoding order: IDR 0, P 3, B 1, B 2 | IDR 4, P 7, B 5, B 6 | CRA-like key 8 (not IDR), P 9.
+    index = video_module._PyAVIndex(
+        fps=1.0, frame_pts=list(range(10)), packet_pts=[0, 3, 1, 2, 4, 7, 5, 6, 8, 9],
+        packet_is_idr=[True, False, False, False, True, False, False, False, False, False],
+    )
+    assert index.packets_to_send({1}) == [True, True, True, False, False, False, False, False, False, False]
+    # Frame 6 needs its group up to its own packet; nothing of the first group; the last group is not after an IDR.
+    assert index.packets_to_send({6}) == [False, False, False, False, True, True, True, True, False, False]
+    # Frame 9 sits after a non-IDR key picture, which may refer back: the whole second group is kept.
+    assert index.packets_to_send({9}) == [False, False, False, False, True, True, True, True, True, True]
+
+
+def test_idr_pictures_are_told_from_other_key_pictures():
+    length = (1).to_bytes(4, "big")
+    h264 = video_module._idr_test("h264", bytes([1, 0x64, 0, 0x1F, 0xFF]))
+    assert h264(length + bytes([0x65])) and not h264(length + bytes([0x41]))  # IDR slice vs non-IDR slice
+    assert h264(length + bytes([0x06]) + length + bytes([0x65]))  # SEI first, then the IDR slice
+    assert not h264(bytes([0, 0, 0, 9, 0x65]))  # a length running past the packet is never trusted
+    hevc = video_module._idr_test("hevc", bytes([1] + [0] * 20 + [0x0F]))
+    assert hevc(length + bytes([19 << 1])) and hevc(length + bytes([20 << 1]))  # IDR_W_RADL, IDR_N_LP
+    assert not hevc(length + bytes([21 << 1]))  # CRA: its leading pictures may refer to earlier ones
+    assert video_module._idr_test("h264", b"\x00\x00\x00\x01\x67") is None  # Annex B: no group is left out
+    assert video_module._idr_test("mpeg4", bytes([1, 2, 3, 4, 5])) is None
+
+
+def test_open_eqa_groups_of_pictures_are_cut_short(realdata):
+    path = realdata / "openeqa" / "open-eqa-hm3d-demo.mp4"
+    reader = SampledFrames(str(path), 1.0, "pyav")
+    wanted = {n for n, _ in reader}
+    assert sum(reader.index.packet_is_idr) > 1
+    send = reader.index.packets_to_send(wanted)
+    assert 0 < send.count(False) < len(send)  # frames equal OpenCV's all the same: the real-video test above
