@@ -22,14 +22,15 @@ Faithful to Embodied-R's released extraction (DESIGN.md step 1):
 
 Speed (bench/keyframes.py measures it against decoding alone and against the released method): perception/video.py
 reads the samples -- a non-reference frame no sample needs is not even decoded (FFmpeg's ``skip_frame`` through PyAV),
-and only samples are converted to colour, with OpenCV's frame numbers and pixels; while the calling thread decodes the
-frames after sample k, ORB features of the samples are computed on ``cfg.feature_threads``
-threads (they do not depend on any decision) and the rule -- matching, RANSAC, overlap -- runs on one more thread,
-one sample after another, so the decisions are exactly the sequential ones (OpenCV releases the GIL).  The matches are
-ordered by distance (stable sort) before RANSAC, as the released code does: RANSAC's subsets depend on the order, so
-this keeps our homography -- and decision -- equal to the released one for the same pair of frames.  RANSAC, most of
-the feature work at 1 fps, runs in perception/ransac.py (``cfg.ransac_engine="numpy"``): OpenCV's RANSAC replayed with
-its hypotheses scored in numpy blocks, returning OpenCV's matrix bit for bit in a third to a quarter of the time.
+nor the end of a closed group of pictures after its last sample, and only samples are converted to colour, with
+OpenCV's frame numbers and pixels.  While the calling thread decodes the frames after sample k, ORB features of the
+samples are computed on ``cfg.feature_threads`` threads (they do not depend on any decision) and the rule -- matching,
+RANSAC, overlap -- runs on one more thread, one sample after another, so the decisions are exactly the sequential
+ones.  The matches (perception/matching.py: cv2.BFMatcher's cross-checked matches, computed in numpy on one thread)
+are ordered by distance (stable sort) before RANSAC, as the released code does: RANSAC's subsets depend on the order,
+so this keeps our homography -- and decision -- equal to the released one for the same pair of frames.  RANSAC, most
+of the in-order work at 1 fps, runs in perception/ransac.py (``cfg.ransac_engine="numpy"``): OpenCV's RANSAC replayed
+with its hypotheses scored in numpy blocks, returning OpenCV's matrix bit for bit in a third to a quarter of the time.
 
 Memory: only key frames' pixels are kept -- at most ``_IMAGES_PER_MAX_KEYFRAME * max_keyframes`` of them -- plus the
 samples that clamping to ``min_keyframes`` would pick if the container's frame count is right (so a video with few key
