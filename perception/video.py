@@ -10,9 +10,10 @@ H.264 / HEVC, the packets of a closed group of pictures after its last wanted fr
 picture refers to nothing before it).  Only wanted frames are converted to colour, with the same swscale conversion
 OpenCV uses (pixel-identical on the real videos, tested).  OpenCV cannot skip frames: it decodes every one (``grab``).
 
-The PyAV reader applies only where it is sure to agree with OpenCV: a stream with an average frame rate (OpenCV's
-fps), a presentation time on every packet, all distinct, and frames in plain 8-bit 4:2:0 (yuv420p, limited range)
-without a rotation.  Anything else -- PyAV missing, a container it cannot open, a decode error, a frame out of order
+The PyAV reader applies only where it is sure to agree with OpenCV: an mp4/mov or Matroska/WebM file (one frame per
+packet), a stream with an average frame rate (OpenCV's fps), a presentation time on every packet, all distinct, as
+many packets as the container says it has frames, and frames in plain 8-bit 4:2:0 (yuv420p, limited range) without
+a rotation.  Anything else -- PyAV missing, a container it cannot open, a decode error, a frame out of order
 -- hands over to OpenCV, from the start or, mid-video, from the first frame not yet delivered, so a video is never
 lost to the fast path; OpenCV then reports a corrupt or unsupported video as `VideoError`.
 """
@@ -31,6 +32,9 @@ DECODERS = ("pyav", "opencv")
 # Frame layouts whose colour conversion is known to match OpenCV's (checked by the tests on real footage).
 _PYAV_PIXEL_FORMATS = frozenset({"yuv420p"})
 _PYAV_COLOR_RANGES = frozenset({0, 1})  # unspecified, limited (MPEG)
+# Containers that store one frame per packet, so a packet's rank is its frame's number (MPEG-TS or raw streams may
+# split a frame into field packets).
+_PYAV_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm"})
 
 
 class VideoError(ValueError):
@@ -232,9 +236,12 @@ class _PyAVIndex:
             with av.open(video_path) as container:
                 if not container.streams.video:
                     return None
+                if not set(container.format.name.split(",")) & _PYAV_CONTAINERS:
+                    return None
                 stream = container.streams.video[0]
                 rate = stream.average_rate
                 fps = float(rate) if rate else 0.0
+                reported_frames = stream.frames
                 idr_test = _idr_test(stream.codec_context.name, stream.codec_context.extradata)
                 packet_pts, packet_is_idr, frame_pts = [], [], []
                 for packet in container.demux(stream):
@@ -247,6 +254,8 @@ class _PyAVIndex:
         except (av.FFmpegError, OSError, ValueError):
             return None
         if fps <= 0 or not math.isfinite(fps) or not frame_pts or None in frame_pts or len(set(frame_pts)) != len(frame_pts):
+            return None
+        if reported_frames and reported_frames != len(frame_pts):  # not one frame per packet: numbering unsure
             return None
         return cls(fps=fps, frame_pts=sorted(frame_pts), packet_pts=packet_pts, packet_is_idr=packet_is_idr)
 

@@ -170,3 +170,39 @@ def test_open_eqa_groups_of_pictures_are_cut_short(realdata):
     assert sum(reader.index.packet_is_idr) > 1
     send = reader.index.packets_to_send(wanted)
     assert 0 < send.count(False) < len(send)  # frames equal OpenCV's all the same: the real-video test above
+
+
+def test_rotated_videos_are_read_upright_as_opencv_reads_them(tmp_path):
+    # A phone-style display rotation: OpenCV applies it; the PyAV reader does not, so it hands over to OpenCV.
+    path = tmp_path / "rotated.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.set_display_rotation(90)
+        rng = np.random.default_rng(0)
+        for _ in range(12):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    _, samples = assert_same_samples(path)
+    assert samples[0][1].shape == (96, 64, 3), "upright, as OpenCV returns it"
+
+
+def test_containers_without_one_frame_per_packet_are_read_by_opencv(tmp_path):
+    # MPEG-TS may carry a frame as two field packets: packet ranks are not frame numbers there.
+    path = tmp_path / "clip.ts"
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("mpeg2video", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        rng = np.random.default_rng(1)
+        for _ in range(11):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert video_module._PyAVIndex.build(str(path)) is None
+    reader, samples = assert_same_samples(path)
+    assert reader.index is None and len(samples) >= 2
