@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 from perception.config import PerceptionConfig
 from perception.engines import VLMEngine, VLMRequest, make_vlm_engine
 from perception.keyframes import Keyframes, extract_keyframes
-from perception.video import VideoError
 from perception.parse import parse_differential, parse_first_frame
 from perception.prompts import differential_prompt, first_frame_prompt
 from perception.types import VideoDescription
+from perception.video import VideoError
 
 log = logging.getLogger(__name__)
 
