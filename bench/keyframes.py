@@ -17,8 +17,8 @@ What is timed, each in the same process, the methods interleaved (rotated) withi
   ``read`` is our sample reader alone (perception/video.py: non-reference frames no sample needs are skipped, only
   samples converted to colour);
 * ``decode``: decoding alone -- ``cv2.VideoCapture.read()`` on every frame, nothing else; ``grab`` (reported beside
-  it) is ``grab()`` on every frame: FFmpeg decodes, nothing is converted to colour -- the floor for any extractor
-  that must see every frame of an inter-coded video;
+  it) is ``grab()`` on every frame: FFmpeg decodes, nothing is converted to colour -- the floor for a reader that
+  decodes every frame (ours skips the frames no sample needs, so ``read`` can be below it);
 * ``published``: the released code's method (EmbodiedCity/Embodied-R.code, ``train/conver_format/utils.py``:
   ``downsample_video`` + ``extract_keyframes`` + ``calculate_overlap_ratio`` + ``constrained_sampling``),
   re-implemented faithfully below: every frame decoded to colour with ``read()``, 1-fps sampling by
