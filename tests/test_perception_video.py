@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from embodied_data.synthetic.video import read_video
 from perception import video as video_module
 from perception.video import SampledFrames, VideoError, read_frames_bgr
 
@@ -22,15 +23,26 @@ def real_videos(realdata: Path) -> list[Path]:
 
 
 def opencv_frames(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
+    """Every frame as cv2.VideoCapture.read() returns it: the reference."""
+    return read_video(path)
+
+
+def encode_with_pyav(path: Path, codec: str, num_frames: int, container_format: str | None = None,
+                     rotation: int | None = None) -> Path:
+    """Random 96x64 frames encoded at 5 fps with PyAV (which can write what cv2.VideoWriter cannot: rotation, TS)."""
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=5)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        rng = np.random.default_rng(num_frames)
+        for _ in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
 
 
 def assert_same_samples(path: Path, sample_fps: float = 1.0) -> tuple[SampledFrames, list[tuple[int, np.ndarray]]]:
@@ -174,35 +186,14 @@ def test_open_eqa_groups_of_pictures_are_cut_short(realdata):
 
 def test_rotated_videos_are_read_upright_as_opencv_reads_them(tmp_path):
     # A phone-style display rotation: OpenCV applies it; the PyAV reader does not, so it hands over to OpenCV.
-    path = tmp_path / "rotated.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=5)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        stream.set_display_rotation(90)
-        rng = np.random.default_rng(0)
-        for _ in range(12):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = encode_with_pyav(tmp_path / "rotated.mp4", "mpeg4", 12, rotation=90)
     _, samples = assert_same_samples(path)
     assert samples[0][1].shape == (96, 64, 3), "upright, as OpenCV returns it"
 
 
 def test_containers_without_one_frame_per_packet_are_read_by_opencv(tmp_path):
     # MPEG-TS may carry a frame as two field packets: packet ranks are not frame numbers there.
-    path = tmp_path / "clip.ts"
-    with av.open(str(path), "w", format="mpegts") as container:
-        stream = container.add_stream("mpeg2video", rate=5)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        rng = np.random.default_rng(1)
-        for _ in range(11):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = encode_with_pyav(tmp_path / "clip.ts", "mpeg2video", 11, container_format="mpegts")
     assert video_module._PyAVIndex.build(str(path)) is None
     reader, samples = assert_same_samples(path)
     assert reader.index is None and len(samples) >= 2
