@@ -24,6 +24,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -74,16 +75,18 @@ class SampledFrames:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         check_video_file(video_path)
         self.video_path = video_path
+        self.handed_over: str | None = None  # why OpenCV took over from the PyAV reader mid-video, if it did
+        self._capture: cv2.VideoCapture | None = None  # opened to read the frame rate, not yet read from
         self.index = _PyAVIndex.build(video_path) if decoder == "pyav" else None
         if self.index is not None:
             self.fps = self.index.fps
             self.reported_count = self.index.num_frames
         else:
-            capture = _open_capture(video_path)
-            self.fps = float(capture.get(cv2.CAP_PROP_FPS))
-            self.reported_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-            capture.release()
+            self._capture = _open_capture(video_path)  # kept for the reading (opening probes the streams again)
+            self.fps = float(self._capture.get(cv2.CAP_PROP_FPS))
+            self.reported_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             if not math.isfinite(self.fps) or self.fps <= 0:
+                self._capture.release()
                 raise VideoError(video_path, f"reports no usable frame rate (fps={self.fps})")
         self.stride = max(1.0, self.fps / sample_fps)
 
@@ -113,8 +116,9 @@ class SampledFrames:
             for frame_number, bgr in self.index.decode(self.video_path, wanted):
                 delivered += 1
                 yield frame_number, bgr
-        except _PyAVGaveUp:
+        except _PyAVGaveUp as reason:
             # OpenCV takes over at the first sample not yet delivered (the last frame is always the last of `wanted`).
+            self.handed_over = str(reason)
             yield from self._opencv_samples(first_sample=delivered)
 
     def _opencv_samples(self, first_sample: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -123,7 +127,7 @@ class SampledFrames:
         The last frame is found without converting every frame: frames near the container's reported end are
         retrieved; if the count was wrong, a second pass fetches it.
         """
-        capture = _open_capture(self.video_path)
+        capture, self._capture = self._capture or _open_capture(self.video_path), None
         stride = self.stride
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         tail_start = count - 1 - math.ceil(stride) if count > 0 else 0
@@ -161,6 +165,8 @@ class SampledFrames:
 def read_frames_bgr(video_path: str, frame_numbers: Iterable[int], decoder: str = "pyav") -> dict[int, np.ndarray]:
     """Decodes just `frame_numbers` and returns them as BGR arrays; VideoError if any cannot be decoded."""
     wanted = sorted(set(frame_numbers))
+    if not wanted:
+        return {}
     found: dict[int, np.ndarray] = {}
     index = _PyAVIndex.build(video_path) if decoder == "pyav" else None
     if index is not None and wanted[-1] < index.num_frames:
@@ -220,6 +226,8 @@ class _PyAVIndex:
     packet_pts: list[int] = field(default_factory=list)  # presentation time of each packet, in decoding order
     packet_is_idr: list[bool] = field(default_factory=list)  # nothing after it refers to anything before it
     frames_decoded: int = 0  # frames the decoder returned in the last `decode` (the others were skipped)
+    container: Any = field(default=None, repr=False, compare=False)  # the indexing pass's, for the first `decode`
+    first_dts: int | None = None  # decoding time of the first packet: where `decode` rewinds that container to
 
     @property
     def num_frames(self) -> int:
@@ -233,31 +241,37 @@ class _PyAVIndex:
         except ImportError:
             return None
         try:
-            with av.open(video_path) as container:
-                if not container.streams.video:
-                    return None
-                if not set(container.format.name.split(",")) & _PYAV_CONTAINERS:
-                    return None
-                stream = container.streams.video[0]
-                rate = stream.average_rate
-                fps = float(rate) if rate else 0.0
-                reported_frames = stream.frames
-                idr_test = _idr_test(stream.codec_context.name, stream.codec_context.extradata)
-                packet_pts, packet_is_idr, frame_pts = [], [], []
-                for packet in container.demux(stream):
-                    if not packet.size:
-                        continue
-                    packet_pts.append(packet.pts)
-                    packet_is_idr.append(bool(packet.is_keyframe and idr_test is not None and idr_test(bytes(packet))))
-                    if not packet.is_discard:  # frames of discarded packets (edit lists) never come out
-                        frame_pts.append(packet.pts)
+            container = av.open(video_path)
         except (av.FFmpegError, OSError, ValueError):
             return None
-        if fps <= 0 or not math.isfinite(fps) or not frame_pts or None in frame_pts or len(set(frame_pts)) != len(frame_pts):
+        try:
+            if not container.streams.video or not set(container.format.name.split(",")) & _PYAV_CONTAINERS:
+                return None
+            stream = container.streams.video[0]
+            rate = stream.average_rate
+            fps = float(rate) if rate else 0.0
+            reported_frames = stream.frames
+            idr_test = _idr_test(stream.codec_context.name, stream.codec_context.extradata)
+            packet_pts, packet_is_idr, frame_pts = [], [], []
+            first_dts = None
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                first_dts = packet.dts if first_dts is None else first_dts
+                packet_pts.append(packet.pts)
+                packet_is_idr.append(bool(packet.is_keyframe and idr_test is not None and idr_test(bytes(packet))))
+                if not packet.is_discard:  # frames of discarded packets (edit lists) never come out
+                    frame_pts.append(packet.pts)
+        except (av.FFmpegError, OSError, ValueError):
+            container.close()
             return None
-        if reported_frames and reported_frames != len(frame_pts):  # not one frame per packet: numbering unsure
+        if (fps <= 0 or not math.isfinite(fps) or not frame_pts or None in frame_pts or len(set(frame_pts)) != len(frame_pts)
+                or (reported_frames and reported_frames != len(frame_pts))):  # the last: not one frame per packet
+            container.close()
             return None
-        return cls(fps=fps, frame_pts=sorted(frame_pts), packet_pts=packet_pts, packet_is_idr=packet_is_idr)
+        # The container stays open for `decode` (opening probes the streams: ~10 ms for a 720p clip).
+        return cls(fps=fps, frame_pts=sorted(frame_pts), packet_pts=packet_pts, packet_is_idr=packet_is_idr,
+                   container=container, first_dts=first_dts)
 
     def packets_to_send(self, wanted: set[int]) -> list[bool]:
         """Per packet (decoding order): whether the decoder must see it to deliver the `wanted` frame numbers.
@@ -292,7 +306,7 @@ class _PyAVIndex:
         self.frames_decoded = 0
         position = 0  # of the packet in decoding order
         try:
-            with av.open(video_path) as container:
+            with self._rewound_container(av) or av.open(video_path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"  # frame and slice threads, as OpenCV's FFmpeg backend uses
                 codec = stream.codec_context
@@ -327,6 +341,20 @@ class _PyAVIndex:
                             break
         except av.FFmpegError as error:
             raise _PyAVGaveUp(str(error)) from error
+
+
+    def _rewound_container(self, av: Any) -> Any:
+        """The indexing pass's container, rewound to the first packet (once; None after that, or if it cannot seek).
+        Should the seek land elsewhere, `decode`'s check of every packet against the index hands over to OpenCV."""
+        container, self.container = self.container, None
+        if container is None:
+            return None
+        try:
+            container.seek(self.first_dts or 0, backward=True, any_frame=False, stream=container.streams.video[0])
+        except av.FFmpegError:
+            container.close()
+            return None
+        return container
 
 
 # NAL unit types of IDR pictures, after which nothing refers to an earlier picture.  (HEVC's CRA and BLA pictures

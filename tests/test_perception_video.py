@@ -71,6 +71,7 @@ def test_real_videos_read_through_pyav_equal_opencv_and_skip_frames(realdata, mo
     for path in real_videos(realdata):
         reader, samples = assert_same_samples(path)
         assert reader.index is not None, f"{path.name}: the PyAV reader must apply to the real videos"
+        assert reader.handed_over is None, reader.handed_over
         assert reader.expected_num_samples() == len(samples)
         # A non-reference frame no sample needs is never decoded (all three real videos have B-frames).
         assert len(samples) <= decoded_counts[-1] < reader.index.num_frames, path.name
@@ -104,7 +105,7 @@ def write_mp4(path: Path, num_frames: int, fps: float, size: tuple[int, int] = (
 def test_synthetic_mp4_read_through_pyav_equals_opencv(tmp_path, num_frames, fps, sample_fps):
     path = write_mp4(tmp_path / "clip.mp4", num_frames, fps)
     reader, samples = assert_same_samples(path, sample_fps)
-    assert reader.index is not None
+    assert reader.index is not None and reader.handed_over is None, reader.handed_over
     if fps < sample_fps:
         assert [n for n, _ in samples] == list(range(num_frames)), "slower than the sample rate: every frame"
 
@@ -134,7 +135,9 @@ def test_a_pyav_failure_mid_video_hands_over_to_opencv(realdata, monkeypatch):
             yield item
 
     monkeypatch.setattr(video_module._PyAVIndex, "decode", failing_decode)
-    handed_over = list(SampledFrames(str(path), 1.0, "pyav"))
+    reader = SampledFrames(str(path), 1.0, "pyav")
+    handed_over = list(reader)
+    assert reader.handed_over == "simulated decode error"
     assert [n for n, _ in handed_over] == [n for n, _ in expected]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(handed_over, expected))
 
