@@ -22,6 +22,14 @@ def realdata() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_videos(realdata: Path) -> list[Path]:
+    """The three real benchmark videos: two UrbanVideo-Bench (AerialVLN) clips, then the OpenEQA clip."""
+    videos = sorted((realdata / "urbanvideo_bench" / "videos").glob("*.mp4")) + sorted((realdata / "openeqa").glob("*.mp4"))
+    assert len(videos) == 3, videos
+    return videos
+
+
+@pytest.fixture(scope="session")
 def tiny_vlm(tmp_path_factory) -> str:
     """A tiny random-weight Qwen2.5-VL (with its own small tokenizer), built once for every perception test."""
     from cluster.tiny_models import train_tokenizer

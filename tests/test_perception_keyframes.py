@@ -19,12 +19,6 @@ from perception.keyframes import VideoError, clamp_keyframes, extract_keyframes,
 FRAME_W, FRAME_H = 320, 240
 
 
-def real_videos(realdata: Path) -> list[Path]:
-    videos = sorted((realdata / "urbanvideo_bench" / "videos").glob("*.mp4")) + sorted((realdata / "openeqa").glob("*.mp4"))
-    assert len(videos) == 3, videos
-    return videos
-
-
 def decode_all(path: Path) -> list[np.ndarray]:
     return read_video(path)
 
@@ -42,9 +36,9 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
 # ---------------------------------------------------------------------------------------------- real videos
 
 
-def test_real_videos_keyframes_are_sorted_bounded_and_keep_the_last_frame(realdata):
+def test_real_videos_keyframes_are_sorted_bounded_and_keep_the_last_frame(real_videos):
     cfg = KeyframeConfig()
-    for video in real_videos(realdata):
+    for video in real_videos:
         decoded = decode_all(video)
         keyframes = extract_keyframes(str(video), cfg)
         capture = cv2.VideoCapture(str(video))
@@ -328,13 +322,13 @@ def test_keyframes_subcommand_prints_json(synthetic_video, capsys):
 # ------------------------------------------------------------------- the released method, threads, second pass
 
 
-def test_key_frames_equal_the_released_methods_on_the_real_videos(realdata):
+def test_key_frames_equal_the_released_methods_on_the_real_videos(real_videos):
     """bench/keyframes.py re-implements the released code (rasterised overlap, its clamping); on the real videos every
     decision agrees.  Ordering the matches by distance before RANSAC, as the released code does, is what makes the
     homographies -- and so the decisions -- the same (without it, AerialVLN_0 and _1 disagree)."""
     from bench.keyframes import published_method
 
-    for video in real_videos(realdata):
+    for video in real_videos:
         ours = extract_keyframes(str(video), KeyframeConfig())
         released = published_method(str(video))
         assert ours.sampled_frames == released.sampled_frames, video.name
@@ -344,9 +338,9 @@ def test_key_frames_equal_the_released_methods_on_the_real_videos(realdata):
             assert np.array_equal(image, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
-def test_threaded_and_sequential_extraction_are_identical(realdata):
+def test_threaded_and_sequential_extraction_are_identical(real_videos):
     """ORB on a pool of threads (finishing in any order) and the rule on one thread decide as the sequential loop."""
-    for video in real_videos(realdata):
+    for video in real_videos:
         sequential = extract_keyframes(str(video), KeyframeConfig(), threaded=False)
         assert sequential.detected != list(range(sequential.num_sampled)), "a video where not every sample is key"
         for threads in (1, 3):

@@ -20,11 +20,10 @@ def ours(query: np.ndarray, train: np.ndarray, engine: str = "numpy") -> list[tu
     return list(zip(q.tolist(), t.tolist(), d.astype(float).tolist()))
 
 
-def test_matches_equal_opencv_on_real_orb_descriptors(realdata):
-    videos = sorted((realdata / "urbanvideo_bench" / "videos").glob("*.mp4")) + sorted((realdata / "openeqa").glob("*.mp4"))
+def test_matches_equal_opencv_on_real_orb_descriptors(real_videos):
     orb = cv2.ORB_create(500)
     compared = 0
-    for video in videos:
+    for video in real_videos:
         descriptors = [orb.detectAndCompute(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), None)[1] for _, bgr in SampledFrames(str(video), 1.0)]
         for i in range(len(descriptors) - 2):
             for j in (i + 1, i + 2):

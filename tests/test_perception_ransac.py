@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -55,11 +57,10 @@ def _scenario(rng: np.random.Generator, n: int, inlier_fraction: float, noise: f
     return src.astype(np.float32), dst.astype(np.float32)
 
 
-def _real_matches(realdata) -> list[tuple[np.ndarray, np.ndarray]]:
+def _real_matches(videos: list[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
     """ORB matches, ordered by distance, between 1-fps samples 1 and 2 apart in the real videos."""
     orb, matcher = cv2.ORB_create(500), cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
     pairs = []
-    videos = sorted((realdata / "urbanvideo_bench" / "videos").glob("*.mp4")) + sorted((realdata / "openeqa").glob("*.mp4"))
     for video in videos:
         features = [orb.detectAndCompute(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), None) for _, bgr in SampledFrames(str(video), 1.0)]
         for i in range(len(features)):
@@ -89,8 +90,8 @@ def _assert_same_as_opencv(cases, threshold: float, monkeypatch) -> int:
     return len(fallbacks)
 
 
-def test_same_homography_as_opencv_on_real_matches(realdata, monkeypatch):
-    cases = _real_matches(realdata)
+def test_same_homography_as_opencv_on_real_matches(real_videos, monkeypatch):
+    cases = _real_matches(real_videos)
     assert len(cases) > 60
     fallbacks = _assert_same_as_opencv(cases, 5.0, monkeypatch)
     assert fallbacks <= len(cases) // 20, f"{fallbacks} of {len(cases)} calls were left to OpenCV"

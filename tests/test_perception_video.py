@@ -16,12 +16,6 @@ from perception.video import SampledFrames, VideoError, read_frames_bgr
 av = pytest.importorskip("av", reason="PyAV is a core dependency; without it only the OpenCV reader exists")
 
 
-def real_videos(realdata: Path) -> list[Path]:
-    videos = sorted((realdata / "urbanvideo_bench" / "videos").glob("*.mp4")) + sorted((realdata / "openeqa").glob("*.mp4"))
-    assert len(videos) == 3, videos
-    return videos
-
-
 def opencv_frames(path: Path) -> list[np.ndarray]:
     """Every frame as cv2.VideoCapture.read() returns it: the reference."""
     return read_video(path)
@@ -59,7 +53,7 @@ def assert_same_samples(path: Path, sample_fps: float = 1.0) -> tuple[SampledFra
     return fast_reader, fast
 
 
-def test_real_videos_read_through_pyav_equal_opencv_and_skip_frames(realdata, monkeypatch):
+def test_real_videos_read_through_pyav_equal_opencv_and_skip_frames(real_videos, monkeypatch):
     decoded_counts = []
     original_decode = video_module._PyAVIndex.decode
 
@@ -68,7 +62,7 @@ def test_real_videos_read_through_pyav_equal_opencv_and_skip_frames(realdata, mo
         decoded_counts.append(self.frames_decoded)
 
     monkeypatch.setattr(video_module._PyAVIndex, "decode", counting_decode)
-    for path in real_videos(realdata):
+    for path in real_videos:
         reader, samples = assert_same_samples(path)
         assert reader.index is not None, f"{path.name}: the PyAV reader must apply to the real videos"
         assert reader.handed_over is None, reader.handed_over
@@ -77,8 +71,8 @@ def test_real_videos_read_through_pyav_equal_opencv_and_skip_frames(realdata, mo
         assert len(samples) <= decoded_counts[-1] < reader.index.num_frames, path.name
 
 
-def test_read_frames_equal_opencv_on_real_video(realdata):
-    path = real_videos(realdata)[0]
+def test_read_frames_equal_opencv_on_real_video(real_videos):
+    path = real_videos[0]
     every = opencv_frames(path)
     wanted = [3, 4, 17, len(every) - 1]
     for decoder in ("pyav", "opencv"):
@@ -123,8 +117,8 @@ def test_pixel_formats_pyav_cannot_vouch_for_are_read_by_opencv(tmp_path):
     assert_same_samples(path)
 
 
-def test_a_pyav_failure_mid_video_hands_over_to_opencv(realdata, monkeypatch):
-    path = real_videos(realdata)[0]
+def test_a_pyav_failure_mid_video_hands_over_to_opencv(real_videos, monkeypatch):
+    path = real_videos[0]
     expected = list(SampledFrames(str(path), 1.0, "opencv"))
     original_decode = video_module._PyAVIndex.decode
 
