@@ -1,5 +1,8 @@
-"""Accuracy reward: 1.0 iff the option letter inside `<answer>` equals the ground truth (multiple choice), or
-VSI-Bench's mean relative accuracy of the number inside `<answer>` (numeric questions).
+"""Accuracy reward: 1.0 iff the one option letter the final `<answer>` names equals the ground truth (multiple choice),
+or VSI-Bench's mean relative accuracy of the number the final `<answer>` is (numeric questions).
+
+What counts as the final answer, as one letter and as one number is rewards/answer.py's: an answer that names more than
+one option, or is not a number by its grammar ("3,5", "1e309", "about 3"), scores 0.
 
 The MRA matches the VSI-Bench scorer (vision-x-nyu/thinking-in-space, lmms_eval/tasks/vsibench/utils.py):
 thresholds = np.linspace(.5, .95, int((.95 - .5) / .05 + 2)) (ten values, .50 .. .95) and a threshold counts when
@@ -42,11 +45,12 @@ def mean_relative_accuracy(pred: float, gt: float) -> float:
 
 
 def policy_letter(completion: str, record: Record) -> str | None:
-    """The option letter the completion answers inside `<answer>` (None: no answer, not an option, or ambiguous)."""
+    """The option letter the completion's final `<answer>` names (None: no final answer, no option, or several)."""
     return parse_choice_letter(extract_answer(completion), record.letters, record.choices)
 
 
 def accuracy_reward(completion: str, record: Record) -> float:
+    """1/0 for the letter (multiple choice) or the MRA of the number (numeric) in the completion's final answer."""
     if record.is_numeric:
         pred = parse_number(extract_answer(completion))
         return 0.0 if pred is None else mean_relative_accuracy(pred, float(record.answer))

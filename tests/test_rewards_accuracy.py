@@ -64,7 +64,8 @@ def test_mra_on_real_vsi_bench_ground_truths(realdata):
 
 def test_numeric_accuracy_reads_the_number_inside_answer():
     record = _numeric(2.0)
-    assert accuracy_reward("<think>it is 9 m away</think><answer>about 2.46 meters</answer>", record) == pytest.approx(0.6)
+    assert accuracy_reward("<think>it is 9 m away</think><answer>2.46 meters</answer>", record) == pytest.approx(0.6)
+    assert accuracy_reward("<think>it is 9 m away</think><answer>about 2.46 meters</answer>", record) == 0.0
     assert accuracy_reward("<think>it is 2 m away</think><answer>far</answer>", record) == 0.0
     assert accuracy_reward("<think>2</think>", record) == 0.0
 

@@ -108,7 +108,7 @@ def test_group_with_every_judgement_failed_gets_no_consistency_deviation():
 
 
 def test_numeric_questions_have_no_consistency_term():
-    completions = [_completion("2"), _completion("about 2.46 m"), _completion("far"), "<answer>2</answer>"]
+    completions = [_completion("2"), _completion("2.46 m"), _completion("far"), "<answer>2</answer>"]
     batch = score_group_batch(completions, [_numeric()] * 4, 4, WEIGHTS, None)  # no judge needed, none run
     assert batch.consistency == [None] * 4 and batch.judge_failures == 0
     assert batch.accuracy == pytest.approx([1.0, 0.6, 0.0, 1.0])
