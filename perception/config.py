@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+PARTIAL_VIDEO_POLICIES = ("skip", "keep")  # KeyframeConfig.partial_video
+
 
 @dataclass
 class KeyframeConfig:
@@ -27,6 +29,11 @@ class KeyframeConfig:
     # Threads computing ORB features beside the decoding thread (the overlap rule itself runs on one more thread, in
     # order); 0: one per core beyond two, at most 4.  The decisions are the same whatever the number.
     feature_threads: int = 0
+    # A video only part of which decodes -- truncated or damaged: fewer frames than its container promises (see
+    # perception/video.py) -- is silently short otherwise.  skip: reported by name (PartialVideoError; the perception
+    # pool's skip report lists it as "partial video") and not described; keep: described from its decodable part,
+    # with a warning naming it (the describer counts such videos).
+    partial_video: str = "skip"
 
 
 @dataclass

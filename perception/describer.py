@@ -15,7 +15,7 @@ from perception.keyframes import Keyframes, extract_keyframes
 from perception.parse import parse_differential, parse_first_frame
 from perception.prompts import differential_prompt, first_frame_prompt
 from perception.types import VideoDescription
-from perception.video import VideoError
+from perception.video import PartialVideoError, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class DescribeResult:
     error: str | None
     vlm_requests: int  # VLM requests this video cost (one per key frame)
     seconds: float
+    partial: str | None = None  # described although only partly decodable (keyframes.partial_video=keep): what is missing
 
 
 def build_requests(keyframes: Keyframes, question: str | None) -> list[VLMRequest]:
@@ -53,10 +54,20 @@ class Describer:
         self.engine = engine if engine is not None else make_vlm_engine(cfg.vlm, model_path)
         self.num_requests = 0  # VLM requests made by this describer
         self.num_videos = 0
+        self.partial_videos_skipped = 0  # partly decodable videos refused (keyframes.partial_video=skip)
+        self.partial_videos_kept: list[str] = []  # partly decodable videos described anyway (=keep), by path
+        self.last_partial: str | None = None  # what the last described video lacked, when it was kept partial
 
     def describe_video(self, video_path: str, question: str | None = None) -> VideoDescription:
         """Raises VideoError for an unusable video. `question` None: question-independent prompts."""
-        keyframes = extract_keyframes(video_path, self.cfg.keyframes)
+        try:
+            keyframes = extract_keyframes(video_path, self.cfg.keyframes)
+        except PartialVideoError:
+            self.partial_videos_skipped += 1
+            raise
+        self.last_partial = keyframes.partial
+        if keyframes.partial is not None:
+            self.partial_videos_kept.append(video_path)
         requests = build_requests(keyframes, question)
         texts = self.engine.generate(requests)
         self.num_requests += len(requests)
@@ -75,14 +86,21 @@ class Describer:
         """describe_video that reports failures instead of raising, for batch work (the pool counts and skips them)."""
         started = time.perf_counter()
         requests_before = self.num_requests
+        self.last_partial = None
         try:
             description, error = self.describe_video(video_path, question), None
+        except PartialVideoError as partial:  # its own reason, so the skip report counts partial videos apart
+            description, error = None, f"partial video: {partial.video_path}: {partial.problem}"
         except VideoError as video_error:
             description, error = None, f"bad video: {video_error}"
         except Exception as other:  # an engine failure must not take the whole batch down; it is reported per video
             log.exception("describing %s failed", video_path)
             description, error = None, f"perception failed: {video_path}: {type(other).__name__}: {other}"
-        return DescribeResult(description, error, self.num_requests - requests_before, time.perf_counter() - started)
+        return DescribeResult(description, error, self.num_requests - requests_before, time.perf_counter() - started,
+                              self.last_partial if description is not None else None)
 
     def stats(self) -> dict:
-        return {"videos": self.num_videos, "vlm_requests": self.num_requests}
+        """Videos described, VLM requests made, and the partly decodable videos skipped and kept (counted)."""
+        return {"videos": self.num_videos, "vlm_requests": self.num_requests,
+                "partial_videos_skipped": self.partial_videos_skipped,
+                "partial_videos_kept": len(self.partial_videos_kept)}

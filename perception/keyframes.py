@@ -18,7 +18,11 @@ Faithful to Embodied-R's released extraction (DESIGN.md step 1):
 * the last sample is always a key frame; the count is clamped to ``[min_keyframes, max_keyframes]``: too few ->
   ``min_keyframes`` samples spread uniformly over all samples (first and last included; all samples when there are
   no more than that); too many -> the first and last key frame plus ``max_keyframes - 2`` spread uniformly over the
-  key frames between them.
+  key frames between them;
+* a **partially decodable video** (truncated or damaged: fewer frames than its container promises, see
+  perception/video.py) raises `PartialVideoError` naming it when ``cfg.partial_video`` is "skip" (the default) --
+  before any decoding where the index pass already shows frames missing; with "keep" its decodable part gives the key
+  frames, a warning names it and ``Keyframes.partial`` says what is missing.
 
 Speed (bench/keyframes.py measures it against decoding alone and against the released method): perception/video.py
 reads the samples -- a non-reference frame no sample needs is not even decoded (FFmpeg's ``skip_frame`` through PyAV),
@@ -41,6 +45,7 @@ sample rate (fps < sample_fps) contributes every frame.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -51,10 +56,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from perception.config import KeyframeConfig
+from perception.config import PARTIAL_VIDEO_POLICIES, KeyframeConfig
 from perception.matching import match_hamming
 from perception.ransac import find_homography_ransac
-from perception.video import DECODERS, SampledFrames, VideoError, read_frames
+from perception.video import DECODERS, PartialVideoError, SampledFrames, VideoError, read_frames
+
+log = logging.getLogger(__name__)
 
 # Bumped whenever the same video and settings can give other key frames (it is part of the description cache key).
 # 2: matches ordered by distance before RANSAC, as the released code orders them.
@@ -82,6 +89,7 @@ class Keyframes:
     num_detected: int = 0  # key frames found by the overlap rule, before clamping
     sampled_frames: list[int] = field(default_factory=list)  # frame number of every sample
     detected: list[int] = field(default_factory=list)  # sample positions of the key frames before clamping
+    partial: str | None = None  # why only part of the video could be decoded (kept: cfg.partial_video="keep")
 
 
 @dataclass
@@ -99,12 +107,16 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig, threaded: bool = Tru
     """Key frames of `video_path` by the overlap rule (see the module docstring); raises VideoError for bad videos.
 
     `threaded` runs the feature work beside the decoding (same decisions either way); False keeps it all on the
-    calling thread, e.g. where many videos are already processed in parallel on every core.
+    calling thread, e.g. where many videos are already processed in parallel on every core.  A partially decodable
+    video raises PartialVideoError (a VideoError) unless `cfg.partial_video` is "keep".
     """
     _check_config(cfg)
     detector = _KeyframeDetector(cfg)
     image_budget = _IMAGES_PER_MAX_KEYFRAME * cfg.max_keyframes
     reader = SampledFrames(video_path, cfg.sample_fps, cfg.decoder)
+    if reader.partial is not None and cfg.partial_video == "skip":  # the index pass already shows frames missing
+        reader.close()
+        raise PartialVideoError(video_path, reader.partial)
     # The samples clamping to `min_keyframes` would pick if the reported frame count is right: kept until the end.
     expected_samples = reader.expected_num_samples()
     clamp_picks = set(clamp_keyframes([], expected_samples, cfg.min_keyframes, cfg.max_keyframes)) if expected_samples else set()
@@ -155,6 +167,11 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig, threaded: bool = Tru
                 pool.shutdown(wait=True, cancel_futures=True)
     if not sampled_frames:
         raise VideoError(video_path, "no frame could be decoded (empty, truncated or corrupt file)")
+    if reader.partial is not None:
+        if cfg.partial_video == "skip":
+            raise PartialVideoError(video_path, reader.partial)
+        log.warning("video %s: %s; kept (perception.keyframes.partial_video=keep): key frames from its first %d frames",
+                    video_path, reader.partial, reader.frames_decoded)
     num_sampled = len(sampled_frames)
     if detected[-1] != num_sampled - 1:  # the last frame is always kept
         detected.append(num_sampled - 1)
@@ -179,6 +196,7 @@ def extract_keyframes(video_path: str, cfg: KeyframeConfig, threaded: bool = Tru
         num_detected=len(detected),
         sampled_frames=sampled_frames,
         detected=list(detected),
+        partial=reader.partial,
     )
 
 
@@ -338,6 +356,8 @@ def _check_config(cfg: KeyframeConfig) -> None:
         )
     if cfg.decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {cfg.decoder!r}")
+    if cfg.partial_video not in PARTIAL_VIDEO_POLICIES:
+        raise ValueError(f"partial_video must be one of {PARTIAL_VIDEO_POLICIES}, got {cfg.partial_video!r}")
     if cfg.matcher not in ("numpy", "opencv"):
         raise ValueError(f"matcher must be 'numpy' or 'opencv', got {cfg.matcher!r}")
     if cfg.ransac_engine not in ("numpy", "opencv"):

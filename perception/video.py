@@ -16,10 +16,17 @@ many packets as the container says it has frames, and frames in plain 8-bit 4:2:
 a rotation.  Anything else -- PyAV missing, a container it cannot open, a decode error, a frame out of order
 -- hands over to OpenCV, from the start or, mid-video, from the first frame not yet delivered, so a video is never
 lost to the fast path; OpenCV then reports a corrupt or unsupported video as `VideoError`.
+
+A partially decodable video -- truncated, or unreadable past some frame -- is told by comparing what its container
+promises (`FramePromise`: the frame count of its index, or else its duration times its frame rate) with what is
+there: the packets the index pass finds (before any decoding) and the frames that are decoded.  `SampledFrames.partial`
+says why a video is partial (None when it is whole); what to do with such a video is the caller's choice
+(perception/keyframes.py skips it by default, `PartialVideoError`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +43,10 @@ _PYAV_COLOR_RANGES = frozenset({0, 1})  # unspecified, limited (MPEG)
 # Containers that store one frame per packet, so a packet's rank is its frame's number (MPEG-TS or raw streams may
 # split a frame into field packets).
 _PYAV_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm"})
+# A frame count that is only an estimate (a duration rounds, an average frame rate averages) must be missed by more
+# than the larger of this many frames and this fraction of it before a video counts as partial; an index's is exact.
+_ESTIMATE_SLACK_FRAMES = 2
+_ESTIMATE_SLACK_FRACTION = 0.05
 
 
 class VideoError(ValueError):
@@ -45,6 +56,29 @@ class VideoError(ValueError):
         super().__init__(f"video {video_path}: {problem}")
         self.video_path = video_path
         self.problem = problem
+
+
+class PartialVideoError(VideoError):
+    """A video only part of which can be decoded (truncated or damaged): `problem` says how much is missing."""
+
+
+@dataclass(frozen=True)
+class FramePromise:
+    """How many frames a video's container says it holds: `exact` where its index lists every frame (mp4/mov, or
+    Matroska/WebM with a frame count), otherwise an estimate (duration x average frame rate, or OpenCV's count)."""
+
+    frames: int = 0  # 0: the container says nothing, and nothing is checked
+    exact: bool = False
+    source: str = ""  # where the number comes from, as the messages put it: "its index lists 45"
+
+    def falls_short(self, got: int) -> bool:
+        """Whether `got` frames are fewer than promised: by any frame against an exact count, by more than
+        max(_ESTIMATE_SLACK_FRAMES, _ESTIMATE_SLACK_FRACTION of it) against an estimate."""
+        if self.frames <= 0:
+            return False
+        if self.exact:
+            return got < self.frames
+        return self.frames - got > max(_ESTIMATE_SLACK_FRAMES, _ESTIMATE_SLACK_FRACTION * self.frames)
 
 
 def check_video_file(video_path: str) -> None:
@@ -66,6 +100,10 @@ class SampledFrames:
     `decoder` "pyav" reads through `_PyAVIndex` where it applies (see the module docstring), "opencv" always through
     OpenCV.  `fps` is the video's frame rate as OpenCV reports it; a video slower than `sample_fps` contributes
     every frame.  Raises VideoError for a file that is missing, empty, unopenable or without a frame rate.
+
+    `partial` is why the video is only partly decodable, or None: known before reading where the index pass finds
+    fewer frames in the file than its container promises (`promise`), and after the last sample where fewer frames
+    could be decoded (`frames_decoded`).  The samples are then those of the decodable part.
     """
 
     def __init__(self, video_path: str, sample_fps: float, decoder: str = "pyav") -> None:
@@ -77,7 +115,12 @@ class SampledFrames:
         self.video_path = video_path
         self.handed_over: str | None = None  # why OpenCV took over from the PyAV reader mid-video, if it did
         self._capture: cv2.VideoCapture | None = None  # opened to read the frame rate, not yet read from
-        self.index = _PyAVIndex.build(video_path) if decoder == "pyav" else None
+        # The index pass runs for the OpenCV reader too: it is what tells a truncated file (no decoding, ~ms).
+        probe = _PyAVIndex.probe(video_path, keep_index=decoder == "pyav")
+        self.index = probe.index
+        self.promise = probe.promise
+        self.partial: str | None = probe.damage
+        self.frames_decoded: int | None = None  # frames the reading got through, once every sample is read
         if self.index is not None:
             self.fps = self.index.fps
             self.reported_count = self.index.num_frames
@@ -88,7 +131,18 @@ class SampledFrames:
             if not math.isfinite(self.fps) or self.fps <= 0:
                 self._capture.release()
                 raise VideoError(video_path, f"reports no usable frame rate (fps={self.fps})")
+            if not self.promise.frames and self.reported_count > 0:  # PyAV could not tell: OpenCV's count, an estimate
+                self.promise = FramePromise(self.reported_count, exact=False, source=f"OpenCV reports {self.reported_count}")
         self.stride = max(1.0, self.fps / sample_fps)
+
+    def close(self) -> None:
+        """Releases what the reader holds open for reading (when it is dropped unread, e.g. a partial video skipped)."""
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+        if self.index is not None and self.index.container is not None:
+            self.index.container.close()
+            self.index.container = None
 
     def expected_num_samples(self) -> int:
         """How many samples the video yields if its frame count is right (exact on the PyAV path; 0: unknown)."""
@@ -107,6 +161,7 @@ class SampledFrames:
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         if self.index is None:
             yield from self._opencv_samples(first_sample=0)
+            self._judge_completeness()
             return
         count = self.index.num_frames
         on_grid = (sample_grid(self.stride, k) for k in range(self.expected_num_samples()))
@@ -116,10 +171,23 @@ class SampledFrames:
             for frame_number, bgr in self.index.decode(self.video_path, wanted):
                 delivered += 1
                 yield frame_number, bgr
+            self.frames_decoded = count  # the last frame came out, so every frame up to it could be decoded
         except _PyAVGaveUp as reason:
             # OpenCV takes over at the first sample not yet delivered (the last frame is always the last of `wanted`).
             self.handed_over = str(reason)
             yield from self._opencv_samples(first_sample=delivered)
+        self._judge_completeness()
+
+    def _judge_completeness(self) -> None:
+        """Sets `partial` from the frames decoded against the container's promise (after the last sample)."""
+        decoded = self.frames_decoded
+        if decoded is None:
+            return
+        if self.promise.falls_short(decoded):
+            self.partial = (f"partially decodable: only {decoded} frames could be decoded where "
+                            f"{self.promise.source} (truncated or damaged file)")
+        else:
+            self.partial = None  # everything promised came out, whatever the index pass feared
 
     def _opencv_samples(self, first_sample: int) -> Iterator[tuple[int, np.ndarray]]:
         """The samples from `first_sample` on, decoding every frame with OpenCV and converting only the samples.
@@ -154,6 +222,7 @@ class SampledFrames:
                 frame_number += 1
         finally:
             capture.release()
+        self.frames_decoded = frame_number  # OpenCV decodes every frame: it got this far
         last_frame = frame_number - 1
         if last_frame > last_yielded:
             if tail is not None and tail[0] == last_frame:
@@ -236,42 +305,71 @@ class _PyAVIndex:
     @classmethod
     def build(cls, video_path: str) -> _PyAVIndex | None:
         """The index of `video_path`, or None where the PyAV reader does not apply (see the module docstring)."""
+        return cls.probe(video_path).index
+
+    @classmethod
+    def probe(cls, video_path: str, keep_index: bool = True) -> _Probe:
+        """What one demux pass (no decoding) tells of `video_path`: its index where the PyAV reader applies (and
+        `keep_index`), the frames its container promises, and whether fewer are in the file (see `_Probe`)."""
         try:
             import av
         except ImportError:
-            return None
+            return _Probe()
         try:
             container = av.open(video_path)
         except (av.FFmpegError, OSError, ValueError):
-            return None
+            return _Probe()
+        index = None
         try:
-            if not container.streams.video or not set(container.format.name.split(",")) & _PYAV_CONTAINERS:
-                return None
+            if not container.streams.video:
+                return _Probe()
             stream = container.streams.video[0]
+            one_frame_per_packet = bool(set(container.format.name.split(",")) & _PYAV_CONTAINERS)
+            promise = _frame_promise(av, container, stream, one_frame_per_packet)
+            if not one_frame_per_packet:  # packets are not frames: only the decoded frames are checked
+                return _Probe(promise=promise)
             rate = stream.average_rate
             fps = float(rate) if rate else 0.0
             reported_frames = stream.frames
             idr_test = _idr_test(stream.codec_context.name, stream.codec_context.extradata)
             packet_pts, packet_is_idr, frame_pts = [], [], []
             first_dts = None
-            for packet in container.demux(stream):
-                if not packet.size:
-                    continue
-                first_dts = packet.dts if first_dts is None else first_dts
-                packet_pts.append(packet.pts)
-                packet_is_idr.append(bool(packet.is_keyframe and idr_test is not None and idr_test(bytes(packet))))
-                if not packet.is_discard:  # frames of discarded packets (edit lists) never come out
-                    frame_pts.append(packet.pts)
+            discarded = 0
+            cut_short: int | None = None  # the first packet the demuxer flagged as corrupt (read short, at a truncation)
+            read_error: str | None = None
+            try:
+                for packet in container.demux(stream):
+                    if not packet.size:
+                        continue
+                    if packet.is_corrupt and cut_short is None:
+                        cut_short = len(packet_pts)
+                    first_dts = packet.dts if first_dts is None else first_dts
+                    packet_pts.append(packet.pts)
+                    packet_is_idr.append(bool(packet.is_keyframe and idr_test is not None and idr_test(bytes(packet))))
+                    if packet.is_discard:  # frames of discarded packets (edit lists) never come out
+                        discarded += 1
+                    else:
+                        frame_pts.append(packet.pts)
+            except (av.FFmpegError, OSError, ValueError) as error:
+                read_error = f"{type(error).__name__}: {error}"
+            damage = _packet_damage(promise, len(packet_pts), cut_short, read_error)
+            if promise.exact and discarded:  # frames of discarded packets never come out of the decoder
+                promise = dataclasses.replace(promise, frames=promise.frames - discarded)
+            if (read_error is not None or fps <= 0 or not math.isfinite(fps) or not frame_pts or None in frame_pts
+                    or len(set(frame_pts)) != len(frame_pts)
+                    or (reported_frames and reported_frames != len(frame_pts))):  # the last: not one frame per packet
+                return _Probe(promise=promise, damage=damage)
+            if not keep_index:
+                return _Probe(promise=promise, damage=damage)
+            # The container stays open for `decode` (opening probes the streams: ~10 ms for a 720p clip).
+            index = cls(fps=fps, frame_pts=sorted(frame_pts), packet_pts=packet_pts, packet_is_idr=packet_is_idr,
+                        container=container, first_dts=first_dts)
+            return _Probe(index=index, promise=promise, damage=damage)
         except (av.FFmpegError, OSError, ValueError):
-            container.close()
-            return None
-        if (fps <= 0 or not math.isfinite(fps) or not frame_pts or None in frame_pts or len(set(frame_pts)) != len(frame_pts)
-                or (reported_frames and reported_frames != len(frame_pts))):  # the last: not one frame per packet
-            container.close()
-            return None
-        # The container stays open for `decode` (opening probes the streams: ~10 ms for a 720p clip).
-        return cls(fps=fps, frame_pts=sorted(frame_pts), packet_pts=packet_pts, packet_is_idr=packet_is_idr,
-                   container=container, first_dts=first_dts)
+            return _Probe()
+        finally:
+            if index is None:
+                container.close()
 
     def packets_to_send(self, wanted: set[int]) -> list[bool]:
         """Per packet (decoding order): whether the decoder must see it to deliver the `wanted` frame numbers.
@@ -355,6 +453,44 @@ class _PyAVIndex:
             container.close()
             return None
         return container
+
+
+@dataclass
+class _Probe:
+    """The index pass's findings: `index` (None where the PyAV reader does not apply), the container's `promise`,
+    and `damage`: why fewer frames are in the file than promised, or None."""
+
+    index: _PyAVIndex | None = None
+    promise: FramePromise = field(default_factory=FramePromise)
+    damage: str | None = None
+
+
+def _frame_promise(av: Any, container: Any, stream: Any, one_frame_per_packet: bool) -> FramePromise:
+    """The frames `stream` promises: its index's count where the container has one frame per packet (exact); else the
+    count it reports, or its duration times its average frame rate (estimates); FramePromise() where none is known."""
+    if stream.frames > 0:
+        if one_frame_per_packet:
+            return FramePromise(stream.frames, exact=True, source=f"its index lists {stream.frames}")
+        return FramePromise(stream.frames, exact=False, source=f"its container reports {stream.frames}")
+    rate = float(stream.average_rate) if stream.average_rate else 0.0
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration and len(container.streams) == 1:  # the file's duration is the video's only when alone
+        seconds = container.duration / av.time_base
+    else:
+        return FramePromise()
+    if rate <= 0 or not math.isfinite(rate) or seconds <= 0:
+        return FramePromise()
+    frames = int(round(seconds * rate))
+    return FramePromise(frames, exact=False, source=f"its duration ({seconds:.2f} s at {rate:.3g} fps) implies {frames}")
+
+
+def _packet_damage(promise: FramePromise, frames_in_file: int, cut_short: int | None, read_error: str | None) -> str | None:
+    """Why the frames (packets) the index pass found fall short of `promise`, or None if they do not."""
+    if not promise.falls_short(frames_in_file):
+        return None
+    how = (f"; packet {cut_short} is cut short" if cut_short is not None else "") + (f"; reading stopped: {read_error}" if read_error else "")
+    return f"partial file: {promise.source} frames, only {frames_in_file} are in the file{how} (truncated or damaged)"
 
 
 # NAL unit types of IDR pictures, after which nothing refers to an earlier picture.  (HEVC's CRA and BLA pictures
