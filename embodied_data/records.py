@@ -8,8 +8,34 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 LETTERS = "ABCDEFGHIJ"
+# How a missing value reads once turned into text (pandas' NaN / NaT / NA, Python's None, JSON's null): a question
+# with this text is a hole in the source file, not a question.
+MISSING_VALUE_TEXTS = frozenset({"nan", "nat", "<na>", "none", "null"})
 
 log = logging.getLogger(__name__)
+
+
+def is_missing_value_text(text: str) -> bool:
+    """Whether `text` is a missing value written as text ("nan", "None", "<NA>", ...), not a value."""
+    return text.strip().casefold() in MISSING_VALUE_TEXTS
+
+
+def option_key(option: str) -> str:
+    """An option's text as a reader compares options: case, runs of spaces and a final full stop do not matter."""
+    return " ".join(option.split()).casefold().rstrip(".").rstrip()
+
+
+def duplicate_choices(choices: tuple[str, ...] | list[str]) -> list[tuple[int, int]]:
+    """(first, repeat) positions of options that read the same (`option_key`): one pair per repeat, in order."""
+    first_at: dict[str, int] = {}
+    pairs = []
+    for position, option in enumerate(choices):
+        key = option_key(option)
+        if key in first_at:
+            pairs.append((first_at[key], position))
+        else:
+            first_at[key] = position
+    return pairs
 
 
 def choice_letters(num_choices: int) -> str:
@@ -25,6 +51,8 @@ class Record:
 
     Multiple choice: `choices` holds the option texts *without* their letter prefix (the letters follow from
     position: A, B, C, ...), and `answer` is the letter.  Numeric: `choices` is empty and `answer` is a float.
+    Raises ValueError naming the record for an empty question or one that is a missing value written as text ("nan"),
+    an answer that does not fit the choices, or two choices that read the same (`option_key`).
     """
 
     id: str
@@ -40,10 +68,20 @@ class Record:
     def __post_init__(self) -> None:
         if not self.question.strip():
             raise ValueError(f"record {self.id}: empty question")
+        if is_missing_value_text(self.question):
+            raise ValueError(f"record {self.id}: the question is {self.question.strip()!r}, a missing value written as text")
         if self.choices:
             letters = choice_letters(len(self.choices))
             if not isinstance(self.answer, str) or self.answer not in letters:
                 raise ValueError(f"record {self.id}: answer {self.answer!r} is not one of the choice letters {letters}")
+            # Two options that read the same make a letter meaningless (and, if one is the answer, two letters right).
+            repeats = duplicate_choices(self.choices)
+            if repeats:
+                first, repeat = repeats[0]
+                both = letters[first] + letters[repeat]
+                answer_note = f"; the answer {self.answer} is one of them" if self.answer in both else ""
+                raise ValueError(f"record {self.id}: duplicate choices: {letters[first]} and {letters[repeat]} are both "
+                                 f"{self.choices[repeat]!r}{answer_note}")
         elif isinstance(self.answer, str):
             raise ValueError(f"record {self.id}: a question without choices needs a numeric answer, got {self.answer!r}")
 
