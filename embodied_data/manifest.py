@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embodied_data.atomic import atomic_path
-from embodied_data.records import Record, SkipReport
+from embodied_data.categories import category_problem
+from embodied_data.records import Record, SkipReport, is_missing_value_text
 
 RECORD_SCHEMA = pa.schema(
     [
@@ -84,15 +85,21 @@ def _row_problem(row: dict) -> str | None:
             return f"missing value: column {name!r} is empty"
         if isinstance(value, str) and name != "answer" and not value.strip():
             return f"missing value: column {name!r} is blank"
+        # A table that went through pandas carries a missing value as the text "nan" (a numeric answer of NaN is
+        # left to the finiteness check).
+        if isinstance(value, str) and name != "answer" and is_missing_value_text(value):
+            return f"missing value: column {name!r} is {value.strip()!r}, a missing value written as text"
     return None
 
 
 def read_manifest(path: str | os.PathLike, allow_missing_videos: bool = False) -> tuple[list[Record], SkipReport]:
     """Records of a manifest, video paths resolved against its folder; bad rows are reported and skipped.
 
-    A row is skipped (with its id, or its row number when the id is missing) when a required value is missing, the
-    answer does not fit the choices, a numeric answer is not a finite number, the id repeats an earlier row, or the
-    video file does not exist (unless `allow_missing_videos`).  A file without the required columns raises.
+    A row is skipped (with its id, or its row number when the id is missing) when a required value is missing (or is
+    "nan" and the like, a missing value written as text), the answer does not fit the choices, two choices are the
+    same, a numeric answer is not a finite number, the category is unknown (embodied_data/categories.py; case and
+    separators do not matter), the id repeats an earlier row, or the video file does not exist (unless
+    `allow_missing_videos`).  A file without the required columns raises.
     """
     path = Path(path)
     if not path.exists():
@@ -115,6 +122,8 @@ def read_manifest(path: str | os.PathLike, allow_missing_videos: bool = False) -
                 problem = f"malformed row: {error}"
         if problem is None and record.is_numeric and not math.isfinite(float(record.answer)):
             problem = f"malformed row: numeric answer {record.answer!r} is not finite"
+        if problem is None and (unknown := category_problem(record.category)) is not None:
+            problem = f"unknown category: {unknown}"
         if problem is None and record.id in seen:
             problem = "duplicate id: an earlier row has the same id"
         if problem is None:

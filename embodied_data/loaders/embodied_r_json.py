@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from embodied_data.categories import category_problem
 from embodied_data.loaders.common import find_video, finish_loading, missing_video_reason, record_with_inline_options
 from embodied_data.records import Record, SkipReport
 
@@ -24,8 +25,9 @@ def load_embodied_r_json(
 ) -> tuple[list[Record], SkipReport]:
     """Records of an Embodied-R JSON file; videos at `video_dir/<video_id>` or `video_dir/<videos>` (its own path).
 
-    A record is skipped with its id and reason when a key is missing, the options cannot be parsed out of the
-    question, the answer is not one of their letters, or the video is missing (unless `allow_missing_videos`).
+    A record is skipped with its id and reason when a key is missing, the category is unknown
+    (embodied_data/categories.py), the options cannot be parsed out of the question or two of them are the same, the
+    answer is not one of their letters, or the video is missing (unless `allow_missing_videos`).
     """
     try:
         items = json.loads(Path(json_path).read_text())
@@ -43,6 +45,10 @@ def load_embodied_r_json(
         absent = [k for k in REQUIRED_KEYS if item.get(k) in (None, "")]
         if absent:
             report.add(record_id, f"missing value: keys {absent}")
+            continue
+        unknown = category_problem(item["question_category"])
+        if unknown is not None:
+            report.add(record_id, f"unknown category: {unknown}")
             continue
         video_id = str(item["video_id"])
         candidates = [video_id] + ([str(item["videos"]), Path(str(item["videos"])).name] if item.get("videos") else [])

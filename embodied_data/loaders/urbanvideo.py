@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from embodied_data.categories import category_problem
 from embodied_data.loaders.common import (
     find_video,
     finish_loading,
@@ -45,8 +46,8 @@ def load_urbanvideo(
 ) -> tuple[list[Record], SkipReport]:
     """Records of UrbanVideo-Bench (answers A-G), videos at `video_dir/<video_id>`.
 
-    A row is skipped with its id and reason when its options cannot be parsed, its answer is not one of their
-    letters, or its video is not found (unless `allow_missing_videos`; the record then names the bare video_id).
+    A row is skipped with its id and reason when its options cannot be parsed or two of them are the same, its answer
+    is not one of their letters, its category is unknown (embodied_data/categories.py), or its video is not found (unless `allow_missing_videos`; the record then names the bare video_id).
     Scenes are flights (`trajectory_of`); with `split_seed` set the split is seeded by flight, else "test".
     """
     report = SkipReport(log_each=False)  # thousands of rows may lack a video: one summary line, not one each
@@ -56,6 +57,10 @@ def load_urbanvideo(
         video_id = row.get("video_id")
         if not video_id:
             report.add(record_id, "missing value: video_id is empty")
+            continue
+        unknown = category_problem(row.get("question_category"))
+        if unknown is not None:
+            report.add(record_id, f"unknown category: {unknown}")
             continue
         found = find_video(video_dir, [video_id])
         if found is None and not allow_missing_videos:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from embodied_data.categories import category_problem
 from embodied_data.loaders.common import (
     find_video,
     finish_loading,
@@ -65,7 +66,8 @@ def load_vsi_bench(
 ) -> tuple[list[Record], SkipReport]:
     """Records of VSI-Bench; videos are `video_dir/<dataset>/<scene>.mp4` or `video_dir/<scene>.mp4`.
 
-    A row is skipped with its id and reason when a value is missing or malformed, or when its video is not found
+    A row is skipped with its id and reason when a value is missing or malformed (a question "nan", duplicate options),
+    its question_type is not a known category (embodied_data/categories.py), or its video is not found
     (unless `allow_missing_videos`, for question-only use: the record then names `<dataset>/<scene>.mp4`, relative).
     With `split_seed` set, records get a seeded scene-level train/val/test split; with None every record is "test".
     """
@@ -76,6 +78,10 @@ def load_vsi_bench(
         scene, dataset = row.get("scene_name"), row.get("dataset")
         if not scene:
             report.add(record_id, "missing value: scene_name is empty")
+            continue
+        unknown = category_problem(row.get("question_type"))
+        if unknown is not None:
+            report.add(record_id, f"unknown category: {unknown}")
             continue
         found = find_video(video_dir, [f"{dataset}/{scene}.mp4", f"{scene}.mp4"])
         if found is None and not allow_missing_videos:
