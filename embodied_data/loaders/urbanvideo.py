@@ -47,7 +47,8 @@ def load_urbanvideo(
     """Records of UrbanVideo-Bench (answers A-G), videos at `video_dir/<video_id>`.
 
     A row is skipped with its id and reason when its options cannot be parsed or two of them are the same, its answer
-    is not one of their letters, its category is unknown (embodied_data/categories.py), or its video is not found (unless `allow_missing_videos`; the record then names the bare video_id).
+    is not one of their letters, its category is unknown (embodied_data/categories.py), or its video is not found
+    (unless `allow_missing_videos`; the record then names the bare video_id).
     Scenes are flights (`trajectory_of`); with `split_seed` set the split is seeded by flight, else "test".
     """
     report = SkipReport(log_each=False)  # thousands of rows may lack a video: one summary line, not one each
