@@ -1,16 +1,24 @@
 """Combines format, accuracy and consistency into each sample's total reward, w_f*format + w_a*accuracy +
-w_c*consistency, for a batch of GRPO groups (G consecutive completions of one prompt).
+w_c*consistency, for a batch of GRPO groups (G consecutive completions of one prompt), excluding failed judgements.
 
-A failed judgement (the judge gave no letter for a correct multiple-choice answer: timeout, failed batch) is not
-scored 0: that sample's consistency term is excluded from its group's advantage. Advantages are group-normalised,
-(r - mean) / std, so a term is excluded exactly when it adds no deviation within its group: the failed sample's
-consistency is imputed as the mean consistency of the samples of the same group whose consistency is known (judged
-ones, and incorrect ones, whose 0 holds by definition). Then the group's consistency column has the mean of the
-known values and the failed sample sits on it, so every centred reward, the group std and every advantage equal those
-of a group where consistency is centred over the known samples only. If no sample of a group has a known consistency
-(every judgement failed), any constant adds no deviation; we impute the batch-wide mean of known consistency values
-(0.0 if there are none) so that logged reward means stay comparable. Failed samples are counted (`judge_failures`)
-and keep consistency None in `consistency`; the value that entered the total is in `consistency_used`.
+A failed judgement -- the judge gave no letter (timeout, failed batch) for a correct multiple-choice answer with
+reasoning -- is never scored 0: the sample's consistency is unknown, and only what the judge did measure stands in for
+it. The incorrect answers' 0s and those of correct answers without reasoning are 0 by definition, not measurements, so
+they never enter the estimate. Precisely, for a failed sample i of group g:
+- if some correct answers of g were judged, i's consistency is their mean: the consistency rate measured on the
+  group's correct answers. The group's rate over all its correct answers is then the measured one, exactly as if the
+  failed judgements had been removed, so an outage neither lowers nor raises reward/total relative to that; and when
+  the lost judgements are like the judged ones (as many agree as the measured rate says), nothing changes at all;
+- if none were (every judgement of the group's correct answers failed), nothing about g's consistency was measured:
+  i's total is computed with the consistency term removed and its weight renormalised onto the others,
+  (w_f*format + w_a*accuracy) * (w_f + w_a + w_c) / (w_f + w_a). (A stage that weights consistency alone has no other
+  term: the total is then (w_f + w_a + w_c) * accuracy.)
+Judged samples' totals never depend on another sample's judgement failing. In GRPO's group-normalised advantages a
+failed sample sits at the reward a correct answer of its group is measured to earn, so its advantage estimates the one
+the judgement would have given, rather than pulling it towards a wrong answer's. Failed samples are counted
+(`judge_failures`, `judge_failed`) and keep consistency None in `consistency`; `consistency_used` holds the value that
+makes total = w_f*format + w_a*accuracy + w_c*consistency_used hold for every sample (for a renormalised one,
+(w_f*format + w_a*accuracy) / (w_f + w_a)).
 
 Numeric questions have no consistency term (None, left out of the total); with a consistency weight of 0 the judge is
 not consulted (the paper's first two stages) and consistency is None unless letters are passed.
@@ -37,7 +45,7 @@ class RewardBatch:
     accuracy: list[float]
     consistency: list[float | None]  # None: not applicable (numeric, not judged) or judgement failed
     total: list[float]
-    consistency_used: list[float]  # what entered the total: the value, the imputed value, or 0.0 when not applicable
+    consistency_used: list[float]  # what entered the total: the value, the failed ones' estimate, 0.0 if not applicable
     judge_failed: list[bool]  # a correct multiple-choice answer whose judgement is missing
     judge_failures: int
     judged: int  # samples with a successful judgement
@@ -116,7 +124,7 @@ def score_group_batch(
     accuracy_scores = [accuracy_reward(text, record) for text, record in zip(completions_text, records)]
     consistency: list[float | None] = [None] * num_samples
     judge_failed = [False] * num_samples
-    judged = 0
+    judged_mask = [False] * num_samples  # a correct answer whose consistency the judge measured
     for i, (text, record) in enumerate(zip(completions_text, records)):
         if record.is_numeric:
             continue
@@ -132,12 +140,11 @@ def score_group_batch(
         letter = policy_letter(text, record)
         consistency[i] = consistency_reward(record, accuracy_scores[i], letter, think, judge_letters[i])
         if needs_judgement(record, accuracy_scores[i], think):
-            if judge_letters[i] is None:
-                judge_failed[i] = True
-            else:
-                judged += 1
+            judge_failed[i] = judge_letters[i] is None
+            judged_mask[i] = not judge_failed[i]
 
-    consistency_used = _impute_failed(consistency, judge_failed, group_size)
+    consistency_used = _exclude_failed(consistency, judged_mask, judge_failed, format_scores, accuracy_scores,
+                                       weights, group_size)
     total = [
         weights.format * f + weights.accuracy * a + weights.consistency * c
         for f, a, c in zip(format_scores, accuracy_scores, consistency_used)
@@ -150,27 +157,38 @@ def score_group_batch(
         consistency_used=consistency_used,
         judge_failed=judge_failed,
         judge_failures=sum(judge_failed),
-        judged=judged,
+        judged=sum(judged_mask),
         group_size=group_size,
         weights=weights,
         score_s=time.perf_counter() - started,
     )
 
 
-def _impute_failed(consistency: list[float | None], failed: list[bool], group_size: int) -> list[float]:
-    """Consistency as it enters the total: known values as they are, failed ones imputed (module docstring), else 0."""
-    known_all = [c for c, bad in zip(consistency, failed) if c is not None and not bad]
-    batch_mean = sum(known_all) / len(known_all) if known_all else 0.0
+def _exclude_failed(
+    consistency: Sequence[float | None],
+    judged: Sequence[bool],
+    failed: Sequence[bool],
+    format_scores: Sequence[float],
+    accuracy_scores: Sequence[float],
+    weights: RewardStage,
+    group_size: int,
+) -> list[float]:
+    """Consistency as it enters the total: known values as they are, 0.0 where not applicable, and for a failed
+    judgement the mean over the judged correct answers of its group, or, with none, the value that renormalises the
+    consistency weight away (module docstring)."""
     used = [0.0 if c is None else c for c in consistency]
+    other_weight = weights.format + weights.accuracy
     for begin in range(0, len(consistency), group_size):
         group = range(begin, begin + group_size)
-        failed_here = [i for i in group if failed[i]]
-        if not failed_here:
-            continue
-        known = [consistency[i] for i in group if consistency[i] is not None and not failed[i]]
-        fill = sum(known) / len(known) if known else batch_mean
-        for i in failed_here:
-            used[i] = fill
+        measured = [used[i] for i in group if judged[i]]
+        for i in (i for i in group if failed[i]):
+            if measured:
+                used[i] = sum(measured) / len(measured)
+            elif other_weight > 0:
+                # w_f*f + w_a*a + w_c*x == (w_f*f + w_a*a) * W / (w_f + w_a)  <=>  x = (w_f*f + w_a*a) / (w_f + w_a)
+                used[i] = (weights.format * format_scores[i] + weights.accuracy * accuracy_scores[i]) / other_weight
+            else:
+                used[i] = accuracy_scores[i]  # consistency is the only weighted term: W * accuracy
     return used
 
 
