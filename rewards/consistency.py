@@ -6,7 +6,8 @@ Cases, in order:
 - incorrect answer: 0.0 by definition (the paper rewards consistency only on correct answers); no judge call.
 - correct answer without `<think>` text: 0.0, no judge call (there is no reasoning the answer could follow from).
 - correct answer with reasoning: 1.0 if the judge's letter equals the policy's, else 0.0;
-  no judgement (timeout, failed batch) is None, a failure that the caller counts and excludes, never 0.
+  no judgement (timeout, failed batch) is None, a failure that the caller counts and excludes, never 0
+  (rewards/combine.py defines the exclusion: the rate measured on the group's judged correct answers stands in).
 """
 
 from __future__ import annotations
