@@ -80,6 +80,10 @@ class TrainerConfig:
     weight_bucket_mb: int = 64
     weight_sync_timeout_s: float = 300.0
     progress: bool = True
+    # Faults: a lost learner rank sends the run back to its last complete checkpoint, at most this many times (then it
+    # stops and names the resume command); dead rollout workers are replaced, at most this many over the run.
+    max_restarts: int = 1
+    max_worker_replacements: int = 8
 
 
 @dataclass
@@ -131,6 +135,8 @@ def validate(cfg: DictConfig) -> None:
         problems.append("trainer.prompts_per_step must be >= 1")
     if cfg.sampling.num_samples < 2:
         problems.append("sampling.num_samples (G) must be >= 2: group-normalised advantages need a group")
+    if cfg.trainer.max_restarts < 0 or cfg.trainer.max_worker_replacements < 0:
+        problems.append("trainer.max_restarts and trainer.max_worker_replacements must be >= 0")
     if cfg.rollout.num_workers < 1 or cfg.learner.num_ranks < 1:
         problems.append("rollout.num_workers and learner.num_ranks must be >= 1")
     if cfg.learner.zero_stage not in (0, 1, 2, 3):

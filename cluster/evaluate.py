@@ -238,13 +238,12 @@ def generate(cfg, checkpoint: str, prompts, sampling, workers: int, progress: bo
     """Completions for every prompt from a pool of `workers` rollout workers loading `checkpoint`, in prompt order."""
     from tqdm import tqdm
 
-    from cluster.placement import reserve_pool
     from rollout.engines.base import derive_seed
-    from rollout.pool import RolloutPool
+    from rollout.pool import RolloutPool, reserve_rollout_pool
 
     rollout_cfg = dataclasses.replace(cfg.rollout, num_workers=workers)
-    pool_resources = reserve_pool("eval-rollout", workers, rollout_cfg.num_cpus_per_worker, rollout_cfg.num_gpus_per_worker)
-    pool = RolloutPool(rollout_cfg, checkpoint, placement_group=pool_resources.group)
+    pool_resources = reserve_rollout_pool("eval-rollout", rollout_cfg)
+    pool = RolloutPool(rollout_cfg, checkpoint, pool=pool_resources)
     chunk = max(1, workers * max(1, rollout_cfg.generate_batch_size // sampling.num_samples))
     groups = []
     try:
@@ -263,13 +262,12 @@ def judge_letters(cfg, judge_model: str, requests: list[JudgeRequest], progress:
     """The judge's letter for each request (None where its batch failed) and the failure count, from a JudgePool."""
     from tqdm import tqdm
 
-    from cluster.placement import reserve_pool
+    from actors import reserve_pool
     from rewards.judge_pool import JudgePool
 
     judge_cfg = dataclasses.replace(cfg.rewards.judge, enabled=True, model=judge_model)
     resources = reserve_pool("eval-judge", judge_cfg.num_replicas, judge_cfg.num_cpus_per_replica, judge_cfg.num_gpus_per_replica)
-    strategies = [resources.actor_options(i)["scheduling_strategy"] for i in range(resources.size)]
-    pool = JudgePool(judge_cfg, judge_model, scheduling_strategies=strategies)
+    pool = JudgePool(judge_cfg, judge_model, pool=resources)
     letters: list[str | None] = []
     failures = 0
     # One deadline per chunk, so a long evaluation is not held to the deadline of a single training batch.

@@ -6,28 +6,27 @@ import math
 
 import ray
 
-from cluster.placement import Pool
+from actors import ActorGroup, Pool
 from learner.actor import Learner
 from learner.batch import Sample
 from learner.config import LearnerConfig
-from weightsync.group import free_port
 
 
 class LearnerGroup:
+    """`cfg.num_ranks` Learner actors. Rank 0 hosts the process group's rendezvous on its own node (its node IP and a
+    port it bound there), so the group forms wherever Ray placed it, whichever node the driver runs on."""
+
     def __init__(self, cfg: LearnerConfig, model_path: str, pool: Pool, total_steps: int, seed: int):
         self.cfg = cfg
-        remote_cls = ray.remote(Learner)
-        master_addr = ray.util.get_node_ip_address()
-        # Rank 0's node hosts the DeepSpeed rendezvous; on one node a free local port is enough.
-        master_port = free_port()
-        self.ranks = [
-            remote_cls.options(**pool.actor_options(rank)).remote(
-                cfg, model_path, rank, cfg.num_ranks, master_addr, master_port, total_steps, seed
-            )
-            for rank in range(cfg.num_ranks)
-        ]
-        ray.get([r.ready.remote() for r in self.ranks])
-        self.info = ray.get(self.ranks[0].describe.remote())
+        self.actors = ActorGroup(
+            "learner", Learner, lambda rank: (cfg, model_path, rank, cfg.num_ranks, total_steps, seed), cfg.num_ranks, pool=pool
+        )
+        self.master = ray.get(self.ranks[0].host_rendezvous.remote())
+        self.info = self.actors.run("setup", *self.master)[0]
+
+    @property
+    def ranks(self) -> list:
+        return self.actors.handles
 
     def _shard(self, samples: list[Sample]) -> tuple[list[list[Sample]], int, int]:
         """Round-robin shards, the micro-batch count every rank runs, and the batch's completion tokens."""
@@ -64,8 +63,23 @@ class LearnerGroup:
     def param_metas(self, dtype: str | None):
         return ray.get(self.ranks[0].param_metas.remote(dtype))
 
+    def host_weight_group(self, world_size: int, timeout_s: float) -> tuple[str, int]:
+        """Rank 0 starts the weight group's store on its node; returns the (node IP, port) every member dials."""
+        return ray.get(self.ranks[0].host_rendezvous.remote("weights", world_size, timeout_s))
+
     def init_weight_group_refs(self, backend: str, host: str, port: int, world_size: int, timeout_s: float):
         return [r.init_weight_group.remote(backend, host, port, world_size, timeout_s) for r in self.ranks]
+
+    def rendezvous(self) -> list[dict]:
+        """Per rank: the (host, port) of each group it joined, and the IP of the node it runs on."""
+        return ray.get([r.__ray_call__.remote(lambda learner: {
+            "groups": dict(learner.rendezvous), "node_ip": ray.util.get_node_ip_address()}) for r in self.ranks])
+
+    def pids(self) -> list[int]:
+        return self.actors.run("pid")
+
+    def dead_ranks(self) -> list[int]:
+        return self.actors.dead()
 
     def broadcast_refs(self, metas, bucket_bytes: int):
         return [r.broadcast_weights.remote(metas, bucket_bytes) for r in self.ranks]
@@ -80,5 +94,4 @@ class LearnerGroup:
         return ray.get([r.load_checkpoint.remote(checkpoint_dir) for r in self.ranks])[0]
 
     def shutdown(self) -> None:
-        for r in self.ranks:
-            ray.kill(r)
+        self.actors.shutdown()

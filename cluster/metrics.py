@@ -11,10 +11,20 @@ class MetricsWriter:
     def __init__(self, path: str | Path, truncate_after_step: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if truncate_after_step is not None and self.path.exists():
-            # On resume, drop lines of steps after the checkpoint: they will be run again.
-            kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= truncate_after_step]
+        if truncate_after_step is not None:
+            self._truncate(truncate_after_step)
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def _truncate(self, step: int) -> None:
+        """Drops the lines of steps after `step` (on resume: they will be run again)."""
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= step]
             self.path.write_text("".join(line + "\n" for line in kept))
+
+    def rewind(self, step: int) -> None:
+        """As on resume, while the writer is open: a run that goes back to a checkpoint rewrites the steps after it."""
+        self._file.close()
+        self._truncate(step)
         self._file = self.path.open("a", encoding="utf-8")
 
     def write(self, metrics: dict) -> None:

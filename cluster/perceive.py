@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 
 from cluster.data import RunData
-from cluster.placement import reserve_pool
-
 log = logging.getLogger(__name__)
 
 
@@ -16,13 +14,11 @@ def describe_videos(cfg, data: RunData, vlm_path: str) -> dict[str, str]:
     if cfg.perception.source == "ground_truth":
         return _ground_truth_texts(data)
     from perception.cache import DescriptionCache
-    from perception.pool import PerceptionPool
+    from perception.pool import PerceptionPool, reserve_perception_pool
 
-    pool = reserve_pool(
-        "perception", cfg.perception.num_replicas, cfg.perception.num_cpus_per_replica, cfg.perception.num_gpus_per_replica
-    )
+    pool = reserve_perception_pool("perception", cfg.perception)
     try:
-        perception = PerceptionPool(cfg.perception, vlm_path, placement_group=pool.group)
+        perception = PerceptionPool(cfg.perception, vlm_path, pool=pool)
         with DescriptionCache(cfg.perception.cache_dir) as cache:
             descriptions, skipped = perception.describe(data.records, cache)
         log.info("perception: %d VLM requests this run; %s", perception.vlm_requests, skipped.summary())

@@ -45,10 +45,9 @@ def perceive(cfg, split: str | None = None) -> PerceiveSummary:
     import ray
     from omegaconf import OmegaConf
 
-    from cluster.placement import reserve_pool
     from cluster.runtime import start_ray
     from perception.cache import DescriptionCache
-    from perception.pool import PerceptionPool
+    from perception.pool import PerceptionPool, reserve_perception_pool
 
     if OmegaConf.is_config(cfg):
         cfg = OmegaConf.to_object(cfg)  # the layers take their dataclass configs, as `train` passes them
@@ -60,10 +59,9 @@ def perceive(cfg, split: str | None = None) -> PerceiveSummary:
     started_ray = not ray.is_initialized()
     start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.namespace)
     try:
-        pool = reserve_pool("perception", cfg.perception.num_replicas, cfg.perception.num_cpus_per_replica,
-                            cfg.perception.num_gpus_per_replica)
+        pool = reserve_perception_pool("perception", cfg.perception)
         try:
-            perception = PerceptionPool(cfg.perception, vlm, placement_group=pool.group)
+            perception = PerceptionPool(cfg.perception, vlm, pool=pool)
             try:
                 with DescriptionCache(cfg.perception.cache_dir, flush_every=cfg.perception.cache_flush_every) as cache:
                     descriptions, skipped = perception.describe(records, cache)

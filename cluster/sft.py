@@ -104,7 +104,7 @@ def run_sft(cfg) -> Path:
     from cluster.metrics import MetricsWriter
     from cluster.models import prepare_models
     from cluster.perceive import describe_videos
-    from cluster.placement import reserve_pool
+    from actors import reserve_pool
     from cluster.prompts import build_prompt_table
     from cluster.runtime import start_ray
     from embodied_data.atomic import write_text_atomically

@@ -12,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import ray
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from actors import reserve_pool
 from cluster.checkpoints import checkpoint_dir, latest_checkpoint, prune, read_driver_state, write_driver_state
 from cluster.config import TrainConfig, load_config, resolved_yaml
 from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
@@ -22,7 +24,6 @@ from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsWriter, read_metrics
 from cluster.models import prepare_models
 from cluster.perceive import describe_videos
-from cluster.placement import reserve_pool
 from cluster.prompts import build_prompt_table
 from cluster.runtime import run_log, start_ray
 from cluster.warmstart import sft_warmup
@@ -33,7 +34,7 @@ from learner.filtering import kept_sample_indices
 from learner.grpo import group_advantages
 from rewards.combine import accuracy_by_category
 from rewards.schedule import weights_at
-from rollout.pool import RolloutPool
+from rollout.pool import RolloutPool, reserve_rollout_pool
 
 log = logging.getLogger("embodied_r.train")
 
@@ -57,127 +58,230 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
     prompts = build_prompt_table(cfg, data.records, video_texts, models.policy)
     log.info("%d prompts ready (%d records without a description skipped)", len(prompts), len(data.records) - len(prompts))
 
-    # 2. The pools: learner ranks, rollout workers, consistency judges, each in its own placement group.
-    learner_pool = reserve_pool("learner", cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank)
-    learner = LearnerGroup(cfg.learner, models.policy, learner_pool, total_steps=cfg.trainer.steps, seed=cfg.trainer.seed)
-    log.info(
-        "learner: %d rank(s), DeepSpeed %s ZeRO-%d, %s on %s, %s%s", learner.info["world_size"], learner.info["deepspeed"],
-        learner.info["zero_stage"], learner.info["backend"], learner.info["device"], learner.info["precision"],
-        ", frozen reference for KL" if learner.info["reference"] else "",
-    )
-    rollout_pool = reserve_pool("rollout", cfg.rollout.num_workers, cfg.rollout.num_cpus_per_worker, cfg.rollout.num_gpus_per_worker)
-    rollout = RolloutPool(cfg.rollout, models.policy, placement_group=rollout_pool.group)
-    scorer, judge_pool = make_reward_scorer(cfg, models.judge)
-    pools = [pool for pool in (learner_pool, rollout_pool, judge_pool) if pool is not None]
-    sync = WeightSync(
-        learner, rollout, backend=weight_backend(cfg), bucket_mb=cfg.trainer.weight_bucket_mb,
-        timeout_s=cfg.trainer.weight_sync_timeout_s, wire_dtype=cfg.rollout.dtype,
-    )
+    # 2. The pools: learner ranks, rollout workers, consistency judges, each in its own placement group; whatever
+    # happens below, every actor and reservation is released on the way out.
+    pools = TrainingPools(cfg, models)
+    try:
+        pools.start()
+        learner_info = pools.learner.info
+        # 3. Fresh start (with the optional SFT warm-up) or resume; either way the workers then get the learner's weights.
+        sampler = EpochSampler(len(prompts), cfg.trainer.seed)
+        start_step = begin(cfg, run_dir, pools, sampler, prompts, resume=cfg.trainer.resume)
+        metrics_log = MetricsWriter(run_dir / "metrics.jsonl", truncate_after_step=start_step)
+        progress = make_progress(cfg, start_step)
 
-    # 3. Fresh start (with the optional SFT warm-up) or resume; either way the workers then get the learner's weights.
-    sampler = EpochSampler(len(prompts), cfg.trainer.seed)
+        # 4. The loop. A lost learner rank sends it back to the last complete checkpoint (trainer.max_restarts times).
+        step = start_step + 1
+        while step <= cfg.trainer.steps:
+            try:
+                row = train_step(cfg, pools, sampler, prompts, step)
+                metrics_log.write(row)
+                progress.update(row)
+                if step == cfg.trainer.steps or (cfg.trainer.checkpoint_every and step % cfg.trainer.checkpoint_every == 0):
+                    save_checkpoint(cfg, pools.learner, sampler, step)
+            except ray.exceptions.RayError as error:
+                if not pools.learner.dead_ranks():
+                    raise
+                step = pools.restart_learner(cfg, run_dir, sampler, prompts, error) + 1
+                metrics_log.rewind(step - 1)
+                progress.rewind(step - 1)
+                continue
+            step += 1
+        metrics_log.close()
+        progress.close()
+    finally:
+        pools.close()
+    log.info("done: %d steps, run dir %s", cfg.trainer.steps, run_dir)
+    log.info(summarize(read_metrics(run_dir / "metrics.jsonl"), learner_info))
+    return run_dir
+
+
+class TrainingPools:
+    """The learner group, the rollout pool, the reward scorer (and its judges) and the weight sync between them, with
+    the fault counts the metrics report. `close` releases everything, whatever state the run ended in."""
+
+    def __init__(self, cfg: TrainConfig, models) -> None:
+        self.cfg, self.models = cfg, models
+        self.learner_pool = self.rollout_pool = self.judge_pool = None
+        self.learner: LearnerGroup | None = None
+        self.rollout: RolloutPool | None = None
+        self.scorer = None
+        self.sync: WeightSync | None = None
+        self.learner_restarts = 0
+
+    def start(self) -> None:
+        cfg = self.cfg
+        self.learner_pool = reserve_pool(
+            "learner", cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank,
+            resources=dict(cfg.learner.resources) or None,
+        )
+        self.start_learner()
+        info = self.learner.info
+        log.info(
+            "learner: %d rank(s), DeepSpeed %s ZeRO-%d, %s on %s, %s%s", info["world_size"], info["deepspeed"],
+            info["zero_stage"], info["backend"], info["device"], info["precision"],
+            ", frozen reference for KL" if info["reference"] else "",
+        )
+        self.rollout_pool = reserve_rollout_pool("rollout", cfg.rollout)
+        self.rollout = RolloutPool(cfg.rollout, self.models.policy, pool=self.rollout_pool, max_replacements=cfg.trainer.max_worker_replacements)
+        self.scorer, self.judge_pool = make_reward_scorer(cfg, self.models.judge)
+        self.connect_sync()
+        ranks = self.learner.rendezvous()
+        log.info(
+            "rendezvous: learner group at %s:%d, weight group at %s:%d, both hosted by learner rank 0 on node %s",
+            *ranks[0]["groups"]["learner"], *ranks[0]["groups"]["weights"], ranks[0]["node_ip"],
+        )
+
+    def start_learner(self) -> None:
+        cfg = self.cfg
+        self.learner = LearnerGroup(cfg.learner, self.models.policy, self.learner_pool, total_steps=cfg.trainer.steps, seed=cfg.trainer.seed)
+
+    def connect_sync(self) -> None:
+        cfg = self.cfg
+        self.sync = WeightSync(
+            self.learner, self.rollout, backend=weight_backend(cfg), bucket_mb=cfg.trainer.weight_bucket_mb,
+            timeout_s=cfg.trainer.weight_sync_timeout_s, wire_dtype=cfg.rollout.dtype,
+        )
+
+        def resend(replaced: list[int]) -> None:
+            # A replacement worker starts from models.policy: it must sample with the learner's current weights.
+            self.sync.connect()
+            self.sync.broadcast()
+            log.warning("rollout worker(s) %s replaced and given the learner's current weights; their shards are "
+                        "generated again", replaced)
+
+        self.rollout.on_replaced = resend
+
+    def restart_learner(self, cfg: TrainConfig, run_dir: Path, sampler: EpochSampler, prompts, error: Exception) -> int:
+        """Rebuilds the learner group from the newest complete checkpoint after a rank died; returns the step it
+        resumes after. A step in flight is lost with the rank (its weights and optimiser state went with it)."""
+        lost = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        self.learner_restarts += 1
+        if self.learner_restarts > cfg.trainer.max_restarts:
+            raise RuntimeError(
+                f"a learner rank died ({lost}) and trainer.max_restarts={cfg.trainer.max_restarts} restarts are used up; "
+                f"resume with: embodied-r train --config {run_dir / 'config.yaml'} trainer.resume=true"
+            ) from error
+        log.warning("learner lost (%s): rebuilding it from the last checkpoint (restart %d of %d)",
+                    lost, self.learner_restarts, cfg.trainer.max_restarts)
+        self.learner.shutdown()
+        self.start_learner()
+        self.connect_sync()
+        return begin(cfg, run_dir, self, sampler, prompts, resume=True)
+
+    def fault_metrics(self) -> dict:
+        judges = self.scorer.pool if self.scorer is not None else None
+        return {
+            "faults/rollout_workers_replaced": self.rollout.replacements,
+            "faults/learner_restarts": self.learner_restarts,
+            "faults/judge_replicas_replaced": judges.replaced if judges is not None else 0,
+        }
+
+    def close(self) -> None:
+        for name, stop in (("rollout", self.rollout), ("scorer", self.scorer), ("learner", self.learner)):
+            if stop is not None:
+                try:
+                    stop.shutdown()
+                except Exception:  # keep releasing the rest
+                    log.exception("shutting down the %s failed", name)
+        for pool in (self.learner_pool, self.rollout_pool, self.judge_pool):
+            if pool is not None:  # the reserved bundles go back: a caller in the same process can use them
+                pool.release()
+
+
+def begin(cfg: TrainConfig, run_dir: Path, pools: TrainingPools, sampler: EpochSampler, prompts, resume: bool) -> int:
+    """Puts the learner where training starts: the newest complete checkpoint (resume), or a fresh policy after the
+    optional SFT warm-up. Sends the workers the learner's weights when they differ from models.policy; returns the
+    last step already done."""
+    resume_from = latest_checkpoint(str(run_dir)) if resume else None
     start_step = 0
-    resume_from = latest_checkpoint(str(run_dir)) if cfg.trainer.resume else None
     if resume_from:
         state = read_driver_state(resume_from)
-        learner.load_checkpoint(resume_from)
+        pools.learner.load_checkpoint(resume_from)
         sampler.restore(state["sampler"])
         start_step = int(state["step"])
         log.info("resumed from %s at step %d", resume_from, start_step)
-    elif cfg.trainer.sft_warmup_steps:
-        from transformers import AutoTokenizer
+    else:
+        sampler.restore(EpochSampler(len(prompts), cfg.trainer.seed).state())
+        if cfg.trainer.sft_warmup_steps:
+            from transformers import AutoTokenizer
 
-        nll = sft_warmup(
-            learner, prompts, AutoTokenizer.from_pretrained(models.policy), cfg.trainer.sft_warmup_steps,
-            cfg.trainer.sft_warmup_prompts_per_step, cfg.trainer.sft_warmup_lr, cfg.trainer.seed,
-        )
-        log.info("SFT warm-up: NLL %.3f -> %.3f per target token", nll[0], nll[-1])
-    if resume_from or cfg.trainer.sft_warmup_steps:
-        sync.broadcast()
-    metrics_log = MetricsWriter(run_dir / "metrics.jsonl", truncate_after_step=start_step)
+            nll = sft_warmup(
+                pools.learner, prompts, AutoTokenizer.from_pretrained(pools.models.policy), cfg.trainer.sft_warmup_steps,
+                cfg.trainer.sft_warmup_prompts_per_step, cfg.trainer.sft_warmup_lr, cfg.trainer.seed,
+            )
+            log.info("SFT warm-up: NLL %.3f -> %.3f per target token", nll[0], nll[-1])
+    if resume_from or cfg.trainer.sft_warmup_steps or pools.learner_restarts:
+        pools.sync.broadcast()
+    return start_step
 
-    # 4. The loop.
+
+def train_step(cfg: TrainConfig, pools: TrainingPools, sampler: EpochSampler, prompts, step: int) -> dict:
+    """One GRPO step: prompts -> rollouts -> rewards -> learner -> weight broadcast; returns its metrics row."""
+    step_started = time.perf_counter()
+    indices, epoch = sampler.take(cfg.trainer.prompts_per_step)
+    batch = [prompts[i] for i in indices]
     sampling = cfg.sampling
     group_size = sampling.num_samples
-    progress = make_progress(cfg, start_step)
-    for step in range(start_step + 1, cfg.trainer.steps + 1):
-        step_started = time.perf_counter()
-        indices, epoch = sampler.take(cfg.trainer.prompts_per_step)
-        batch = [prompts[i] for i in indices]
 
-        phase = time.perf_counter()
-        groups = rollout.generate([p.token_ids for p in batch], sampling, seed=cfg.trainer.seed * 1_000_003 + step)
-        completions = [c for group in groups for c in group]
-        time_rollout = time.perf_counter() - phase
+    phase = time.perf_counter()
+    groups = pools.rollout.generate([p.token_ids for p in batch], sampling, seed=cfg.trainer.seed * 1_000_003 + step)
+    completions = [c for group in groups for c in group]
+    time_rollout = time.perf_counter() - phase
 
-        phase = time.perf_counter()
-        weights = weights_at(cfg.rewards, epoch=epoch, step=step - 1)
-        records = [p.record for p in batch for _ in range(group_size)]
-        rewards = scorer.score([c.text for c in completions], records, group_size, weights)
-        time_reward = time.perf_counter() - phase
+    phase = time.perf_counter()
+    weights = weights_at(cfg.rewards, epoch=epoch, step=step - 1)
+    records = [p.record for p in batch for _ in range(group_size)]
+    rewards = pools.scorer.score([c.text for c in completions], records, group_size, weights)
+    time_reward = time.perf_counter() - phase
 
-        phase = time.perf_counter()
-        advantages = group_advantages(torch.tensor(rewards.total), group_size, cfg.learner.grpo.advantage_norm)
-        samples = [
-            Sample(c.prompt_token_ids, c.token_ids, c.logprobs, float(a)) for c, a in zip(completions, advantages.tolist())
-        ]
-        if cfg.learner.grpo.filter_equal_reward_groups:
-            # DAPO's dynamic sampling (learner/filtering.py); with every group dropped the step has no gradient to take.
-            samples = [samples[i] for i in kept_sample_indices(rewards.total, group_size)]
-        filtered_groups = (len(completions) - len(samples)) // group_size
-        if samples:
-            learn = learner.train_step(samples)
-        else:  # the step is still logged (learner metrics NaN, written as null); the weights stay as they were
-            log.info("step %d: all %d groups had equal rewards; learner step skipped", step, filtered_groups)
-            learn = dict.fromkeys(("loss", "kl", "clip_fraction", "grad_norm", "lr", "logprob_mismatch"), float("nan"))
-        time_learn = time.perf_counter() - phase
+    phase = time.perf_counter()
+    advantages = group_advantages(torch.tensor(rewards.total), group_size, cfg.learner.grpo.advantage_norm)
+    samples = [
+        Sample(c.prompt_token_ids, c.token_ids, c.logprobs, float(a)) for c, a in zip(completions, advantages.tolist())
+    ]
+    if cfg.learner.grpo.filter_equal_reward_groups:
+        # DAPO's dynamic sampling (learner/filtering.py); with every group dropped the step has no gradient to take.
+        samples = [samples[i] for i in kept_sample_indices(rewards.total, group_size)]
+    filtered_groups = (len(completions) - len(samples)) // group_size
+    if samples:
+        learn = pools.learner.train_step(samples)
+    else:  # the step is still logged (learner metrics NaN, written as null); the weights stay as they were
+        log.info("step %d: all %d groups had equal rewards; learner step skipped", step, filtered_groups)
+        learn = dict.fromkeys(("loss", "kl", "clip_fraction", "grad_norm", "lr", "logprob_mismatch"), float("nan"))
+    time_learn = time.perf_counter() - phase
 
-        # The new weights go to every worker; a skipped learner step changed nothing, so nothing is sent.
-        synced = sync.broadcast() if samples else {"sync/bytes": 0, "time/sync": 0.0}
-        if cfg.trainer.verify_sync:
-            synced.update(sync.verify())
+    # The new weights go to every worker; a skipped learner step changed nothing, so nothing is sent.
+    synced = pools.sync.broadcast() if samples else {"sync/bytes": 0, "time/sync": 0.0}
+    if cfg.trainer.verify_sync:
+        synced.update(pools.sync.verify())
 
-        generated_tokens = sum(len(c.token_ids) for c in completions)
-        row = {
-            "step": step,
-            "epoch": epoch,
-            **rewards.metrics(),
-            **accuracy_by_category(rewards.accuracy, [record.category for record in records]),
-            "reward/weights/format": weights.format,
-            "reward/weights/accuracy": weights.accuracy,
-            "reward/weights/consistency": weights.consistency,
-            "loss": learn["loss"],
-            "kl": learn["kl"],
-            "clip_fraction": learn["clip_fraction"],
-            "grad_norm": learn["grad_norm"],
-            "lr": learn["lr"],
-            "rollout/logprob_mismatch": learn["logprob_mismatch"],
-            "groups/filtered": filtered_groups,
-            "response/length": generated_tokens / max(len(completions), 1),
-            "response/finished": sum(c.finished for c in completions) / max(len(completions), 1),
-            "time/rollout": time_rollout,
-            "time/reward": time_reward,
-            "time/learn": time_learn,
-            **synced,
-            "time/step": time.perf_counter() - step_started,
-            "throughput/tokens_per_s": generated_tokens / max(time_rollout, 1e-9),
-        }
-        metrics_log.write(row)
-        progress.update(row)
-
-        if step == cfg.trainer.steps or (cfg.trainer.checkpoint_every and step % cfg.trainer.checkpoint_every == 0):
-            save_checkpoint(cfg, learner, sampler, step)
-
-    metrics_log.close()
-    progress.close()
-    rollout.shutdown()
-    scorer.shutdown()
-    learner.shutdown()
-    for pool in pools:  # the reserved bundles go back: a caller in the same process (eval, a notebook) can use them
-        pool.release()
-    log.info("done: %d steps, run dir %s", cfg.trainer.steps, run_dir)
-    log.info(summarize(read_metrics(run_dir / "metrics.jsonl"), learner.info))
-    return run_dir
+    generated_tokens = sum(len(c.token_ids) for c in completions)
+    return {
+        "step": step,
+        "epoch": epoch,
+        **rewards.metrics(),
+        **accuracy_by_category(rewards.accuracy, [record.category for record in records]),
+        "reward/weights/format": weights.format,
+        "reward/weights/accuracy": weights.accuracy,
+        "reward/weights/consistency": weights.consistency,
+        "loss": learn["loss"],
+        "kl": learn["kl"],
+        "clip_fraction": learn["clip_fraction"],
+        "grad_norm": learn["grad_norm"],
+        "lr": learn["lr"],
+        "rollout/logprob_mismatch": learn["logprob_mismatch"],
+        "groups/filtered": filtered_groups,
+        "response/length": generated_tokens / max(len(completions), 1),
+        "response/finished": sum(c.finished for c in completions) / max(len(completions), 1),
+        "time/rollout": time_rollout,
+        "time/reward": time_reward,
+        "time/learn": time_learn,
+        **synced,
+        "time/step": time.perf_counter() - step_started,
+        "throughput/tokens_per_s": generated_tokens / max(time_rollout, 1e-9),
+        **pools.fault_metrics(),
+    }
 
 
 def summarize(rows: list[dict], learner_info: dict) -> str:
@@ -209,8 +313,7 @@ def make_reward_scorer(cfg: DictConfig, judge_model: str) -> tuple:
         judge_pool = reserve_pool(
             "judge", cfg.rewards.judge.num_replicas, cfg.rewards.judge.num_cpus_per_replica, cfg.rewards.judge.num_gpus_per_replica
         )
-        strategies = [judge_pool.actor_options(i)["scheduling_strategy"] for i in range(judge_pool.size)]
-        judge = JudgePool(cfg.rewards.judge, judge_model, scheduling_strategies=strategies)
+        judge = JudgePool(cfg.rewards.judge, judge_model, pool=judge_pool)
     return RewardScorer(cfg.rewards, judge), judge_pool
 
 
@@ -236,6 +339,10 @@ class make_progress:
             reward=f"{row['reward/total']:.3f}", acc=f"{row['reward/accuracy']:.2f}", loss=f"{row['loss']:.4f}", s=f"{row['time/step']:.1f}"
         )
         self.bar.update(1)
+
+    def rewind(self, step: int) -> None:
+        self.bar.n = step
+        self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()

@@ -7,25 +7,41 @@ import time
 import ray
 
 from cluster.learner_group import LearnerGroup
-from weightsync.group import free_port
 
 
 class WeightSync:
     def __init__(self, learner: LearnerGroup, rollout, backend: str, bucket_mb: int, timeout_s: float, wire_dtype: str):
         self.learner = learner
         self.rollout = rollout
+        self.backend = backend
         self.bucket_bytes = bucket_mb << 20
         self.timeout_s = timeout_s
         # The wire carries the rollout engine's dtype, so a worker's weights can equal the learner's bit for bit.
         self.metas = learner.param_metas(wire_dtype)
-        host = ray.util.get_node_ip_address()  # the learner rank 0's node hosts the group's store
-        port = free_port()
-        world = rollout.weight_group_world_size
-        refs = learner.init_weight_group_refs(backend, host, port, world, timeout_s)
-        refs += rollout.init_weight_group(backend, host, port, timeout_s, world)
-        ray.get(refs, timeout=timeout_s)
+        self.address: tuple[str, int] | None = None
+        self.connect()
+
+    def connect(self) -> None:
+        """(Re)builds the weight group: learner rank 0 hosts its store on its own node, every worker rank joins. Called
+        again after a worker is replaced: a collective group cannot take a new member, so everyone joins a new one."""
+        world = self.rollout.weight_group_world_size
+        self.address = self.learner.host_weight_group(world, self.timeout_s)
+        refs = self.learner.init_weight_group_refs(self.backend, *self.address, world, self.timeout_s)
+        refs += self.rollout.init_weight_group(self.backend, *self.address, self.timeout_s, world)
+        ray.get(refs, timeout=self.timeout_s)
 
     def broadcast(self) -> dict:
+        """Sends the learner's weights to every worker. A worker that died meanwhile is replaced, the group rebuilt
+        and the broadcast sent again (a broadcast only copies the learner's weights, so repeating it is harmless)."""
+        try:
+            return self._broadcast()
+        except ray.exceptions.RayError:
+            if self.learner.dead_ranks() or not self.rollout.replace_dead():
+                raise
+            self.connect()
+            return self._broadcast()
+
+    def _broadcast(self) -> dict:
         started = time.perf_counter()
         send = self.learner.broadcast_refs(self.metas, self.bucket_bytes)
         receive = self.rollout.receive_weights(self.metas, self.bucket_bytes)

@@ -15,32 +15,58 @@ import torch.distributed as dist
 from learner.batch import PackedBatch, Sample, completion_logprobs, pack
 from learner.broadcast import broadcast_weights, iter_full_buckets, param_metas
 from learner.config import LearnerConfig
-from learner.engine import build_engines, init_distributed_env
+from learner.engine import build_engines, init_distributed_env, init_process_group
 from learner.grpo import aggregate, check_grpo_config, grpo_token_loss
 from learner.sft import sft_token_loss
 from weightsync import WeightGroup, create_weight_group, weights_digest
+from weightsync.rendezvous import host_store, join_store
 
 log = logging.getLogger(__name__)
 
 
 class Learner:
-    """Created once per rank (the driver wraps it in a Ray actor); every public method is called on all ranks together."""
+    """Created once per rank (the driver wraps it in a Ray actor); every public method is called on all ranks together.
 
-    def __init__(self, cfg: LearnerConfig, model_path: str, rank: int, world_size: int, master_addr: str, master_port: int, total_steps: int, seed: int = 0):
+    Two phases, so that rank 0 hosts the rendezvous on its own node: construction, then `host_rendezvous` on rank 0
+    (its node IP and a port it holds), then `setup(host, port)` on every rank (the process group and the engines).
+    """
+
+    def __init__(self, cfg: LearnerConfig, model_path: str, rank: int, world_size: int, total_steps: int, seed: int = 0, rendezvous_timeout_s: float = 600.0):
         torch.set_num_threads(max(1, int(cfg.num_cpus_per_rank)))
         torch.manual_seed(seed + rank)
         check_grpo_config(cfg.grpo)
-        init_distributed_env(rank, world_size, master_addr, master_port)
         self.cfg = cfg
+        self.model_path = model_path
         self.rank = rank
         self.world_size = world_size
-        self.engine, self.reference = build_engines(cfg, model_path, total_steps)
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.total_steps = total_steps
+        self.rendezvous_timeout_s = rendezvous_timeout_s
+        self._stores: dict[str, object] = {}  # the stores this rank hosts, held for the groups' lifetime
+        self.rendezvous: dict[str, tuple[str, int]] = {}  # group name -> (host, port) it was built on, for checks
+        self.engine = self.reference = None
         self.weight_group: WeightGroup | None = None
         self.steps_done = 0
+
+    def host_rendezvous(self, name: str = "learner", world_size: int | None = None, timeout_s: float | None = None) -> tuple[str, int]:
+        """Rank 0 only: starts the store of group `name` on this node; returns (this node's IP, the port it bound)."""
+        store, host, port = host_store(world_size or self.world_size, timeout_s or self.rendezvous_timeout_s)
+        self._stores[name] = store
+        return host, port
+
+    def setup(self, master_addr: str, master_port: int) -> dict:
+        """Joins the learner's process group at master_addr:master_port (hosted by rank 0) and builds the engines."""
+        init_distributed_env(self.rank, self.world_size, master_addr, master_port)
+        store = self._stores.get("learner") if self.rank == 0 else None
+        if store is None:
+            store = join_store(master_addr, master_port, self.world_size, self.rendezvous_timeout_s)
+        init_process_group(self.cfg, store, self.rank, self.world_size, self.rendezvous_timeout_s)
+        self.rendezvous["learner"] = (master_addr, master_port)
+        self.engine, self.reference = build_engines(self.cfg, self.model_path, self.total_steps)
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return self.describe()
 
     # ---- training -------------------------------------------------------------------------------------------
     def train_step(self, samples: list[Sample], num_micro_batches: int, batch_tokens: int, batch_sequences: int) -> dict:
@@ -194,8 +220,15 @@ class Learner:
         return param_metas(self.engine.module, getattr(torch, dtype) if dtype else None)
 
     def init_weight_group(self, backend: str, host: str, port: int, world_size: int, timeout_s: float) -> None:
+        """Rank 0 joins the weight group over the store it hosts (`host_rendezvous("weights", ...)` first); a group
+        built before (e.g. with a worker that has since died) is dropped."""
         if self.rank == 0:
-            self.weight_group = create_weight_group(backend, host, port, world_size, 0, timeout_s)
+            if self.weight_group is not None:
+                self.weight_group.close()
+            self.weight_group = create_weight_group(
+                backend, host, port, world_size, 0, timeout_s, store=self._stores.pop("weights", None)
+            )
+            self.rendezvous["weights"] = (host, port)
 
     def broadcast_weights(self, metas, bucket_bytes: int) -> dict:
         started = time.perf_counter()
@@ -218,10 +251,17 @@ class Learner:
             shutil.rmtree(tmp)
         self._barrier()
         self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", client_state=client_state)
-        state_dict = self._full_state_dict()
+        (tmp / "rng").mkdir(parents=True, exist_ok=True)
+        torch.save(_rng_state(), tmp / "rng" / f"rank_{self.rank}.pt")
+        state_dict = self._full_state_dict(self.engine)
+        reference_state = self._full_state_dict(self.reference) if self.reference is not None else None
         if self.rank == 0:
             self.engine.module.save_pretrained(tmp / "policy", state_dict=state_dict)
             self.tokenizer.save_pretrained(tmp / "policy")
+            if self.reference is not None:
+                # The KL reference is the policy RL started from (after any SFT warm-up), not models.policy: a resumed
+                # run must measure KL against the same model.
+                self.reference.module.save_pretrained(tmp / "reference", state_dict=reference_state)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -229,13 +269,39 @@ class Learner:
         return str(final)
 
     def load_checkpoint(self, checkpoint_dir: str) -> dict:
-        _, client_state = self.engine.load_checkpoint(str(Path(checkpoint_dir) / "deepspeed"), tag="state")
+        """Restores the policy engine (weights, optimiser, LR schedule), the KL reference and this rank's RNG states."""
+        root = Path(checkpoint_dir)
+        _, client_state = self.engine.load_checkpoint(str(root / "deepspeed"), tag="state")
+        if self.reference is not None:
+            if not (root / "reference").is_dir():
+                raise FileNotFoundError(f"checkpoint {checkpoint_dir} holds no reference/ policy for the KL term")
+            self._load_reference(root / "reference")
+        rng_file = root / "rng" / f"rank_{self.rank}.pt"
+        if rng_file.is_file():
+            _set_rng_state(torch.load(rng_file, weights_only=False))
         return client_state or {}
 
-    def _full_state_dict(self):
+    @torch.no_grad()
+    def _load_reference(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        saved: dict[str, torch.Tensor] = {}
+        for shard in sorted(folder.glob("*.safetensors")):
+            saved.update(load_file(shard))
+        for name, param in self.reference.module.named_parameters():
+            with _gathered_for_copy([param]):
+                if not hasattr(param, "ds_id") or self.rank == 0:
+                    if name not in saved:  # a tied alias saved under its other name
+                        continue
+                    param.data.copy_(saved[name])
+
+    def _full_state_dict(self, engine):
         if self.cfg.zero_stage == 3:
-            return self.engine._zero3_consolidated_16bit_state_dict()
-        return None if self.rank else self.engine.module.state_dict()
+            return engine._zero3_consolidated_16bit_state_dict()
+        return None if self.rank else engine.module.state_dict()
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def _barrier(self) -> None:
         if dist.is_initialized() and self.world_size > 1:
@@ -257,6 +323,19 @@ class Learner:
             "world_size": self.world_size,
             "reference": self.reference is not None,
         }
+
+
+def _rng_state() -> dict:
+    import random
+
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
 
 
 def _check_rollout_logprobs(samples: list[Sample], rank: int) -> None:

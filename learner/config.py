@@ -45,4 +45,7 @@ class LearnerConfig:
     micro_batch_size: int = 4  # sequences per forward/backward on one rank
     gradient_checkpointing: bool = False
     backend: str = "auto"  # auto (gloo on CPU, nccl on GPU) | gloo | nccl
+    # Custom Ray resources each rank's bundle asks for, e.g. {"learner_node": 1} to keep the ranks on nodes started
+    # with `ray start --resources '{"learner_node": 8}'`.
+    resources: dict[str, float] = field(default_factory=dict)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)

@@ -20,6 +20,20 @@ def init_distributed_env(rank: int, world_size: int, master_addr: str, master_po
     )
 
 
+def init_process_group(cfg: LearnerConfig, store, rank: int, world_size: int, timeout_s: float) -> None:
+    """The learner's default process group over the store rank 0 hosts; DeepSpeed then adopts it as it finds it
+    initialised (its own init would dial MASTER_ADDR:MASTER_PORT through a second store)."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(
+            resolve_backend(cfg), store=dist.PrefixStore("learner", store), rank=rank, world_size=world_size,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+
+
 def resolve_backend(cfg: LearnerConfig) -> str:
     if cfg.backend != "auto":
         return cfg.backend

@@ -34,14 +34,28 @@ class _Task:
     record_ids: list[str] = field(default_factory=list)
 
 
+def replica_tensor_parallel_size(cfg: PerceptionConfig) -> int:
+    """GPUs (and bundles) per describer: the vLLM VLM's tensor-parallel size; other engines take one device or none."""
+    return cfg.vlm.tensor_parallel_size if cfg.vlm.engine == "vllm" else 1
+
+
+def reserve_perception_pool(name: str, cfg: PerceptionConfig):
+    """The bundles of `cfg.num_replicas` describers: one each, or one per GPU of a tensor-parallel vLLM replica."""
+    from actors import reserve_pool
+
+    return reserve_pool(name, cfg.num_replicas, cfg.num_cpus_per_replica, cfg.num_gpus_per_replica,
+                        tensor_parallel_size=replica_tensor_parallel_size(cfg))
+
+
 class PerceptionPool:
     """`cfg.num_replicas` Describer actors (each `num_cpus_per_replica` CPUs, `num_gpus_per_replica` GPUs).
 
-    `placement_group`, when given, holds one bundle per replica (bundle i runs replica i).
+    `pool`, the driver's reservation (`actors.reserve_pool`), places replica i in its bundles (one, or one per GPU of a
+    tensor-parallel vLLM replica); without it Ray places the replicas by their resource requests.
     """
 
-    def __init__(self, cfg: PerceptionConfig, model_path: str, placement_group=None) -> None:
-        import ray
+    def __init__(self, cfg: PerceptionConfig, model_path: str, pool=None) -> None:
+        from actors import ActorGroup
 
         if cfg.num_replicas < 1:
             raise ValueError(f"perception.num_replicas must be >= 1, got {cfg.num_replicas}")
@@ -50,17 +64,16 @@ class PerceptionPool:
         self.vlm_requests = 0  # VLM requests made on behalf of this pool's describe() calls
         self.videos_described = 0
         self.records_from_cache = 0  # records whose description was already in the cache
-        actor_class = ray.remote(Describer)
-        self.replicas = []
-        for index in range(cfg.num_replicas):
-            options = {"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica, "max_restarts": 1}
-            if placement_group is not None:
-                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        # Describers are created without waiting for them: their first tasks queue behind their model loads.
+        self.actors = ActorGroup(
+            "perception", Describer, lambda _index: (cfg, model_path), cfg.num_replicas, num_cpus=cfg.num_cpus_per_replica,
+            num_gpus=cfg.num_gpus_per_replica, pool=pool, ray_max_restarts=1, start=False,
+        )
+        self.actors.launch()
 
-                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    placement_group=placement_group, placement_group_bundle_index=index
-                )
-            self.replicas.append(actor_class.options(**options).remote(cfg, model_path))
+    @property
+    def replicas(self) -> list:
+        return self.actors.handles
 
     def describe(
         self, records: list[Record], cache: DescriptionCache, question_aware: bool | None = None
@@ -145,8 +158,4 @@ class PerceptionPool:
         return ray.get([replica.stats.remote() for replica in self.replicas])
 
     def shutdown(self) -> None:
-        import ray
-
-        for replica in self.replicas:
-            ray.kill(replica)
-        self.replicas = []
+        self.actors.shutdown()

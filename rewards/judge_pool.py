@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from actors import ActorGroup, Pool
 from rewards.config import JudgeConfig
 from rewards.judge import Judge, JudgeRequest
 
@@ -54,15 +55,15 @@ class JudgeResult:
 class JudgePool:
     """`cfg.num_replicas` Judge actors loading `model_path` (default `cfg.model`).
 
-    `scheduling_strategies` (one per replica, e.g. Ray PlacementGroupSchedulingStrategy objects) lets the driver place
-    the replicas in its placement group; without it Ray places them by their resource requests.
+    `pool` (the driver's reservation, one bundle per replica) places the replicas; without it Ray places them by their
+    resource requests.
     """
 
     def __init__(
         self,
         cfg: JudgeConfig,
         model_path: str | None = None,
-        scheduling_strategies: Sequence[Any] | None = None,
+        pool: Pool | None = None,
         ready_timeout_s: float | None = 600.0,
     ) -> None:
         if cfg.num_replicas < 1:
@@ -71,29 +72,22 @@ class JudgePool:
             raise ValueError(f"judge.batch_size must be >= 1, got {cfg.batch_size}")
         if not cfg.timeout_s > 0:
             raise ValueError(f"judge.timeout_s must be > 0, got {cfg.timeout_s}")
-        if scheduling_strategies is not None and len(scheduling_strategies) != cfg.num_replicas:
-            raise ValueError(f"{len(scheduling_strategies)} scheduling strategies for {cfg.num_replicas} judge replicas")
         self.cfg = cfg
         self.model_path = model_path or cfg.model
         if self.model_path in ("", "???"):
             raise ValueError("judge.model is not set: name the reference LM (a hub id or a local path)")
         # One torch thread per reserved CPU, so replicas on one node do not oversubscribe its cores.
-        self._num_threads = max(1, int(cfg.num_cpus_per_replica))
-        self._actor_class = ray.remote(Judge)
-        self._actor_options: list[dict[str, Any]] = []
-        for index in range(cfg.num_replicas):
-            options: dict[str, Any] = dict(
-                num_cpus=cfg.num_cpus_per_replica,
-                num_gpus=cfg.num_gpus_per_replica,
-                max_restarts=cfg.max_restarts,
-            )
-            if scheduling_strategies is not None:
-                options["scheduling_strategy"] = scheduling_strategies[index]
-            self._actor_options.append(options)
-        self.replicas = [self._spawn(index) for index in range(cfg.num_replicas)]
+        num_threads = max(1, int(cfg.num_cpus_per_replica))
+        # Ray restarts a crashed judge in place (max_restarts: it holds nothing but its model); one dead for good is
+        # replaced by the group, as often as it dies (a judge replica costs only its load time).
+        self.actors = ActorGroup(
+            "judge", Judge, lambda _index: (self.model_path, cfg, None, num_threads), cfg.num_replicas,
+            num_cpus=cfg.num_cpus_per_replica, num_gpus=cfg.num_gpus_per_replica, pool=pool,
+            max_replacements=10**9, ray_max_restarts=cfg.max_restarts, start=False,
+        )
+        self.actors.launch()  # each replica's readiness is watched below, so a slow one does not hold up the others
         self._loading: dict[int, Any] = {}  # replacement replica index -> its ready() ref, until it has loaded
         self._broken: set[int] = set()  # replicas whose replacement failed to load; not replaced again
-        self.replaced = 0
         # Cumulative counters over the pool's life, for metrics.
         self.requests_total = 0
         self.failures = 0
@@ -103,15 +97,17 @@ class JudgePool:
         if ready_timeout_s is not None:
             self.wait_ready(ready_timeout_s)
 
-    def _spawn(self, index: int) -> Any:
-        options = self._actor_options[index]
-        return self._actor_class.options(**options).remote(self.model_path, self.cfg, None, self._num_threads)
+    @property
+    def replicas(self) -> list[Any]:
+        return self.actors.handles
 
     def _replace(self, index: int, reason: str) -> None:
-        log.warning("judge replica %d is dead (%s); starting a replacement", index, reason)
-        self.replicas[index] = self._spawn(index)
-        self._loading[index] = self.replicas[index].ready.remote()
-        self.replaced += 1
+        replacement = self.actors.replace(index, reason, wait=False)
+        self._loading[index] = replacement.ready.remote()
+
+    @property
+    def replaced(self) -> int:
+        return self.actors.replacements
 
     def _usable_replicas(self) -> list[int]:
         """Replicas with a loaded model; all of them if every one is still loading (their calls then queue)."""
@@ -243,6 +239,4 @@ class JudgePool:
         }
 
     def shutdown(self) -> None:
-        for replica in self.replicas:
-            ray.kill(replica)
-        self.replicas = []
+        self.actors.shutdown()

@@ -1,14 +1,14 @@
-"""The pool of policy rollout workers as Ray actors: shards prompts evenly across them, reassembles completions in prompt order, and fans weight updates out to every worker."""
+"""The pool of policy rollout workers as Ray actors: shards prompts evenly across them, reassembles completions in prompt order, fans weight updates out to every worker, and replaces a worker that dies mid-generation."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import ray
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from actors import ActorGroup, Pool, reserve_pool
 from rollout.config import RolloutConfig, SamplingConfig
 from rollout.engines.base import derive_seed
 from rollout.types import Completion
@@ -23,60 +23,64 @@ def shard_sizes(num_items: int, num_shards: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(num_shards)]
 
 
+def worker_tensor_parallel_size(cfg: RolloutConfig) -> int:
+    """GPUs (and bundles) per worker: vLLM's tensor-parallel size; a transformers engine runs on one device."""
+    return cfg.tensor_parallel_size if cfg.engine == "vllm" else 1
+
+
+def reserve_rollout_pool(name: str, cfg: RolloutConfig, timeout_s: float = 120.0) -> Pool:
+    """The bundles of `cfg.num_workers` rollout workers: one each, or one per tensor-parallel GPU."""
+    return reserve_pool(name, cfg.num_workers, cfg.num_cpus_per_worker, cfg.num_gpus_per_worker,
+                        timeout_s=timeout_s, tensor_parallel_size=worker_tensor_parallel_size(cfg))
+
+
 class RolloutPool:
     """`cfg.num_workers` RolloutWorker actors.
 
-    Resources per worker come from the config. A driver that plans placement passes `placement_group` and the bundle
-    index of each worker (`bundle_indices`, one per worker; for vLLM with tensor_parallel_size > 1, tp one-GPU
-    bundles per worker, flattened, the first of which must also hold the worker's `num_cpus_per_worker`). Without
-    one, transformers and single-GPU vLLM workers are scheduled freely, and tensor-parallel vLLM workers get a
-    placement group of their own.
+    `pool` is the driver's reservation (`actors.reserve_pool` with the rollout's tensor-parallel size): worker i takes
+    replica i's bundles, one per tensor-parallel shard. Without one, transformers and single-GPU vLLM workers are
+    scheduled freely, and tensor-parallel vLLM workers get a reservation of their own.
+
+    Faults: a worker that dies while generating is replaced in its bundles (at most `max_replacements` over the pool's
+    life); `on_replaced` (set by the driver) then gives every worker the learner's current weights, and the lost shard
+    is generated again with the seed it had, so the step's completions are the ones it would have had.
     """
 
-    def __init__(
-        self,
-        cfg: RolloutConfig,
-        model_path: str,
-        placement_group: PlacementGroup | None = None,
-        bundle_indices: list[int] | None = None,
-    ):
+    def __init__(self, cfg: RolloutConfig, model_path: str, pool: Pool | None = None, max_replacements: int = 0):
         if cfg.num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {cfg.num_workers}")
         self.cfg = cfg
         self.model_path = model_path
-        tp = cfg.tensor_parallel_size if cfg.engine == "vllm" else 1
+        tp = worker_tensor_parallel_size(cfg)
         self.ranks_per_worker = tp  # weight-group ranks each worker holds
-        self._own_placement_group: PlacementGroup | None = None
-        bundles_per_worker = tp  # one bundle per worker, or one GPU bundle per tensor-parallel shard
-        if tp > 1 and placement_group is None:
-            placement_group = self._own_placement_group = _make_placement_group(cfg, tp)
-            bundle_indices = list(range(cfg.num_workers * tp))
-        if placement_group is not None:
-            if bundle_indices is None:
-                bundle_indices = list(range(cfg.num_workers * bundles_per_worker))
-            if len(bundle_indices) != cfg.num_workers * bundles_per_worker:
-                raise ValueError(
-                    f"rollout pool needs {cfg.num_workers * bundles_per_worker} bundle indices "
-                    f"({cfg.num_workers} workers x {bundles_per_worker}), got {len(bundle_indices)}"
-                )
+        self._own_pool: Pool | None = None
+        if pool is None and tp > 1:
+            pool = self._own_pool = reserve_rollout_pool("rollout-tp", cfg)
+        if pool is not None and pool.bundles_per_replica != tp:
+            raise ValueError(
+                f"rollout pool {pool.name!r} reserved {pool.bundles_per_replica} bundle(s) per worker; "
+                f"tensor_parallel_size {tp} needs {tp}"
+            )
+        self.pool = pool
 
-        self.workers = []
-        for i in range(cfg.num_workers):
-            worker_bundles = bundle_indices[i * bundles_per_worker : (i + 1) * bundles_per_worker] if bundle_indices else None
-            options: dict = {"num_cpus": cfg.num_cpus_per_worker, "num_gpus": cfg.num_gpus_per_worker}
-            if tp > 1:
-                options["num_gpus"] = 0  # vLLM's own Ray workers take the GPUs of this worker's bundles
-            if placement_group is not None:
-                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    placement_group=placement_group,
-                    placement_group_bundle_index=worker_bundles[0],
-                    placement_group_capture_child_tasks=tp > 1,
-                )
-            actor_cls = ray.remote(RolloutWorker).options(**options)
-            self.workers.append(actor_cls.remote(model_path, cfg, i, worker_bundles if tp > 1 else None))
-        ray.get([w.ready.remote() for w in self.workers])
+        def worker_args(index: int) -> tuple:
+            return (model_path, cfg, index, pool.bundle_indices(index) if tp > 1 else None)
+
+        self.actors = ActorGroup(
+            "rollout", RolloutWorker, worker_args, cfg.num_workers, num_cpus=cfg.num_cpus_per_worker,
+            num_gpus=cfg.num_gpus_per_worker, pool=pool, max_replacements=max_replacements,
+        )
+        self.on_replaced: Callable[[list[int]], None] | None = None
         self.last_stats: dict = {}
         log.info("rollout pool: %d %s workers ready", cfg.num_workers, cfg.engine)
+
+    @property
+    def workers(self) -> list:
+        return self.actors.handles
+
+    @property
+    def replacements(self) -> int:
+        return self.actors.replacements
 
     @property
     def weight_group_world_size(self) -> int:
@@ -84,26 +88,43 @@ class RolloutPool:
         return 1 + self.cfg.num_workers * self.ranks_per_worker
 
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int) -> list[list[Completion]]:
-        """G completions per prompt, in prompt order; each worker gets a contiguous shard and a seed of its own."""
+        """G completions per prompt, in prompt order; each worker gets a contiguous shard and a seed of its own (the
+        shard's, so a replacement worker regenerates exactly what the lost one would have)."""
         if not prompts:
             return []
         start = time.perf_counter()
-        refs, offsets = [], []
+        shards = []  # (worker index, offset, prompts, seed)
         offset = 0
         for rank, size in enumerate(shard_sizes(len(prompts), len(self.workers))):
             if size:
-                worker_seed = derive_seed(seed, "worker", rank)
-                refs.append(self.workers[rank].generate_with_stats.remote(prompts[offset : offset + size], sampling, worker_seed))
-                offsets.append(offset)
+                shards.append((rank, offset, prompts[offset : offset + size], derive_seed(seed, "worker", rank)))
             offset += size
-        results = ray.get(refs)
+        results: dict[int, tuple] = {}
+        pending = {shard[0]: self.workers[shard[0]].generate_with_stats.remote(shard[2], sampling, shard[3]) for shard in shards}
+        while pending:
+            lost = []
+            for rank, ref in pending.items():
+                try:
+                    results[rank] = ray.get(ref)
+                except ray.exceptions.ActorDiedError as error:
+                    lost.append((rank, error))
+            pending = {}
+            if lost:
+                for rank, error in lost:
+                    self.actors.replace(rank, f"{type(error).__name__} while generating")
+                if self.on_replaced is not None:
+                    self.on_replaced([rank for rank, _ in lost])
+                for rank, _ in lost:
+                    shard = next(s for s in shards if s[0] == rank)
+                    pending[rank] = self.workers[rank].generate_with_stats.remote(shard[2], sampling, shard[3])
         completions: list[list[Completion]] = []
         worker_stats = []
-        for shard_offset, (shard, stats) in zip(offsets, results):
-            for group in shard:
+        for rank, shard_offset, _, _ in shards:
+            shard_completions, stats = results[rank]
+            for group in shard_completions:
                 for completion in group:
                     completion.prompt_index += shard_offset  # worker-local index -> request index
-            completions.extend(shard)
+            completions.extend(shard_completions)
             worker_stats.append(stats)
         seconds = time.perf_counter() - start
         generated = sum(s["generated_tokens"] for s in worker_stats)
@@ -139,23 +160,24 @@ class RolloutPool:
     def stats(self) -> list[dict]:
         return ray.get([w.stats.remote() for w in self.workers])
 
+    def replace_dead(self) -> list[int]:
+        """Health check: replaces every worker that no longer answers; returns their indices."""
+        dead = self.actors.dead()
+        for index in dead:
+            self.actors.replace(index, "found dead by a health check")
+        return dead
+
+    def pids(self) -> list[int]:
+        """The process id of every worker (for fault tests and operators)."""
+        return self.actors.run("pid")
+
     def shutdown(self) -> None:
-        for w in self.workers:
+        for ref, worker in zip(self.actors.call("close"), self.workers):
             try:
-                ray.get(w.close.remote(), timeout=30)
+                ray.get(ref, timeout=30)
             except Exception:  # a dead actor has nothing left to close
                 log.debug("closing a rollout worker failed", exc_info=True)
-            ray.kill(w)
-        self.workers = []
-        if self._own_placement_group is not None:
-            remove_placement_group(self._own_placement_group)
-            self._own_placement_group = None
-
-
-def _make_placement_group(cfg: RolloutConfig, tp: int) -> PlacementGroup:
-    """One one-GPU bundle per tensor-parallel shard of every worker, packed so a worker's shards share a node; the
-    first bundle of each worker also holds the CPUs of the actor that drives the engine (vLLM's GPU workers take none)."""
-    worker_bundles = [{"GPU": 1, "CPU": cfg.num_cpus_per_worker}] + [{"GPU": 1}] * (tp - 1)
-    pg = placement_group(worker_bundles * cfg.num_workers, strategy="PACK")
-    ray.get(pg.ready())
-    return pg
+        self.actors.shutdown()
+        if self._own_pool is not None:
+            self._own_pool.release()
+            self._own_pool = None

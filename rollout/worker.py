@@ -38,6 +38,11 @@ class RolloutWorker:
     def ready(self) -> int:
         return self.rank
 
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
     # ---------------------------------------------------------------- generation
 
     def generate_with_stats(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> tuple[list[list[Completion]], dict]:

@@ -152,7 +152,9 @@ def test_pool_timeout_counts_failures_and_scores_none_not_zero(pool, judge):
     assert batch.judge_failures == 3 and batch.judged == 0
     assert batch.consistency == [None, None, None, 0.0]  # failures are None; the wrong answer's 0 is by definition
     assert batch.judge_errors and batch.judge_latency_s > 0
-    assert batch.total[:3] == pytest.approx([0.1 + 0.7] * 3)  # imputed: the known consistency mean, 0.0 here
+    # No correct answer of the group was judged, so the consistency term is dropped and its weight renormalised away
+    # (rewards/combine.py): the wrong answer's 0 is not a consistency rate and must not pull the three down.
+    assert batch.total[:3] == pytest.approx([(0.1 + 0.7) / (0.1 + 0.7)] * 3)
 
     # The pool is not left broken by the timeouts: the late batches are ignored, new ones succeed.
     assert pool.judge(requests[:4]).letters == judge.judge(requests[:4])

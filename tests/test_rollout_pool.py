@@ -110,19 +110,52 @@ def test_weight_broadcast_reaches_every_worker(pool, prompts, models):
 
 def test_pool_in_a_driver_placement_group(models, pool, prompts):
     import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
 
-    pg = placement_group([{"CPU": 0.25}, {"CPU": 0.25}])
-    ray.get(pg.ready())
+    from actors import reserve_pool
+
     cfg = RolloutConfig(num_workers=2, num_cpus_per_worker=0.25, generate_batch_size=8)
-    with pytest.raises(ValueError, match="needs 2 bundle indices"):
-        RolloutPool(cfg, models[0], placement_group=pg, bundle_indices=[0])
-    placed = RolloutPool(cfg, models[0], placement_group=pg, bundle_indices=[1, 0])
+    too_small = reserve_pool("rollout-too-small", 1, 0.25, 0.0)
+    try:
+        with pytest.raises(ValueError, match="2 actors but its pool reserved 1"):
+            RolloutPool(cfg, models[0], pool=too_small)
+    finally:
+        too_small.release()
+    reserved = reserve_pool("rollout-placed", 2, 0.25, 0.0)
+    placed = RolloutPool(cfg, models[0], pool=reserved)
     try:
         out = placed.generate(prompts[:2], SamplingConfig(num_samples=1, max_new_tokens=4), seed=0)
         assert [g[0].prompt_index for g in out] == [0, 1]
-        in_group = ray.get([w.__ray_call__.remote(lambda self: ray.get_runtime_context().get_placement_group_id()) for w in placed.workers])
-        assert in_group == [pg.id.hex(), pg.id.hex()]
+        placement = ray.get([w.__ray_call__.remote(lambda self: (
+            ray.get_runtime_context().get_placement_group_id(), ray.get_runtime_context().get_assigned_resources()))
+            for w in placed.workers])
+        assert [group for group, _ in placement] == [reserved.group.id.hex()] * 2
     finally:
         placed.shutdown()
-        remove_placement_group(pg)
+        reserved.release()
+
+
+def test_a_killed_worker_is_replaced_and_its_shard_regenerated(models, pool, prompts):  # noqa: ARG001 (pool: Ray up)
+    """SIGKILL one worker: the next generate finds it dead, replaces it in its bundle, asks the driver to resend the
+    weights (the hook), and returns the completions a pool that lost nothing returns."""
+    import signal
+    import time
+
+    sampling = SamplingConfig(num_samples=2, max_new_tokens=48)
+    local = HFEngine(models[0], generate_batch_size=8)
+    expected = _tokens(local.generate(prompts[:3], sampling, derive_seed(11, "worker", 0)) + local.generate(prompts[3:], sampling, derive_seed(11, "worker", 1)))
+    cfg = RolloutConfig(num_workers=2, num_cpus_per_worker=0.5, generate_batch_size=8)
+    faulty = RolloutPool(cfg, models[0], max_replacements=1)
+    try:
+        replaced: list[list[int]] = []
+        faulty.on_replaced = replaced.append
+        victim = faulty.pids()[1]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{victim}"):
+            time.sleep(0.05)
+        out = faulty.generate(prompts, sampling, seed=11)
+        assert replaced == [[1]] and faulty.replacements == 1
+        assert faulty.pids()[1] != victim
+        assert _tokens(out) == expected
+    finally:
+        faulty.shutdown()

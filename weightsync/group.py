@@ -59,12 +59,17 @@ class WeightGroup:
         self._store = None
 
 
-def create_weight_group(backend: str, host: str, port: int, world_size: int, rank: int, timeout_s: float) -> WeightGroup:
-    """Joins (rank > 0) or hosts (rank 0) the weight group; blocks until every member has joined or the timeout passes."""
+def create_weight_group(
+    backend: str, host: str, port: int, world_size: int, rank: int, timeout_s: float, store: dist.Store | None = None
+) -> WeightGroup:
+    """Joins the weight group whose store is at host:port; rank 0 passes the `store` it hosts
+    (weightsync.rendezvous.host_store), or, without one, hosts a store at `port` itself. Blocks until every member has
+    joined or the timeout passes."""
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
-    store = dist.TCPStore(host, port, world_size, is_master=(rank == 0), timeout=timeout, wait_for_workers=True)
+    if store is None:
+        store = dist.TCPStore(host, port, world_size, is_master=(rank == 0), timeout=timeout, wait_for_workers=True)
     group = WeightGroup(backend, store, rank, world_size, timeout)
     log.info("weight group %s:%d joined as rank %d of %d (%s)", host, port, rank, world_size, backend)
     return group
