@@ -99,12 +99,12 @@ def run_sft(cfg) -> Path:
     """Runs SFT for a TrainConfig object `cfg` (with its `sft` section); returns the folder of the HF policy."""
     import dataclasses
 
+    from actors import reserve_pool
     from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
     from cluster.learner_group import LearnerGroup
     from cluster.metrics import MetricsWriter
     from cluster.models import prepare_models
     from cluster.perceive import describe_videos
-    from actors import reserve_pool
     from cluster.prompts import build_prompt_table
     from cluster.runtime import start_ray
     from embodied_data.atomic import write_text_atomically
