@@ -34,6 +34,7 @@ from learner.filtering import kept_sample_indices
 from learner.grpo import group_advantages
 from rewards.combine import accuracy_by_category
 from rewards.schedule import weights_at
+from rollout.engines.base import derive_seed
 from rollout.pool import RolloutPool, reserve_rollout_pool
 
 log = logging.getLogger("embodied_r.train")
@@ -225,7 +226,10 @@ def train_step(cfg: TrainConfig, pools: TrainingPools, sampler: EpochSampler, pr
     group_size = sampling.num_samples
 
     phase = time.perf_counter()
-    groups = pools.rollout.generate([p.token_ids for p in batch], sampling, seed=cfg.trainer.seed * 1_000_003 + step)
+    # Seeded by step and prompt (its dataset index), not by worker: a run's samples do not depend on the worker count,
+    # and a replaced worker regenerates the same ones.
+    seeds = [derive_seed(cfg.trainer.seed, "step", step, "prompt", index) for index in indices]
+    groups = pools.rollout.generate([p.token_ids for p in batch], sampling, seed=seeds)
     completions = [c for group in groups for c in group]
     time_rollout = time.perf_counter() - phase
 

@@ -42,7 +42,8 @@ def build_requests(keyframes: Keyframes, question: str | None) -> list[VLMReques
 class Describer:
     """Holds one VLM engine; `describe_video` turns a video (and optionally a question) into a VideoDescription."""
 
-    def __init__(self, cfg: PerceptionConfig, model_path: str, engine: VLMEngine | None = None) -> None:
+    def __init__(self, cfg: PerceptionConfig, model_path: str, engine: VLMEngine | None = None,
+                 bundle_indices: list[int] | None = None) -> None:
         self.cfg = cfg
         self.model_path = model_path
         if cfg.torch_threads > 0 and cfg.vlm.engine == "transformers":
@@ -51,7 +52,7 @@ class Describer:
             torch.set_num_threads(cfg.torch_threads)
         if cfg.keyframes.feature_threads == 0:  # automatic: the replica's CPU share, not the whole node's cores
             self.cfg = replace(cfg, keyframes=replace(cfg.keyframes, feature_threads=max(1, int(cfg.num_cpus_per_replica) - 2)))
-        self.engine = engine if engine is not None else make_vlm_engine(cfg.vlm, model_path)
+        self.engine = engine if engine is not None else make_vlm_engine(cfg.vlm, model_path, bundle_indices)
         self.num_requests = 0  # VLM requests made by this describer
         self.num_videos = 0
         self.partial_videos_skipped = 0  # partly decodable videos refused (keyframes.partial_video=skip)

@@ -64,9 +64,20 @@ class PerceptionPool:
         self.vlm_requests = 0  # VLM requests made on behalf of this pool's describe() calls
         self.videos_described = 0
         self.records_from_cache = 0  # records whose description was already in the cache
+        tp = replica_tensor_parallel_size(cfg)
+        self._own_pool = None
+        if pool is None and tp > 1:  # a tensor-parallel engine needs bundles to place its GPU workers in
+            pool = self._own_pool = reserve_perception_pool("perception-tp", cfg)
+        if pool is not None and pool.bundles_per_replica != tp:
+            raise ValueError(f"perception pool {pool.name!r} reserved {pool.bundles_per_replica} bundle(s) per replica; "
+                             f"the VLM's tensor_parallel_size {tp} needs {tp}")
+
+        def replica_args(index: int) -> tuple:
+            return (cfg, model_path, None, pool.bundle_indices(index) if tp > 1 else None)
+
         # Describers are created without waiting for them: their first tasks queue behind their model loads.
         self.actors = ActorGroup(
-            "perception", Describer, lambda _index: (cfg, model_path), cfg.num_replicas, num_cpus=cfg.num_cpus_per_replica,
+            "perception", Describer, replica_args, cfg.num_replicas, num_cpus=cfg.num_cpus_per_replica,
             num_gpus=cfg.num_gpus_per_replica, pool=pool, ray_max_restarts=1, start=False,
         )
         self.actors.launch()
@@ -159,3 +170,6 @@ class PerceptionPool:
 
     def shutdown(self) -> None:
         self.actors.shutdown()
+        if self._own_pool is not None:
+            self._own_pool.release()
+            self._own_pool = None

@@ -10,7 +10,7 @@ import ray
 
 from actors import ActorGroup, Pool, reserve_pool
 from rollout.config import RolloutConfig, SamplingConfig
-from rollout.engines.base import derive_seed
+from rollout.engines.base import prompt_seeds
 from rollout.types import Completion
 from rollout.worker import RolloutWorker
 
@@ -43,7 +43,7 @@ class RolloutPool:
 
     Faults: a worker that dies while generating is replaced in its bundles (at most `max_replacements` over the pool's
     life); `on_replaced` (set by the driver) then gives every worker the learner's current weights, and the lost shard
-    is generated again with the seed it had, so the step's completions are the ones it would have had.
+    is generated again with the seeds it had, so the step's completions are the ones it would have had.
     """
 
     def __init__(self, cfg: RolloutConfig, model_path: str, pool: Pool | None = None, max_replacements: int = 0):
@@ -87,17 +87,19 @@ class RolloutPool:
         """Members of the weight group: the learner (rank 0) and every rank of every worker."""
         return 1 + self.cfg.num_workers * self.ranks_per_worker
 
-    def generate(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int) -> list[list[Completion]]:
-        """G completions per prompt, in prompt order; each worker gets a contiguous shard and a seed of its own (the
-        shard's, so a replacement worker regenerates exactly what the lost one would have)."""
+    def generate(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int | list[int]) -> list[list[Completion]]:
+        """G completions per prompt, in prompt order; each worker gets a contiguous shard with the shard's prompt seeds
+        (`prompt_seeds(seed)`), so a prompt's completions do not depend on the worker count, and a replacement worker
+        regenerates exactly what the lost one would have."""
         if not prompts:
             return []
         start = time.perf_counter()
-        shards = []  # (worker index, offset, prompts, seed)
+        seeds = prompt_seeds(seed, len(prompts))
+        shards = []  # (worker index, offset, prompts, their seeds)
         offset = 0
         for rank, size in enumerate(shard_sizes(len(prompts), len(self.workers))):
             if size:
-                shards.append((rank, offset, prompts[offset : offset + size], derive_seed(seed, "worker", rank)))
+                shards.append((rank, offset, prompts[offset : offset + size], seeds[offset : offset + size]))
             offset += size
         results: dict[int, tuple] = {}
         pending = {shard[0]: self.workers[shard[0]].generate_with_stats.remote(shard[2], sampling, shard[3]) for shard in shards}

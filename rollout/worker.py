@@ -45,7 +45,7 @@ class RolloutWorker:
 
     # ---------------------------------------------------------------- generation
 
-    def generate_with_stats(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> tuple[list[list[Completion]], dict]:
+    def generate_with_stats(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int | list[int]) -> tuple[list[list[Completion]], dict]:
         """Completions (prompt-local indices) and this call's throughput: generated tokens, seconds, tokens/s."""
         start = time.perf_counter()
         completions = self.engine.generate(prompt_token_ids, sampling, seed) if prompt_token_ids else []
@@ -64,7 +64,7 @@ class RolloutWorker:
         }
         return completions, stats
 
-    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[list[Completion]]:
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int | list[int]) -> list[list[Completion]]:
         return self.generate_with_stats(prompt_token_ids, sampling, seed)[0]
 
     def stats(self) -> dict:

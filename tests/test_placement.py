@@ -3,6 +3,8 @@ bundle per shard, the driving actor's CPUs in the first, its engine's GPU worker
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -57,3 +59,17 @@ def test_tensor_parallel_replicas_get_one_gpu_bundle_per_shard(logical_gpus):
     # More than the cluster has: refused at once, naming what was asked.
     with pytest.raises(RuntimeError, match="needs 3 x"):
         reserve_pool("too-big", 3, 0.5, 2.0, timeout_s=2)
+
+
+def test_a_tensor_parallel_vllm_engine_is_pointed_at_its_replicas_bundles(monkeypatch):
+    """What both vLLM engines (policy and VLM) pass to `vllm.LLM` and set in their process before starting it."""
+    from actors.vllm_placement import vllm_placement_kwargs
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # what Ray gives an actor that holds no GPU
+    monkeypatch.delenv("VLLM_RAY_BUNDLE_INDICES", raising=False)
+    assert vllm_placement_kwargs(1, [0]) == {}
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # one GPU: this process is the worker, nothing changes
+    assert vllm_placement_kwargs(2, [2, 3]) == {"distributed_executor_backend": "ray"}
+    assert os.environ["VLLM_RAY_BUNDLE_INDICES"] == "2,3" and "CUDA_VISIBLE_DEVICES" not in os.environ
+    with pytest.raises(ValueError, match="needs as many bundles"):
+        vllm_placement_kwargs(4, [0, 1])

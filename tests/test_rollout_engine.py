@@ -122,6 +122,30 @@ def test_same_seed_same_completions(engine, prompts):
     assert tokens(first) != tokens(other)
 
 
+def test_a_prompts_completions_depend_on_its_seed_not_on_its_batch(engine, models, prompts):
+    """Each sequence draws from its own seeded stream: a prompt sampled alone, in another order or in batches of
+    another size gets the same tokens (log-probs equal up to the batch shape's rounding)."""
+    from rollout.engines.base import prompt_seeds
+
+    sampling = SamplingConfig(num_samples=3, max_new_tokens=16, temperature=0.9)
+    seeds = prompt_seeds(31, len(prompts))
+    together = engine.generate(prompts, sampling, seeds)
+    alone = [engine.generate([p], sampling, [s])[0] for p, s in zip(prompts, seeds)]
+    reversed_order = engine.generate(prompts[::-1], sampling, seeds[::-1])[::-1]
+    other_batches = HFEngine(models[0], generate_batch_size=2).generate(prompts, sampling, seeds)
+    for out in (alone, reversed_order, other_batches):
+        assert [[c.token_ids for c in g] for g in out] == [[c.token_ids for c in g] for g in together]
+        for group, want in zip(out, together):
+            for c, w in zip(group, want):
+                assert torch.allclose(torch.tensor(c.logprobs), torch.tensor(w.logprobs), atol=1e-4)
+    # The G samples of one prompt are distinct streams; one prompt under one seed gets the same samples in any row.
+    assert len({tuple(c.token_ids) for c in together[0]}) > 1
+    twice = engine.generate([prompts[0], prompts[0]], sampling, seeds[:1] * 2)
+    assert [c.token_ids for c in twice[0]] == [c.token_ids for c in twice[1]]
+    with pytest.raises(ValueError, match="2 seeds for 3 prompts"):
+        engine.generate(prompts, sampling, seeds[:2])
+
+
 def test_greedy_decoding_at_temperature_zero(engine, prompts):
     out = engine.generate(prompts[:1], SamplingConfig(num_samples=3, max_new_tokens=12, temperature=0.0), seed=0)
     assert len({tuple(c.token_ids) for c in out[0]}) == 1

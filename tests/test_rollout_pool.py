@@ -1,4 +1,4 @@
-"""The rollout pool as two real Ray actors: prompts sharded and reassembled in order with a seed per worker, and a
+"""The rollout pool as two real Ray actors: prompts sharded and reassembled in order with a seed per prompt, and a
 weight broadcast from a learner in this process (rank 0 of a real gloo group) loaded into every worker."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
 from rollout.config import RolloutConfig, SamplingConfig
-from rollout.engines.base import derive_seed
+from rollout.engines.base import prompt_seeds
 from rollout.engines.hf_engine import HFEngine
 from rollout.pool import RolloutPool, shard_sizes
 from weightsync import create_weight_group, metas_of, send_weights, weights_digest
@@ -53,6 +53,12 @@ def _tokens(out):
     return [[c.token_ids for c in group] for group in out]
 
 
+def _as_the_pool_shards(engine: HFEngine, prompts, sampling, seed: int):
+    """What the 2-worker pool computes, in one local engine: the same shards (so the same batches), the same seeds."""
+    seeds = prompt_seeds(seed, len(prompts))
+    return engine.generate(prompts[:3], sampling, seeds[:3]) + engine.generate(prompts[3:], sampling, seeds[3:])
+
+
 def test_shard_sizes_are_even():
     assert shard_sizes(10, 4) == [3, 3, 2, 2]
     assert shard_sizes(1, 3) == [1, 0, 0]
@@ -70,10 +76,9 @@ def test_pool_returns_completions_in_prompt_order(pool, prompts, models):
     assert [w["prompts"] for w in stats["workers"]] == [3, 2] and [w["rank"] for w in stats["workers"]] == [0, 1]
     assert stats["generated_tokens"] == sum(len(c.token_ids) for g in out for c in g)
 
-    # Each worker sampled its contiguous shard with its own derived seed: a local engine reproduces both shards.
+    # Each worker sampled its contiguous shard with those prompts' seeds: a local engine reproduces both shards.
     local = HFEngine(models[0], generate_batch_size=8)
-    expected = local.generate(prompts[:3], sampling, derive_seed(7, "worker", 0)) + local.generate(prompts[3:], sampling, derive_seed(7, "worker", 1))
-    assert _tokens(out) == _tokens(expected)
+    assert _tokens(out) == _tokens(_as_the_pool_shards(local, prompts, sampling, 7))
     assert _tokens(pool.generate(prompts, sampling, seed=7)) == _tokens(out)
 
 
@@ -103,8 +108,7 @@ def test_weight_broadcast_reaches_every_worker(pool, prompts, models):
     sampling = SamplingConfig(num_samples=2, max_new_tokens=12)
     out = pool.generate(prompts, sampling, seed=9)
     reference = HFEngine(models[1], generate_batch_size=8)
-    expected = reference.generate(prompts[:3], sampling, derive_seed(9, "worker", 0)) + reference.generate(prompts[3:], sampling, derive_seed(9, "worker", 1))
-    assert _tokens(out) == _tokens(expected)
+    assert _tokens(out) == _tokens(_as_the_pool_shards(reference, prompts, sampling, 9))
     group.close()
 
 
@@ -142,7 +146,7 @@ def test_a_killed_worker_is_replaced_and_its_shard_regenerated(models, pool, pro
 
     sampling = SamplingConfig(num_samples=2, max_new_tokens=48)
     local = HFEngine(models[0], generate_batch_size=8)
-    expected = _tokens(local.generate(prompts[:3], sampling, derive_seed(11, "worker", 0)) + local.generate(prompts[3:], sampling, derive_seed(11, "worker", 1)))
+    expected = _tokens(_as_the_pool_shards(local, prompts, sampling, 11))
     cfg = RolloutConfig(num_workers=2, num_cpus_per_worker=0.5, generate_batch_size=8)
     faulty = RolloutPool(cfg, models[0], max_replacements=1)
     try:

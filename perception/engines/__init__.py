@@ -8,8 +8,9 @@ from perception.engines.base import VLMEngine, VLMRequest
 ENGINES = ("transformers", "vllm", "openai")
 
 
-def make_vlm_engine(cfg: VLMConfig, model_path: str) -> VLMEngine:
-    """The engine `cfg.engine` names, over `model_path` (a checkpoint folder or hub id; for openai, the served model name)."""
+def make_vlm_engine(cfg: VLMConfig, model_path: str, bundle_indices: list[int] | None = None) -> VLMEngine:
+    """The engine `cfg.engine` names, over `model_path` (a checkpoint folder or hub id; for openai, the served model name).
+    `bundle_indices`: the placement-group bundles of a tensor-parallel vLLM engine's GPU workers."""
     if cfg.engine == "transformers":
         from perception.engines.transformers_vlm import TransformersVLM
 
@@ -17,7 +18,7 @@ def make_vlm_engine(cfg: VLMConfig, model_path: str) -> VLMEngine:
     if cfg.engine == "vllm":
         from perception.engines.vllm_vlm import VLLMVLM
 
-        return VLLMVLM(cfg, model_path)
+        return VLLMVLM(cfg, model_path, bundle_indices=bundle_indices)
     if cfg.engine == "openai":
         from perception.engines.openai_vlm import OpenAIVLM
 

@@ -18,7 +18,7 @@ MAX_IMAGES_PER_PROMPT = 2  # the differential prompt shows the previous and the 
 class VLLMVLM:
     """A vLLM engine over one Qwen2.5-VL checkpoint (hub id or local path), tensor parallel over `cfg.tensor_parallel_size`."""
 
-    def __init__(self, cfg: VLMConfig, model_path: str) -> None:
+    def __init__(self, cfg: VLMConfig, model_path: str, bundle_indices: list[int] | None = None) -> None:
         try:
             from vllm import LLM, SamplingParams
         except ImportError as error:  # keep the reason: CUDA-less installs never have vLLM (see pyproject's gpu extra)
@@ -26,8 +26,11 @@ class VLLMVLM:
                 "vlm.engine=vllm needs the `gpu` extra (vllm>=0.30,<0.33) on a CUDA machine; "
                 f"importing vllm failed: {error}"
             ) from error
+        from actors.vllm_placement import vllm_placement_kwargs
+
         self.cfg = cfg
-        engine_kwargs = {}
+        # Tensor parallel: the GPU workers go into the replica's own bundles (PerceptionPool passes them).
+        engine_kwargs = vllm_placement_kwargs(cfg.tensor_parallel_size, bundle_indices)
         if cfg.image_size > 0:
             # Bound the image size vLLM profiles for (its default worst case is a 16k-token image) to what we send.
             pixels = cfg.image_size * cfg.image_size

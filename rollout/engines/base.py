@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -16,11 +16,14 @@ from rollout.types import Completion
 class GenerationEngine(Protocol):
     tokenizer: object  # the model's tokenizer (a transformers tokenizer)
 
-    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[list[Completion]]:
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int | Sequence[int]) -> list[list[Completion]]:
         """`sampling.num_samples` completions per prompt, outer list in prompt order. Each completion carries the
         log-prob of every generated token under the sampling distribution: log_softmax(logits / temperature) after
         the top-p cut when top_p < 1 (at temperature 0, greedy decoding, the untempered log_softmax(logits)).
-        The same seed, prompts and settings give the same completions."""
+
+        `seed` is one seed per prompt, or one int from which each prompt's is derived (`prompt_seeds`). A prompt's
+        completions depend on its own seed only, not on the prompts batched with it or on which worker runs it (up to
+        the floating-point effect of batch shape on its logits)."""
         ...
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -37,6 +40,17 @@ def derive_seed(base_seed: int, *keys: int | str) -> int:
     processes (unlike Python's salted hash), so independent streams never share a seed by accident."""
     text = ":".join(str(k) for k in (base_seed, *keys))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def prompt_seeds(seed: int | Sequence[int], num_prompts: int) -> list[int]:
+    """One seed per prompt: `seed` itself when it is a sequence (of `num_prompts` seeds), else derived from it and each
+    prompt's position."""
+    if isinstance(seed, int):
+        return [derive_seed(seed, "prompt", index) for index in range(num_prompts)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != num_prompts:
+        raise ValueError(f"got {len(seeds)} seeds for {num_prompts} prompts: pass one seed per prompt, or one int")
+    return seeds
 
 
 def validate_prompts(prompt_token_ids: list[list[int]], vocab_size: int) -> None:

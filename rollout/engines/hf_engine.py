@@ -1,9 +1,9 @@
-"""Transformers generation engine: batched, seeded sampling of G completions per prompt from any causal LM, with the log-prob of each sampled token under the sampling distribution."""
+"""Transformers generation engine: batched sampling of G completions per prompt from any causal LM, each sequence from its own seeded random stream, with the log-prob of each sampled token under the sampling distribution."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from transformers import (
@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from rollout.config import SamplingConfig
-from rollout.engines.base import derive_seed, validate_prompts, validate_sampling
+from rollout.engines.base import derive_seed, prompt_seeds, validate_prompts, validate_sampling
 from rollout.types import Completion
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,25 @@ class SampledTokenLogprobs(LogitsProcessor):
         if not steps:
             return torch.empty(new_tokens.shape[0], 0)
         return torch.stack(steps, dim=1)
+
+
+class SeededRowSampler(LogitsProcessor):
+    """Draws each row's next token from softmax(scores) with that row's own generator, and leaves that token the only
+    finite score, so that generate's greedy search takes it.
+
+    generate()'s own sampler draws the whole batch from the global RNG, so a sequence's tokens would depend on the
+    sequences batched with it (and hence on the worker count and `generate_batch_size`); one stream per sequence makes
+    them depend on its seed alone.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device):
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float(), dim=-1)
+        chosen = torch.cat([torch.multinomial(probs[row], 1, generator=generator) for row, generator in enumerate(self.generators)])
+        only_chosen = torch.full_like(scores, float("-inf"))
+        return only_chosen.scatter_(1, chosen.unsqueeze(1), 0.0)
 
 
 class HFEngine:
@@ -92,7 +111,7 @@ class HFEngine:
 
     # ---------------------------------------------------------------- generation
 
-    def _generation_config(self, sampling: SamplingConfig) -> tuple[GenerationConfig, LogitsProcessorList, SampledTokenLogprobs]:
+    def _generation_config(self, sampling: SamplingConfig, seeds: Sequence[int]) -> tuple[GenerationConfig, LogitsProcessorList, SampledTokenLogprobs]:
         recorder = SampledTokenLogprobs()
         processors = LogitsProcessorList()
         greedy = sampling.temperature == 0
@@ -104,12 +123,10 @@ class HFEngine:
             if sampling.top_p < 1.0:
                 processors.append(TopPLogitsWarper(sampling.top_p))
         processors.append(recorder)
+        if not greedy:
+            processors.append(SeededRowSampler(seeds, self.device))  # the draw itself; generate then decodes greedily
         config = GenerationConfig(
-            do_sample=not greedy,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            repetition_penalty=1.0,
+            do_sample=False,
             max_new_tokens=sampling.max_new_tokens,
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
@@ -118,23 +135,20 @@ class HFEngine:
         return config, processors, recorder
 
     @torch.no_grad()
-    def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int) -> list[tuple[list[int], list[float], bool]]:
+    def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: list[int]) -> list[tuple[list[int], list[float], bool]]:
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, ids in enumerate(prompts):  # left padding: every prompt ends where generation starts
             input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids):] = 1
-        config, processors, recorder = self._generation_config(sampling)
-        fork_devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices, device_type=self.device.type):
-            torch.manual_seed(seed)
-            sequences = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention_mask.to(self.device),
-                generation_config=config,
-                logits_processor=processors,
-            )
+        config, processors, recorder = self._generation_config(sampling, seeds)
+        sequences = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            generation_config=config,
+            logits_processor=processors,
+        )
         new_tokens = sequences[:, width:]
         logprobs = recorder.collect(new_tokens).cpu()
         eos = set(self.eos_token_ids)
@@ -147,14 +161,16 @@ class HFEngine:
             results.append((tokens, logprobs[row, : len(tokens)].tolist(), stop is not None))
         return results
 
-    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[list[Completion]]:
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int | Sequence[int]) -> list[list[Completion]]:
         validate_sampling(sampling)
         validate_prompts(prompt_token_ids, self.vocab_size)
+        seeds = prompt_seeds(seed, len(prompt_token_ids))
         jobs = [(p, s) for p in range(len(prompt_token_ids)) for s in range(sampling.num_samples)]
         completions: list[list[Completion | None]] = [[None] * sampling.num_samples for _ in prompt_token_ids]
-        for chunk_index, start in enumerate(range(0, len(jobs), self.generate_batch_size)):
+        for start in range(0, len(jobs), self.generate_batch_size):
             chunk = jobs[start : start + self.generate_batch_size]
-            outputs = self._generate_chunk([prompt_token_ids[p] for p, _ in chunk], sampling, derive_seed(seed, "chunk", chunk_index))
+            chunk_seeds = [derive_seed(seeds[p], "sample", s) for p, s in chunk]
+            outputs = self._generate_chunk([prompt_token_ids[p] for p, _ in chunk], sampling, chunk_seeds)
             for (p, s), (tokens, logprobs, finished) in zip(chunk, outputs):
                 completions[p][s] = Completion(
                     prompt_index=p,

@@ -6,13 +6,12 @@ vLLM is imported inside the constructor only, so CPU machines import this module
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
 from rollout.config import RolloutConfig, SamplingConfig
-from rollout.engines.base import derive_seed, validate_prompts, validate_sampling
+from rollout.engines.base import prompt_seeds, validate_prompts, validate_sampling
 from rollout.types import Completion
 
 log = logging.getLogger(__name__)
@@ -46,25 +45,15 @@ class VLLMEngine:
             raise ImportError("engine 'vllm' needs vLLM 0.30-0.32 (pip install '.[gpu]' on a CUDA machine)") from err
         from transformers import AutoTokenizer
 
-        if cfg.tensor_parallel_size > 1:
-            # vLLM places its tensor-parallel workers as Ray actors on these placement-group bundles (one GPU each);
-            # the actor holding this engine holds no GPU itself, and Ray's empty CUDA_VISIBLE_DEVICES for it must not
-            # leak into those workers (as in vLLM's RLHF examples).
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            if bundle_indices is not None:
-                os.environ["VLLM_RAY_BUNDLE_INDICES"] = ",".join(str(i) for i in bundle_indices)
-            executor = "ray"
-        else:
-            executor = None  # vLLM's default for one GPU
+        from actors.vllm_placement import vllm_placement_kwargs
+
         self.model_path = model_path
         self.tensor_parallel_size = cfg.tensor_parallel_size
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.eos_token_ids = _eos_token_ids(model_path, self.tokenizer)
-        kwargs = {}
+        kwargs = vllm_placement_kwargs(cfg.tensor_parallel_size, bundle_indices)
         if cfg.max_model_len is not None:
             kwargs["max_model_len"] = cfg.max_model_len
-        if executor is not None:
-            kwargs["distributed_executor_backend"] = executor
         self.llm = LLM(
             model=model_path,
             tensor_parallel_size=cfg.tensor_parallel_size,
@@ -96,15 +85,12 @@ class VLLMEngine:
             stop_token_ids=self.eos_token_ids,
         )
 
-    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[list[Completion]]:
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int | Sequence[int]) -> list[list[Completion]]:
         validate_sampling(sampling)
         validate_prompts(prompt_token_ids, self.vocab_size)
         # One seed per prompt: vLLM seeds child i of a request with seed + i, so a shared seed would give prompt p's
         # sample i and prompt q's sample i the same random stream.
-        params = [
-            self._sampling_params(sampling, derive_seed(seed, "prompt", p) % _MAX_REQUEST_SEED)
-            for p in range(len(prompt_token_ids))
-        ]
+        params = [self._sampling_params(sampling, s % _MAX_REQUEST_SEED) for s in prompt_seeds(seed, len(prompt_token_ids))]
         prompts = [{"prompt_token_ids": list(ids)} for ids in prompt_token_ids]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         completions: list[list[Completion]] = []
