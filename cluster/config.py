@@ -21,8 +21,8 @@ class TinyModelsConfig:
     vocab_size: int = 4096
     hidden_size: int = 64
     num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
+    num_heads: int = 2  # head_dim 32 (hidden / heads): vLLM's CPU attention has no kernel for head sizes below 32
+    num_kv_heads: int = 1
     intermediate_size: int = 128
     seed: int = 0
 

@@ -102,8 +102,10 @@ def build_tiny_causal_lm(
     seed: int,
     hidden_size: int = 64,
     num_layers: int = 2,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
+    # head_dim 32: vLLM's CPU attention supports head sizes 32, 64, 80, 96, 112, 128, ... only (not 16); one KV head
+    # keeps the k/v projections the size they were with 2 heads of 16
+    num_heads: int = 2,
+    num_kv_heads: int = 1,
     intermediate_size: int = 128,
     max_position_embeddings: int = 4096,
 ) -> str:
