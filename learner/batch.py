@@ -11,8 +11,10 @@ import torch
 class Sample:
     prompt_ids: list[int]
     completion_ids: list[int]
-    rollout_logprobs: list[float]  # what the rollout engine reported (for the engine/learner mismatch metric)
+    rollout_logprobs: list[float]  # what the rollout engine reported (the mismatch metric, old_logprobs=rollout, TIS)
     advantage: float
+    truncated: bool = False  # cut at max_new_tokens rather than stopped at EOS (learner.grpo.mask_truncated drops it)
+    policy_version: int = 0  # the version of the policy that sampled it (the learner reports the staleness)
 
 
 @dataclass
@@ -27,6 +29,8 @@ class PackedBatch:
     rollout_logprobs: torch.Tensor  # [B, C]
     advantages: torch.Tensor  # [B]
     prompt_width: int  # P
+    truncated: torch.Tensor  # [B] bool
+    policy_versions: torch.Tensor  # [B] long
 
 
 def pack(samples: list[Sample], pad_id: int) -> PackedBatch:
@@ -57,6 +61,8 @@ def pack(samples: list[Sample], pad_id: int) -> PackedBatch:
         rollout_logprobs=rollout_logprobs,
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         prompt_width=prompt_width,
+        truncated=torch.tensor([s.truncated for s in samples], dtype=torch.bool),
+        policy_versions=torch.tensor([s.policy_version for s in samples], dtype=torch.long),
     )
 
 

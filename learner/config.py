@@ -28,6 +28,26 @@ class GRPOConfig:
     # DAPO's dynamic sampling: drop the groups whose rewards are all equal (advantage 0 everywhere) before the learner
     # step, so they no longer dilute the token-mean normaliser; a step whose groups are all dropped is skipped.
     filter_equal_reward_groups: bool = False
+    # The loss variant (learner/algo/, one file each): grpo (the clipped token-level objective above, bit for bit) |
+    # gspo (GSPO: one importance ratio per sequence, the geometric mean of its token ratios, clipped per sequence) |
+    # dr_grpo (Dr.GRPO: advantages r - group mean, the loss summed and divided by a constant). gspo and dr_grpo fix
+    # their own aggregation (loss_aggregation applies to grpo only); dr_grpo also fixes advantage_norm to group_mean.
+    algorithm: str = "grpo"
+    # GSPO's sequence ratio is clipped to [1 - gspo_clip_low, 1 + gspo_clip_high]: a geometric mean of token ratios
+    # moves far less than one token's ratio, hence ranges some 1000x smaller than clip_low/clip_high (the paper's values).
+    gspo_clip_low: float = 3e-4
+    gspo_clip_high: float = 4e-4
+    # Dr.GRPO's normaliser is max_tokens_norm x the batch's sequences; 0 takes the sampling max_new_tokens the driver
+    # passes the learner (a constant, so a sequence's weight no longer depends on its own or its batch's lengths).
+    max_tokens_norm: int = 0
+    # Truncated importance sampling for off-policy samples (e.g. sampled by an older policy, or by an engine whose
+    # kernels differ): each token's policy-gradient term is weighted by min(pi_learner_old / pi_sampler, tis_cap), the
+    # sampler's probability taken from Sample.rollout_logprobs. 0 turns it off. Needs old_logprobs=learner (with
+    # old_logprobs=rollout the ratio already corrects towards the sampler).
+    tis_cap: float = 0.0
+    # Completions cut at max_new_tokens (Sample.truncated) are taken out of the loss and of its normaliser: their
+    # reward judges an unfinished answer, so their credit is noise.
+    mask_truncated: bool = False
 
 
 @dataclass

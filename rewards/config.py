@@ -35,3 +35,7 @@ class RewardConfig:
     stages: list[RewardStage] = field(default_factory=lambda: [RewardStage()])
     schedule_unit: str = "epoch"  # epoch | step
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    # DAPO's soft overlong penalty (rewards/overlong.py), added to the total: 0 up to rollout.max_new_tokens -
+    # overlong_cache_tokens, then falling linearly to -1 at max_new_tokens.
+    overlong_penalty: bool = False
+    overlong_cache_tokens: int = 512  # the window before the cap where the penalty ramps (DAPO: 4096 of 20480)

@@ -1,0 +1,42 @@
+"""The learner.grpo settings checked before any work, each error naming its key."""
+
+from __future__ import annotations
+
+import math
+
+from learner.config import GRPOConfig
+
+ALGORITHM_NAMES = ("grpo", "gspo", "dr_grpo")  # the keys of learner.algo.ALGORITHMS
+
+
+def check_grpo_config(cfg: GRPOConfig) -> None:
+    """Raises ValueError naming the first learner.grpo setting that is out of range (called when a learner starts)."""
+    choices = {
+        "algorithm": ALGORITHM_NAMES,
+        "kl_estimator": ("k1", "k2", "k3"),
+        "advantage_norm": ("group_std", "group_mean"),
+        "loss_aggregation": ("token_mean", "sequence_mean"),
+        "old_logprobs": ("learner", "rollout"),
+    }
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"learner.grpo.{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
+    if cfg.beta < 0:
+        raise ValueError(f"learner.grpo.beta must be >= 0, got {cfg.beta}")
+    if not 0 <= cfg.clip_low < 1 or cfg.clip_high < 0:
+        raise ValueError(f"learner.grpo clip range needs 0 <= clip_low < 1 and clip_high >= 0, got {cfg.clip_low}, {cfg.clip_high}")
+    if not 0 <= cfg.gspo_clip_low < 1:
+        raise ValueError(f"learner.grpo.gspo_clip_low must be in [0, 1), got {cfg.gspo_clip_low}")
+    if cfg.gspo_clip_high < 0:
+        raise ValueError(f"learner.grpo.gspo_clip_high must be >= 0, got {cfg.gspo_clip_high}")
+    if cfg.updates_per_batch < 1:
+        raise ValueError(f"learner.grpo.updates_per_batch must be >= 1, got {cfg.updates_per_batch}")
+    if cfg.max_tokens_norm < 0:
+        raise ValueError(f"learner.grpo.max_tokens_norm must be >= 0 (0: the sampling max_new_tokens), got {cfg.max_tokens_norm}")
+    if not math.isfinite(cfg.tis_cap) or cfg.tis_cap < 0:
+        raise ValueError(f"learner.grpo.tis_cap must be a finite number >= 0 (0: off), got {cfg.tis_cap}")
+    if cfg.tis_cap > 0 and cfg.old_logprobs == "rollout":
+        # The ratio would then already be pi / pi_sampler; the TIS weight pi_old / pi_sampler would correct twice.
+        raise ValueError("learner.grpo.tis_cap > 0 needs learner.grpo.old_logprobs=learner (rollout already corrects towards the sampler)")
+    if not isinstance(cfg.mask_truncated, bool):
+        raise ValueError(f"learner.grpo.mask_truncated must be true or false, got {cfg.mask_truncated!r}")
