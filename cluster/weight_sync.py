@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import ray
 
 from cluster.learner_group import LearnerGroup
 
+log = logging.getLogger(__name__)
+
 
 class WeightSync:
-    def __init__(self, learner: LearnerGroup, rollout, backend: str, bucket_mb: int, timeout_s: float, wire_dtype: str):
+    def __init__(self, learner: LearnerGroup, rollout, backend: str, bucket_mb: int, timeout_s: float, wire_dtype: str, verify: bool = False):
+        """`verify`: `verify()` will be called after broadcasts (so engines that can only digest what they receive
+        take a digest at every broadcast from the start; without it they start at the first `verify()`)."""
         self.learner = learner
         self.rollout = rollout
         self.backend = backend
@@ -19,6 +24,11 @@ class WeightSync:
         # The wire carries the rollout engine's dtype, so a worker's weights can equal the learner's bit for bit.
         self.metas = learner.param_metas(wire_dtype)
         self.address: tuple[str, int] | None = None
+        # vLLM keeps its weights fused, sharded and (on CPU) repacked, so a replica's digest can only be taken of the
+        # tensors it received, at receive time; a transformers worker's is read back from its model when asked.
+        self.receive_time_digests = getattr(getattr(rollout, "cfg", None), "engine", None) == "vllm"
+        self.keep_digests = verify
+        self._last_digested = False  # whether the last broadcast left a receive-time digest on every worker
         self.connect()
 
     def connect(self) -> None:
@@ -43,14 +53,23 @@ class WeightSync:
 
     def _broadcast(self) -> dict:
         started = time.perf_counter()
+        digest = self.keep_digests and self.receive_time_digests
+        self._last_digested = False
         send = self.learner.broadcast_refs(self.metas, self.bucket_bytes)
-        receive = self.rollout.receive_weights(self.metas, self.bucket_bytes)
+        receive = self.rollout.receive_weights(self.metas, self.bucket_bytes, digest=digest)
         sent = ray.get(send, timeout=self.timeout_s)
         ray.get(receive, timeout=self.timeout_s)
+        self._last_digested = digest
         return {"sync/bytes": sent[0]["bytes"], "time/sync": time.perf_counter() - started}
 
     def verify(self) -> dict:
         """1.0 when every worker's weights hash equal to the learner's (as sent on the wire), else 0.0."""
+        if self.receive_time_digests and not self._last_digested:
+            # The weights the workers hold came without a digest: send them once more (a broadcast only copies the
+            # learner's weights, so this changes nothing else), this time digested, and digest every later one.
+            log.info("verify: re-sending the weights once so every vLLM replica digests what it receives")
+            self.keep_digests = True
+            self.broadcast()
         expected = self.learner.weights_digest(self.metas)
         digests = self.rollout.digests()
         matching = sum(d == expected for d in digests)

@@ -98,6 +98,7 @@ class RolloutWorker:
         """
         start = time.perf_counter()
         if hasattr(self.engine, "receive_weights"):
+            self._received_digest = None  # it described the weights being replaced
             per_shard = self.engine.receive_weights(metas, bucket_bytes, keep_digest=digest)
             result = {"bytes": per_shard[0]["bytes"], "buckets": per_shard[0]["buckets"]}
             if digest:
@@ -136,7 +137,7 @@ class RolloutWorker:
             if self._received_digest is None:
                 raise RuntimeError(
                     f"rollout worker {self.rank}: a vLLM engine's digest is taken at receive time; "
-                    "call receive_weights(..., digest=True) first"
+                    "the last receive_weights was called without digest=True"
                 )
             return self._received_digest
         return weights_digest(self.engine.named_weights())

