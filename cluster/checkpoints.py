@@ -11,6 +11,7 @@ from pathlib import Path
 from embodied_data.atomic import write_text_atomically
 
 _NAME = re.compile(r"^step_(\d{6})$")
+_UNFINISHED = re.compile(r"^step_(\d{6})\.tmp$")  # the learner writes a checkpoint here, then renames it
 log = logging.getLogger(__name__)
 
 
@@ -28,6 +29,8 @@ def latest_checkpoint(run_dir: str) -> str | None:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return None
+    for unfinished in sorted(p for p in root.iterdir() if _UNFINISHED.match(p.name)):
+        log.warning("skipping checkpoint %s: an unfinished write (the run stopped while writing it)", unfinished)
     for candidate in sorted((p for p in root.iterdir() if _NAME.match(p.name)), key=lambda p: p.name, reverse=True):
         problem = checkpoint_problem(candidate)
         if problem is None:

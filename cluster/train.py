@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -323,6 +324,8 @@ def make_reward_scorer(cfg: DictConfig, judge_model: str) -> tuple:
 
 def save_checkpoint(cfg: DictConfig, learner: LearnerGroup, sampler: EpochSampler, step: int) -> None:
     target = checkpoint_dir(cfg.run_dir, step)
+    if Path(target).exists():  # what a run killed while writing this step's checkpoint left (resume went back past it)
+        shutil.rmtree(target)
     state = {"step": step, "sampler": sampler.state()}
     learner.save_checkpoint(target, client_state=state)
     write_driver_state(target, state)  # written last: its presence marks the checkpoint complete

@@ -32,9 +32,12 @@ def test_broken_checkpoints_are_skipped_with_a_warning_naming_them(tmp_path, cap
     corrupt = make_checkpoint(tmp_path, 4, state='{"step": 4, "sampl')  # cut mid-write by a crash of the disk
     wrong = make_checkpoint(tmp_path, 5, state=json.dumps({"sampler": {}}))
     partial = make_checkpoint(tmp_path, 6, parts=("deepspeed",))
+    unfinished = tmp_path / "checkpoints" / "step_000008.tmp"  # the learner was killed while writing it
+    (unfinished / "deepspeed").mkdir(parents=True)
     with caplog.at_level(logging.WARNING):
         assert latest_checkpoint(str(tmp_path)) == str(good)
     text = caplog.text
+    assert f"{unfinished}: an unfinished write" in text
     assert f"{corrupt}: driver_state.json is unreadable" in text
     assert f"{wrong}: driver_state.json lacks the step" in text
     assert f"{partial}: missing policy/" in text
