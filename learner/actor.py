@@ -16,7 +16,10 @@ from learner.batch import PackedBatch, Sample, completion_logprobs, pack
 from learner.broadcast import broadcast_weights, iter_full_buckets, param_metas
 from learner.config import LearnerConfig
 from learner.engine import build_engines, init_distributed_env, init_process_group
-from learner.grpo import aggregate, check_grpo_config, grpo_token_loss
+from learner.algo import LossInputs, LossNorm, check_grpo_config, make_algorithm
+from learner.algo.staleness import staleness_stats
+from learner.algo.tis import TISStats, tis_weights
+from learner.algo.truncation import loss_mask
 from learner.sft import sft_token_loss
 from weightsync import WeightGroup, create_weight_group, weights_digest
 from weightsync.rendezvous import host_store, join_store
@@ -31,10 +34,15 @@ class Learner:
     (its node IP and a port it holds), then `setup(host, port)` on every rank (the process group and the engines).
     """
 
-    def __init__(self, cfg: LearnerConfig, model_path: str, rank: int, world_size: int, total_steps: int, seed: int = 0, rendezvous_timeout_s: float = 600.0):
+    def __init__(
+        self, cfg: LearnerConfig, model_path: str, rank: int, world_size: int, total_steps: int, seed: int = 0,
+        rendezvous_timeout_s: float = 600.0, max_new_tokens: int | None = None,
+    ):
         torch.set_num_threads(max(1, int(cfg.num_cpus_per_rank)))
         torch.manual_seed(seed + rank)
         check_grpo_config(cfg.grpo)
+        make_algorithm(cfg.grpo, max_new_tokens)  # fails here, before any work, if the variant cannot be built
+        self.max_new_tokens = max_new_tokens  # the sampling cap: dr_grpo's normaliser unless learner.grpo.max_tokens_norm
         self.cfg = cfg
         self.model_path = model_path
         self.rank = rank
@@ -69,25 +77,42 @@ class Learner:
         return self.describe()
 
     # ---- training -------------------------------------------------------------------------------------------
-    def train_step(self, samples: list[Sample], num_micro_batches: int, batch_tokens: int, batch_sequences: int) -> dict:
-        """`updates_per_batch` optimiser steps on this rank's share of the batch.
+    def train_step(
+        self, samples: list[Sample], num_micro_batches: int, batch_tokens: int, batch_sequences: int,
+        current_version: int | None = None,
+    ) -> dict:
+        """`updates_per_batch` optimiser steps on this rank's share of the batch, with the loss of learner.grpo.algorithm.
 
         `num_micro_batches` is the same on every rank (ranks with fewer samples run empty micro-batches, because under
         ZeRO-3 every forward is a collective); `batch_tokens`/`batch_sequences` are the whole batch's counts, so the
-        per-rank losses add up to the batch loss exactly.
+        per-rank losses add up to the batch loss exactly. With learner.grpo.mask_truncated the ranks count the tokens
+        and sequences left in the loss themselves (one all-reduce), and these two are not used.
 
         Returns the loss, KL and engine/learner mismatch of the first update (the policy that generated the batch), the
         clipped-token count averaged over the updates, and under `updates` each update's loss and ratio statistics.
+        Per-token statistics are over the tokens in the loss. With learner.grpo.tis_cap > 0 also the importance
+        weights' statistics (`tis/*`, before the cap); given the learner's `current_version`, the samples' staleness
+        (`staleness/*`, from Sample.policy_version). learner.algo.metrics.combine_rank_results adds the ranks up.
         """
         started = time.perf_counter()
         self.engine.train()
         grpo = self.cfg.grpo
+        algorithm = make_algorithm(grpo, self.max_new_tokens)
         if grpo.old_logprobs == "rollout":
-            _check_rollout_logprobs(samples, self.rank)
+            _check_rollout_logprobs(samples, self.rank, "learner.grpo.old_logprobs=rollout")
+        if grpo.tis_cap > 0:
+            _check_rollout_logprobs(samples, self.rank, "learner.grpo.tis_cap > 0")
         micro_batches = self._micro_batches(samples, num_micro_batches)
+        loss_masks = [loss_mask(batch.completion_mask, batch.truncated, grpo.mask_truncated) for batch, _ in micro_batches]
+        if grpo.mask_truncated:
+            norm = self._loss_counts(micro_batches, loss_masks)
+        else:
+            norm = LossNorm(tokens=batch_tokens, sequences=batch_sequences)
         old_logprobs: list[torch.Tensor | None] = [None] * len(micro_batches)
         if grpo.old_logprobs == "rollout":
             old_logprobs = [batch.rollout_logprobs for batch, _ in micro_batches]
+        is_weights: list[torch.Tensor | None] = [None] * len(micro_batches)
+        tis_total = TISStats(weight_sum=0.0, weight_max=0.0, capped_tokens=0.0, tokens=0.0)
         ref_logprobs = [self._reference_logprobs(mb) for mb in micro_batches]
         totals = {"kl": 0.0, "tokens": 0.0, "mismatch": 0.0}
         updates: list[dict] = []
@@ -97,32 +122,37 @@ class Learner:
             for index, (batch, weight) in enumerate(micro_batches):
                 self.engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
                 logprobs = completion_logprobs(self.engine, batch)
+                mask = loss_masks[index]
                 if old_logprobs[index] is None:
                     # The first pass runs on the weights that generated the batch: its log-probs are the old policy's.
                     old_logprobs[index] = logprobs.detach()
-                per_token, kl, clipped = grpo_token_loss(
-                    logprobs, old_logprobs[index], ref_logprobs[index], batch.advantages, batch.completion_mask, grpo
+                if grpo.tis_cap > 0 and is_weights[index] is None:
+                    # pi_old (this first pass) against the sampler: fixed for the batch, so computed once.
+                    is_weights[index], tis = tis_weights(old_logprobs[index], batch.rollout_logprobs, mask, grpo.tis_cap)
+                    if weight:
+                        tis_total = _add_tis(tis_total, tis)
+                out = algorithm.loss(
+                    LossInputs(logprobs, old_logprobs[index], ref_logprobs[index], batch.advantages, mask, is_weights[index]), norm
                 )
                 # DeepSpeed averages gradients over ranks, so scale by world size to get the batch sum / batch count.
-                loss = aggregate(per_token, batch.completion_mask, grpo, batch_tokens, batch_sequences)
-                loss = loss * weight * self.world_size
+                loss = out.loss * weight * self.world_size
                 self.engine.backward(loss, scale_wrt_gas=False)
                 self.engine.step()
                 if weight == 0:
                     continue  # an empty filler micro-batch: nothing to count
-                mask = batch.completion_mask.bool()
-                ratio = torch.exp(logprobs.detach() - old_logprobs[index])[mask]
+                in_loss = mask.bool()
+                ratio = out.ratio[in_loss]
                 stats["loss"] += loss.item() / self.world_size
-                stats["clipped_tokens"] += clipped.sum().item()
-                stats["tokens"] += mask.sum().item()
+                stats["clipped_tokens"] += out.clipped.sum().item()
+                stats["tokens"] += in_loss.sum().item()
                 stats["ratio_sum"] += ratio.sum().item()
                 if ratio.numel():
                     stats["ratio_min"] = min(stats["ratio_min"], ratio.min().item())
                     stats["ratio_max"] = max(stats["ratio_max"], ratio.max().item())
                 if not updates:
-                    totals["kl"] += (kl * batch.completion_mask).sum().item()
-                    totals["tokens"] += mask.sum().item()
-                    totals["mismatch"] += ((logprobs.detach() - batch.rollout_logprobs).abs() * batch.completion_mask).sum().item()
+                    totals["kl"] += (out.kl * mask).sum().item()
+                    totals["tokens"] += in_loss.sum().item()
+                    totals["mismatch"] += ((logprobs.detach() - batch.rollout_logprobs).abs() * mask).sum().item()
             stats["ratio_mean"] = stats.pop("ratio_sum") / max(stats["tokens"], 1.0)
             updates.append(stats)
             grad_norm = self.engine.get_global_grad_norm()
@@ -130,7 +160,7 @@ class Learner:
         self.steps_done += 1
         tokens = max(totals["tokens"], 1.0)
         clipped_tokens = sum(u["clipped_tokens"] for u in updates) / len(updates)
-        return {
+        metrics = {
             "loss": updates[0]["loss"],
             "kl_sum": totals["kl"],
             "clipped_tokens": clipped_tokens,
@@ -141,8 +171,37 @@ class Learner:
             "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
             "lr": float(self.engine.get_lr()[0]),
             "updates": updates,
+            "sequences": float(len(samples)),
+            "truncated_masked": float(sum(s.truncated for s in samples)) if grpo.mask_truncated else 0.0,
             "seconds": time.perf_counter() - started,
         }
+        if grpo.tis_cap > 0:
+            metrics.update({
+                "tis_weight_sum": tis_total.weight_sum, "tis_capped_tokens": tis_total.capped_tokens, "tis_tokens": tis_total.tokens,
+                "tis/weight_mean": tis_total.weight_sum / max(tis_total.tokens, 1.0),
+                "tis/weight_max": tis_total.weight_max,
+                "tis/capped_fraction": tis_total.capped_tokens / max(tis_total.tokens, 1.0),
+            })
+        if current_version is not None:
+            lag = staleness_stats([s.policy_version for s in samples], current_version)
+            metrics.update({
+                "staleness_sum": lag.total,
+                "staleness/mean": lag.total / max(lag.sequences, 1.0),
+                "staleness/max": lag.max,
+            })
+        return metrics
+
+    def _loss_counts(self, micro_batches: list[tuple[PackedBatch, float]], loss_masks: list[torch.Tensor]) -> LossNorm:
+        """The whole batch's tokens and sequences left in the loss: this rank's, summed over the ranks (every rank calls it)."""
+        tokens = sum(float(mask.sum()) for mask, (_, weight) in zip(loss_masks, micro_batches) if weight)
+        sequences = sum(float((mask.sum(dim=1) > 0).sum()) for mask, (_, weight) in zip(loss_masks, micro_batches) if weight)
+        counts = torch.tensor([tokens, sequences], dtype=torch.float64)
+        if self.world_size > 1 and dist.is_initialized():
+            counts = counts.to(self.engine.device)
+            dist.all_reduce(counts)
+            counts = counts.cpu()
+        # A batch with nothing left in the loss gives a zero loss (every mask is 0), not a division by zero.
+        return LossNorm(tokens=max(counts[0].item(), 1.0), sequences=max(counts[1].item(), 1.0))
 
     def sft_step(self, samples: list[Sample], num_micro_batches: int, batch_tokens: int, lr: float) -> dict:
         """One optimiser step of supervised fine-tuning on (prompt, target) samples, with the same engine and batching.
@@ -338,14 +397,23 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-def _check_rollout_logprobs(samples: list[Sample], rank: int) -> None:
-    """With old_logprobs=rollout every completion token needs the engine's log-prob (pack would pad a missing one with 0)."""
+def _check_rollout_logprobs(samples: list[Sample], rank: int, setting: str) -> None:
+    """With old_logprobs=rollout or TIS every completion token needs the engine's log-prob (pack would pad a missing one with 0)."""
     for index, sample in enumerate(samples):
         if len(sample.rollout_logprobs) != len(sample.completion_ids) or not all(map(math.isfinite, sample.rollout_logprobs)):
             raise ValueError(
-                f"rank {rank}, sample {index}: learner.grpo.old_logprobs=rollout needs one finite rollout log-prob per "
+                f"rank {rank}, sample {index}: {setting} needs one finite rollout log-prob per "
                 f"completion token; got {len(sample.rollout_logprobs)} for {len(sample.completion_ids)} tokens"
             )
+
+
+def _add_tis(total: TISStats, part: TISStats) -> TISStats:
+    return TISStats(
+        weight_sum=total.weight_sum + part.weight_sum,
+        weight_max=max(total.weight_max, part.weight_max),
+        capped_tokens=total.capped_tokens + part.capped_tokens,
+        tokens=total.tokens + part.tokens,
+    )
 
 
 def _gathered_for_copy(params):
