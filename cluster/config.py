@@ -84,6 +84,10 @@ class TrainerConfig:
     # stops and names the resume command); dead rollout workers are replaced, at most this many over the run.
     max_restarts: int = 1
     max_worker_replacements: int = 8
+    # Asynchronous GRPO: 1 generates the next step's rollouts while the learner takes this step, so they are sampled
+    # by the policy one step behind (correct with learner.grpo.tis_cap); 0 is the synchronous loop. A checkpoint step
+    # is a barrier, so resume stays exact.
+    max_staleness: int = 0
 
 
 @dataclass
@@ -137,6 +141,11 @@ def validate(cfg: DictConfig) -> None:
         problems.append("sampling.num_samples (G) must be >= 2: group-normalised advantages need a group")
     if cfg.trainer.max_restarts < 0 or cfg.trainer.max_worker_replacements < 0:
         problems.append("trainer.max_restarts and trainer.max_worker_replacements must be >= 0")
+    if cfg.rewards.overlong_penalty and not 0 <= cfg.rewards.overlong_cache_tokens <= cfg.sampling.max_new_tokens:
+        problems.append(f"rewards.overlong_cache_tokens ({cfg.rewards.overlong_cache_tokens}) must be in [0, "
+                        f"sampling.max_new_tokens={cfg.sampling.max_new_tokens}] when rewards.overlong_penalty is on")
+    if cfg.trainer.max_staleness not in (0, 1):
+        problems.append("trainer.max_staleness must be 0 (synchronous) or 1 (the next step's rollouts overlap this step's learning)")
     if cfg.rollout.num_workers < 1 or cfg.learner.num_ranks < 1:
         problems.append("rollout.num_workers and learner.num_ranks must be >= 1")
     if cfg.learner.zero_stage not in (0, 1, 2, 3):

@@ -8,6 +8,7 @@ import ray
 
 from actors import ActorGroup, Pool
 from learner.actor import Learner
+from learner.algo.metrics import combine_rank_results
 from learner.batch import Sample
 from learner.config import LearnerConfig
 
@@ -16,10 +17,14 @@ class LearnerGroup:
     """`cfg.num_ranks` Learner actors. Rank 0 hosts the process group's rendezvous on its own node (its node IP and a
     port it bound there), so the group forms wherever Ray placed it, whichever node the driver runs on."""
 
-    def __init__(self, cfg: LearnerConfig, model_path: str, pool: Pool, total_steps: int, seed: int):
+    def __init__(self, cfg: LearnerConfig, model_path: str, pool: Pool, total_steps: int, seed: int,
+                 max_new_tokens: int | None = None, rendezvous_timeout_s: float = 600.0):
+        """`max_new_tokens`: the sampling cap, dr_grpo's default loss normaliser."""
         self.cfg = cfg
         self.actors = ActorGroup(
-            "learner", Learner, lambda rank: (cfg, model_path, rank, cfg.num_ranks, total_steps, seed), cfg.num_ranks, pool=pool
+            "learner", Learner,
+            lambda rank: (cfg, model_path, rank, cfg.num_ranks, total_steps, seed, rendezvous_timeout_s, max_new_tokens),
+            cfg.num_ranks, pool=pool,
         )
         self.master = ray.get(self.ranks[0].host_rendezvous.remote())
         self.info = self.actors.run("setup", *self.master)[0]
@@ -35,21 +40,15 @@ class LearnerGroup:
         tokens = max(sum(len(s.completion_ids) for s in samples), 1)
         return shards, num_micro, tokens
 
-    def train_step(self, samples: list[Sample]) -> dict:
-        """One GRPO step over all ranks; returns batch-level metrics."""
+    def train_step(self, samples: list[Sample], current_version: int | None = None) -> dict:
+        """One step of learner.grpo.algorithm over all ranks; returns batch-level metrics (learner/algo/metrics.py).
+        `current_version`: the learner's policy version, against which the samples' staleness is reported."""
         shards, num_micro, tokens = self._shard(samples)
-        results = ray.get(
-            [r.train_step.remote(shard, num_micro, tokens, max(len(samples), 1)) for r, shard in zip(self.ranks, shards)]
-        )
-        total_tokens = max(sum(r["tokens"] for r in results), 1.0)
-        return {
-            "loss": sum(r["loss"] for r in results),
-            "kl": sum(r["kl_sum"] for r in results) / total_tokens,
-            "clip_fraction": sum(r["clipped_tokens"] for r in results) / total_tokens,
-            "logprob_mismatch": sum(r["logprob_mismatch"] * r["tokens"] for r in results) / total_tokens,
-            "grad_norm": results[0]["grad_norm"],
-            "lr": results[0]["lr"],
-        }
+        results = ray.get([
+            r.train_step.remote(shard, num_micro, tokens, max(len(samples), 1), current_version=current_version)
+            for r, shard in zip(self.ranks, shards)
+        ])
+        return combine_rank_results(results)
 
     def sft_step(self, samples: list[Sample], lr: float) -> float:
         """One supervised step over all ranks; returns the batch's mean NLL per target token."""

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import ray
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from actors import reserve_pool
@@ -30,12 +29,7 @@ from cluster.runtime import run_log, start_ray
 from cluster.warmstart import sft_warmup
 from cluster.weight_sync import WeightSync
 from embodied_data.atomic import write_text_atomically
-from learner.batch import Sample
-from learner.filtering import kept_sample_indices
-from learner.grpo import group_advantages
-from rewards.combine import accuracy_by_category
-from rewards.schedule import weights_at
-from rollout.engines.base import derive_seed
+from cluster.stages import RolloutPipeline, learn, score, step_row
 from rollout.pool import RolloutPool, reserve_rollout_pool
 
 log = logging.getLogger("embodied_r.train")
@@ -71,20 +65,29 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
         start_step = begin(cfg, run_dir, pools, sampler, prompts, resume=cfg.trainer.resume)
         metrics_log = MetricsWriter(run_dir / "metrics.jsonl", truncate_after_step=start_step)
         progress = make_progress(cfg, start_step)
+        pipeline = RolloutPipeline(cfg, pools, sampler, prompts, start_step)
 
-        # 4. The loop. A lost learner rank sends it back to the last complete checkpoint (trainer.max_restarts times).
+        # 4. The loop: rollouts -> rewards -> learner -> weights to the workers (with trainer.max_staleness=1 the next
+        # step's rollouts are generated meanwhile). A lost learner rank sends it back to the last complete checkpoint,
+        # trainer.max_restarts times.
         step = start_step + 1
         while step <= cfg.trainer.steps:
             try:
-                row = train_step(cfg, pools, sampler, prompts, step)
+                started = time.perf_counter()
+                rollouts, synced_at_collect = pipeline.rollouts(step)
+                scored = score(cfg, pools.scorer, rollouts)
+                learned = learn(pools.learner, scored, step)
+                synced = {**synced_at_collect, **pipeline.learned(step, learned.updated)}
+                row = step_row(step, rollouts, scored, learned, synced, pools.fault_metrics(), started)
                 metrics_log.write(row)
                 progress.update(row)
-                if step == cfg.trainer.steps or (cfg.trainer.checkpoint_every and step % cfg.trainer.checkpoint_every == 0):
+                if pipeline.is_barrier(step):
                     save_checkpoint(cfg, pools.learner, sampler, step)
             except ray.exceptions.RayError as error:
                 if not pools.learner.dead_ranks():
                     raise
                 step = pools.restart_learner(cfg, run_dir, sampler, prompts, error) + 1
+                pipeline.reset(step - 1)
                 metrics_log.rewind(step - 1)
                 progress.rewind(step - 1)
                 continue
@@ -136,13 +139,14 @@ class TrainingPools:
 
     def start_learner(self) -> None:
         cfg = self.cfg
-        self.learner = LearnerGroup(cfg.learner, self.models.policy, self.learner_pool, total_steps=cfg.trainer.steps, seed=cfg.trainer.seed)
+        self.learner = LearnerGroup(cfg.learner, self.models.policy, self.learner_pool, total_steps=cfg.trainer.steps,
+                                    seed=cfg.trainer.seed, max_new_tokens=cfg.sampling.max_new_tokens)
 
     def connect_sync(self) -> None:
         cfg = self.cfg
         self.sync = WeightSync(
             self.learner, self.rollout, backend=weight_backend(cfg), bucket_mb=cfg.trainer.weight_bucket_mb,
-            timeout_s=cfg.trainer.weight_sync_timeout_s, wire_dtype=cfg.rollout.dtype,
+            timeout_s=cfg.trainer.weight_sync_timeout_s, wire_dtype=cfg.rollout.dtype, verify=cfg.trainer.verify_sync,
         )
 
         def resend(replaced: list[int]) -> None:
@@ -216,77 +220,6 @@ def begin(cfg: TrainConfig, run_dir: Path, pools: TrainingPools, sampler: EpochS
     if resume_from or cfg.trainer.sft_warmup_steps or pools.learner_restarts:
         pools.sync.broadcast()
     return start_step
-
-
-def train_step(cfg: TrainConfig, pools: TrainingPools, sampler: EpochSampler, prompts, step: int) -> dict:
-    """One GRPO step: prompts -> rollouts -> rewards -> learner -> weight broadcast; returns its metrics row."""
-    step_started = time.perf_counter()
-    indices, epoch = sampler.take(cfg.trainer.prompts_per_step)
-    batch = [prompts[i] for i in indices]
-    sampling = cfg.sampling
-    group_size = sampling.num_samples
-
-    phase = time.perf_counter()
-    # Seeded by step and prompt (its dataset index), not by worker: a run's samples do not depend on the worker count,
-    # and a replaced worker regenerates the same ones.
-    seeds = [derive_seed(cfg.trainer.seed, "step", step, "prompt", index) for index in indices]
-    groups = pools.rollout.generate([p.token_ids for p in batch], sampling, seed=seeds)
-    completions = [c for group in groups for c in group]
-    time_rollout = time.perf_counter() - phase
-
-    phase = time.perf_counter()
-    weights = weights_at(cfg.rewards, epoch=epoch, step=step - 1)
-    records = [p.record for p in batch for _ in range(group_size)]
-    rewards = pools.scorer.score([c.text for c in completions], records, group_size, weights)
-    time_reward = time.perf_counter() - phase
-
-    phase = time.perf_counter()
-    advantages = group_advantages(torch.tensor(rewards.total), group_size, cfg.learner.grpo.advantage_norm)
-    samples = [
-        Sample(c.prompt_token_ids, c.token_ids, c.logprobs, float(a)) for c, a in zip(completions, advantages.tolist())
-    ]
-    if cfg.learner.grpo.filter_equal_reward_groups:
-        # DAPO's dynamic sampling (learner/filtering.py); with every group dropped the step has no gradient to take.
-        samples = [samples[i] for i in kept_sample_indices(rewards.total, group_size)]
-    filtered_groups = (len(completions) - len(samples)) // group_size
-    if samples:
-        learn = pools.learner.train_step(samples)
-    else:  # the step is still logged (learner metrics NaN, written as null); the weights stay as they were
-        log.info("step %d: all %d groups had equal rewards; learner step skipped", step, filtered_groups)
-        learn = dict.fromkeys(("loss", "kl", "clip_fraction", "grad_norm", "lr", "logprob_mismatch"), float("nan"))
-    time_learn = time.perf_counter() - phase
-
-    # The new weights go to every worker; a skipped learner step changed nothing, so nothing is sent.
-    synced = pools.sync.broadcast() if samples else {"sync/bytes": 0, "time/sync": 0.0}
-    if cfg.trainer.verify_sync:
-        synced.update(pools.sync.verify())
-
-    generated_tokens = sum(len(c.token_ids) for c in completions)
-    return {
-        "step": step,
-        "epoch": epoch,
-        **rewards.metrics(),
-        **accuracy_by_category(rewards.accuracy, [record.category for record in records]),
-        "reward/weights/format": weights.format,
-        "reward/weights/accuracy": weights.accuracy,
-        "reward/weights/consistency": weights.consistency,
-        "loss": learn["loss"],
-        "kl": learn["kl"],
-        "clip_fraction": learn["clip_fraction"],
-        "grad_norm": learn["grad_norm"],
-        "lr": learn["lr"],
-        "rollout/logprob_mismatch": learn["logprob_mismatch"],
-        "groups/filtered": filtered_groups,
-        "response/length": generated_tokens / max(len(completions), 1),
-        "response/finished": sum(c.finished for c in completions) / max(len(completions), 1),
-        "time/rollout": time_rollout,
-        "time/reward": time_reward,
-        "time/learn": time_learn,
-        **synced,
-        "time/step": time.perf_counter() - step_started,
-        "throughput/tokens_per_s": generated_tokens / max(time_rollout, 1e-9),
-        **pools.fault_metrics(),
-    }
 
 
 def summarize(rows: list[dict], learner_info: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import ray
 
@@ -15,6 +16,27 @@ from rollout.types import Completion
 from rollout.worker import RolloutWorker
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Shard:
+    """A worker's contiguous part of one generation request."""
+
+    rank: int  # the worker's index in the pool
+    offset: int  # position of its first prompt in the request
+    prompts: list[list[int]]
+    seeds: list[int]
+
+
+@dataclass
+class PendingGeneration:
+    """A submitted generation request: what each worker was given and the results to wait on (`RolloutPool.collect`)."""
+
+    num_prompts: int
+    sampling: SamplingConfig
+    shards: list[Shard]
+    refs: dict  # worker index -> ObjectRef of (completions, stats)
+    submitted_at: float
 
 
 def shard_sizes(num_items: int, num_shards: int) -> list[int]:
@@ -88,47 +110,56 @@ class RolloutPool:
         return 1 + self.cfg.num_workers * self.ranks_per_worker
 
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int | list[int]) -> list[list[Completion]]:
-        """G completions per prompt, in prompt order; each worker gets a contiguous shard with the shard's prompt seeds
+        """G completions per prompt, in prompt order: `collect(submit(...))`."""
+        return self.collect(self.submit(prompts, sampling, seed))
+
+    def submit(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int | list[int]) -> PendingGeneration:
+        """Starts generating without waiting: each worker gets a contiguous shard with the shard's prompt seeds
         (`prompt_seeds(seed)`), so a prompt's completions do not depend on the worker count, and a replacement worker
-        regenerates exactly what the lost one would have."""
-        if not prompts:
-            return []
-        start = time.perf_counter()
+        regenerates exactly what the lost one would have. The workers run it after whatever they were given before."""
         seeds = prompt_seeds(seed, len(prompts))
-        shards = []  # (worker index, offset, prompts, their seeds)
+        shards: list[Shard] = []
         offset = 0
         for rank, size in enumerate(shard_sizes(len(prompts), len(self.workers))):
             if size:
-                shards.append((rank, offset, prompts[offset : offset + size], seeds[offset : offset + size]))
+                shards.append(Shard(rank, offset, prompts[offset : offset + size], seeds[offset : offset + size]))
             offset += size
+        refs = {shard.rank: self.workers[shard.rank].generate_with_stats.remote(shard.prompts, sampling, shard.seeds) for shard in shards}
+        return PendingGeneration(len(prompts), sampling, shards, refs, time.perf_counter())
+
+    def collect(self, pending: PendingGeneration) -> list[list[Completion]]:
+        """Waits for a submitted generation; a worker that died meanwhile is replaced, `on_replaced` runs, and its
+        shard is generated again with the same seeds. Returns the completions in prompt order."""
+        if not pending.shards:
+            return []
         results: dict[int, tuple] = {}
-        pending = {shard[0]: self.workers[shard[0]].generate_with_stats.remote(shard[2], sampling, shard[3]) for shard in shards}
-        while pending:
+        refs = dict(pending.refs)
+        while refs:
             lost = []
-            for rank, ref in pending.items():
+            for rank, ref in refs.items():
                 try:
                     results[rank] = ray.get(ref)
                 except ray.exceptions.ActorDiedError as error:
                     lost.append((rank, error))
-            pending = {}
+            refs = {}
             if lost:
                 for rank, error in lost:
                     self.actors.replace(rank, f"{type(error).__name__} while generating")
                 if self.on_replaced is not None:
                     self.on_replaced([rank for rank, _ in lost])
                 for rank, _ in lost:
-                    shard = next(s for s in shards if s[0] == rank)
-                    pending[rank] = self.workers[rank].generate_with_stats.remote(shard[2], sampling, shard[3])
+                    shard = next(s for s in pending.shards if s.rank == rank)
+                    refs[rank] = self.workers[rank].generate_with_stats.remote(shard.prompts, pending.sampling, shard.seeds)
         completions: list[list[Completion]] = []
         worker_stats = []
-        for rank, shard_offset, _, _ in shards:
-            shard_completions, stats = results[rank]
+        for shard in pending.shards:
+            shard_completions, stats = results[shard.rank]
             for group in shard_completions:
                 for completion in group:
-                    completion.prompt_index += shard_offset  # worker-local index -> request index
+                    completion.prompt_index += shard.offset  # worker-local index -> request index
             completions.extend(shard_completions)
             worker_stats.append(stats)
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - pending.submitted_at
         generated = sum(s["generated_tokens"] for s in worker_stats)
         self.last_stats = {
             "workers": worker_stats,
@@ -136,8 +167,8 @@ class RolloutPool:
             "seconds": seconds,
             "tokens_per_s": generated / seconds if seconds > 0 else 0.0,
         }
-        if len(completions) != len(prompts):
-            raise RuntimeError(f"rollout pool got completions for {len(completions)} of {len(prompts)} prompts")
+        if len(completions) != pending.num_prompts:
+            raise RuntimeError(f"rollout pool got completions for {len(completions)} of {pending.num_prompts} prompts")
         return completions
 
     def init_weight_group(self, backend: str, host: str, port: int, timeout_s: float, world_size: int | None = None) -> list:

@@ -1,0 +1,244 @@
+"""The stages of one GRPO step, each returning a typed result with its own metrics: a step's prompts, their rollouts, their rewards and advantages, and the learner's update; and the rollout pipeline that overlaps the next step's generation with this step's learning (trainer.max_staleness)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from cluster.data import EpochSampler
+from learner.algo import make_algorithm
+from learner.batch import Sample
+from learner.filtering import kept_sample_indices
+from rewards.combine import accuracy_by_category
+from rewards.overlong import soft_overlong_penalty
+from rewards.schedule import RewardStage, weights_at
+from rollout.engines.base import derive_seed
+from rollout.types import Completion
+
+log = logging.getLogger("embodied_r.train")
+
+LEARNER_METRICS = ("loss", "kl", "clip_fraction", "grad_norm", "lr", "logprob_mismatch")
+
+
+@dataclass
+class StepPrompts:
+    """The prompts of one step, drawn from the sampler, and their sampling seeds (by step and dataset index, never by
+    worker: a run's samples do not depend on the worker count, and a replaced worker regenerates the same ones)."""
+
+    step: int
+    epoch: int
+    indices: list[int]
+    prompts: list  # cluster.prompts.Prompt: token ids and the record they ask about
+    seeds: list[int]
+
+
+def take_prompts(sampler: EpochSampler, prompts: list, count: int, step: int, seed: int) -> StepPrompts:
+    indices, epoch = sampler.take(count)
+    seeds = [derive_seed(seed, "step", step, "prompt", index) for index in indices]
+    return StepPrompts(step, epoch, indices, [prompts[i] for i in indices], seeds)
+
+
+@dataclass
+class Rollouts:
+    """G completions per prompt of one step, sampled by the policy after update `policy_version` (0: the policy RL
+    started from), and how long the driver waited for them."""
+
+    batch: StepPrompts
+    groups: list[list[Completion]]
+    policy_version: int
+    wait_s: float
+    generate_s: float  # from submission to the last shard's return
+
+    @property
+    def completions(self) -> list[Completion]:
+        return [c for group in self.groups for c in group]
+
+    def metrics(self) -> dict:
+        completions = self.completions
+        generated = sum(len(c.token_ids) for c in completions)
+        return {
+            "response/length": generated / max(len(completions), 1),
+            "response/finished": sum(c.finished for c in completions) / max(len(completions), 1),
+            "time/rollout": self.wait_s,
+            "throughput/tokens_per_s": generated / max(self.generate_s, 1e-9),
+        }
+
+
+@dataclass
+class Scored:
+    """The rewards of a step's completions under the step's reward weights, their group advantages, and the samples
+    the learner gets (groups with equal rewards dropped when learner.grpo.filter_equal_reward_groups is on)."""
+
+    rewards: object  # rewards.combine.RewardBatch
+    weights: RewardStage
+    samples: list[Sample]
+    filtered_groups: int
+    seconds: float
+    categories: list[str] = field(default_factory=list)
+    overlong: list[float] = field(default_factory=list)  # the soft overlong penalty of each sample, when it is on
+
+    def metrics(self) -> dict:
+        penalty = {"reward/overlong_penalty": sum(self.overlong) / len(self.overlong)} if self.overlong else {}
+        return {
+            **penalty,
+            **self.rewards.metrics(),
+            **accuracy_by_category(self.rewards.accuracy, self.categories),
+            "reward/weights/format": self.weights.format,
+            "reward/weights/accuracy": self.weights.accuracy,
+            "reward/weights/consistency": self.weights.consistency,
+            "groups/filtered": self.filtered_groups,
+            "time/reward": self.seconds,
+        }
+
+
+def score(cfg, scorer, rollouts: Rollouts) -> Scored:
+    started = time.perf_counter()
+    batch, group_size = rollouts.batch, cfg.sampling.num_samples
+    completions = rollouts.completions
+    weights = weights_at(cfg.rewards, epoch=batch.epoch, step=batch.step - 1)
+    records = [p.record for p in batch.prompts for _ in range(group_size)]
+    rewards = scorer.score([c.text for c in completions], records, group_size, weights)
+    overlong: list[float] = []
+    if cfg.rewards.overlong_penalty:  # DAPO: long answers are told so before they are cut off
+        overlong = [soft_overlong_penalty(len(c.token_ids), cfg.sampling.max_new_tokens, cfg.rewards.overlong_cache_tokens)
+                    for c in completions]
+        rewards.total = [total + penalty for total, penalty in zip(rewards.total, overlong)]
+    algorithm = make_algorithm(cfg.learner.grpo, cfg.sampling.max_new_tokens)
+    advantages = algorithm.advantages(torch.tensor(rewards.total), group_size)
+    samples = [
+        Sample(c.prompt_token_ids, c.token_ids, c.logprobs, float(a), truncated=not c.finished, policy_version=rollouts.policy_version)
+        for c, a in zip(completions, advantages.tolist())
+    ]
+    if cfg.learner.grpo.filter_equal_reward_groups:
+        # DAPO's dynamic sampling (learner/filtering.py); with every group dropped the step has no gradient to take.
+        samples = [samples[i] for i in kept_sample_indices(rewards.total, group_size)]
+    filtered = (len(completions) - len(samples)) // group_size
+    return Scored(rewards, weights, samples, filtered, time.perf_counter() - started, [r.category for r in records], overlong)
+
+
+@dataclass
+class Learned:
+    """The learner's step on the scored samples (NaN metrics, written as null, when every group was filtered out and
+    the learner was not called: its weights are then unchanged)."""
+
+    metrics_by_name: dict
+    updated: bool
+    seconds: float
+
+    def metrics(self) -> dict:
+        """The learner's metrics by their row names (engine/learner mismatch is the rollout's), the optional ones
+        (tis/*, staleness/*, truncated_masked) only when the learner reported them."""
+        named = {("rollout/logprob_mismatch" if k == "logprob_mismatch" else k): v for k, v in self.metrics_by_name.items()}
+        return {**named, "time/learn": self.seconds}
+
+
+def learn(learner, scored: Scored, step: int) -> Learned:
+    started = time.perf_counter()
+    if not scored.samples:
+        log.info("step %d: all %d groups had equal rewards; learner step skipped", step, scored.filtered_groups)
+        return Learned(dict.fromkeys(LEARNER_METRICS, float("nan")), False, time.perf_counter() - started)
+    # The learner is at version step - 1 (versions are steps): the samples' staleness is measured against it.
+    return Learned(learner.train_step(scored.samples, current_version=step - 1), True, time.perf_counter() - started)
+
+
+class RolloutPipeline:
+    """Keeps the rollout pool busy: with `max_staleness` 1, the next step's generation is submitted as soon as this
+    step's rollouts are in, so it runs while this step is scored and learned, sampled by the policy one step behind.
+
+    Weights reach the workers between generation batches, never during one: an update made while a generation is in
+    flight is owed and sent as soon as that generation is collected. A step after which a checkpoint is written is a
+    barrier (nothing is generated ahead of it), so the checkpoint holds everything the next step needs and a resumed
+    run repeats the uninterrupted one. With `max_staleness` 0 this is the synchronous loop: generate, score, learn,
+    send, each step in turn.
+
+    Versions are step numbers: `learner_version` is the last step learned, `policy_version` the step whose weights the
+    workers hold (a step whose groups were all filtered out changes no weight and owes nothing).
+    """
+
+    def __init__(self, cfg, pools, sampler: EpochSampler, prompts: list, start_step: int):
+        if cfg.trainer.max_staleness not in (0, 1):
+            raise ValueError(
+                f"trainer.max_staleness must be 0 (synchronous) or 1 (the next step's rollouts overlap this step's "
+                f"learning), got {cfg.trainer.max_staleness}"
+            )
+        self.cfg = cfg
+        self.pools = pools  # its rollout pool and weight sync are rebuilt when the learner restarts
+        self.sampler = sampler
+        self.prompts = prompts
+        self.policy_version = self.learner_version = start_step
+        self._owed = False  # an update the workers have not received
+        self._in_flight: tuple[StepPrompts, object, int] | None = None  # (prompts, pending generation, their version)
+
+    def is_barrier(self, step: int) -> bool:
+        every = self.cfg.trainer.checkpoint_every
+        return step >= self.cfg.trainer.steps or bool(every and step % every == 0)
+
+    def start(self, step: int) -> None:
+        """Submits `step`'s generation to the workers without waiting for it."""
+        batch = take_prompts(self.sampler, self.prompts, self.cfg.trainer.prompts_per_step, step, self.cfg.trainer.seed)
+        pending = self.pools.rollout.submit([p.token_ids for p in batch.prompts], self.cfg.sampling, batch.seeds)
+        self._in_flight = (batch, pending, self.policy_version)
+
+    def rollouts(self, step: int) -> tuple[Rollouts, dict]:
+        """`step`'s rollouts (submitted now if they were not started ahead); then the weights owed to the workers are
+        sent, now that they are idle, and the next step's generation starts when it may overlap. Returns the rollouts
+        and the metrics of the broadcast made here (empty when there was none)."""
+        if self._in_flight is None:
+            self.start(step)
+        batch, pending, version = self._in_flight
+        if batch.step != step:
+            raise RuntimeError(f"the rollout pipeline holds step {batch.step}'s generation, not step {step}'s")
+        waited = time.perf_counter()
+        groups = self.pools.rollout.collect(pending)
+        done = time.perf_counter()
+        self._in_flight = None
+        synced = self._send_owed(verify_anyway=False)
+        if self.cfg.trainer.max_staleness > 0 and not self.is_barrier(step):
+            self.start(step + 1)
+        return Rollouts(batch, groups, version, done - waited, done - pending.submitted_at), synced
+
+    def learned(self, step: int, updated: bool) -> dict:
+        """The learner finished `step`: its new weights go to the workers now if they are idle (and are checked, with
+        trainer.verify_sync), else once they are. Returns the metrics of what was done now."""
+        self.learner_version = step
+        self._owed = self._owed or updated
+        if self._in_flight is not None:
+            return {}
+        return self._send_owed(verify_anyway=self.cfg.trainer.verify_sync)
+
+    def _send_owed(self, verify_anyway: bool) -> dict:
+        synced: dict = {}
+        if self._owed:
+            synced = self.pools.sync.broadcast()
+            self._owed = False
+            verify_anyway = self.cfg.trainer.verify_sync
+        if verify_anyway:
+            synced.update(self.pools.sync.verify())
+        self.policy_version = self.learner_version
+        return synced
+
+    def reset(self, start_step: int) -> None:
+        """After the learner went back to a checkpoint (it restarted, and begin() sent the workers its weights): what
+        was in flight was sampled by weights that no longer exist, and is dropped."""
+        self._in_flight = None
+        self._owed = False
+        self.policy_version = self.learner_version = start_step
+
+
+def step_row(step: int, rollouts: Rollouts, scored: Scored, learned: Learned, synced: dict, faults: dict, started: float) -> dict:
+    """The step's metrics row as metrics.jsonl holds it."""
+    return {
+        "step": step,
+        "epoch": rollouts.batch.epoch,
+        **scored.metrics(),
+        **learned.metrics(),
+        "rollout/policy_version": rollouts.policy_version,
+        "rollout/staleness": (step - 1) - rollouts.policy_version,  # learner updates between sampling and learning
+        **rollouts.metrics(),
+        **({"sync/bytes": 0, "time/sync": 0.0} | synced),
+        "time/step": time.perf_counter() - started,
+        **faults,
+    }
