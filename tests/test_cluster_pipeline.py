@@ -172,3 +172,38 @@ def test_one_step_off_training_end_to_end_resumes_exactly(tmp_path):
         ray.shutdown()
     again = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [comparable(r) for r in again] == [comparable(r) for r in rows]
+
+
+def test_the_soft_overlong_penalty_enters_the_reward_before_the_advantages():
+    """score(): with rewards.overlong_penalty on, each completion's penalty is added to its total, so a group whose
+    answers are equally right but of different lengths gets advantages that favour the shorter ones."""
+    from cluster.stages import Rollouts, StepPrompts, score
+    from learner.config import GRPOConfig
+    from rewards.config import RewardConfig, RewardStage
+
+    record = SimpleNamespace(category="c")
+    batch = StepPrompts(step=1, epoch=0, indices=[0], prompts=[SimpleNamespace(token_ids=[1], record=record)], seeds=[0])
+    lengths = [10, 70, 100]  # free, inside the 50-token window before the 100-token cap, at the cap
+    groups = [[SimpleNamespace(prompt_token_ids=[1], token_ids=[2] * n, logprobs=[0.0] * n, text="t", finished=n < 100) for n in lengths]]
+    rollouts = Rollouts(batch, groups, policy_version=0, wait_s=0.0, generate_s=1.0)
+
+    class Scorer:
+        def score(self, texts, records, group_size, weights):
+            return SimpleNamespace(total=[1.0] * len(texts), accuracy=[1.0] * len(texts), metrics=lambda: {})
+
+    def cfg(penalty: bool):
+        return SimpleNamespace(
+            sampling=SimpleNamespace(num_samples=3, max_new_tokens=100),
+            rewards=RewardConfig(stages=[RewardStage()], schedule_unit="step", overlong_penalty=penalty, overlong_cache_tokens=50),
+            learner=SimpleNamespace(grpo=GRPOConfig()),
+        )
+
+    with_penalty = score(cfg(True), Scorer(), rollouts)
+    assert with_penalty.overlong == [0.0, -0.4, -1.0]
+    assert with_penalty.rewards.total == pytest.approx([1.0, 0.6, 0.0])
+    advantages = [s.advantage for s in with_penalty.samples]
+    assert advantages[0] > advantages[1] > advantages[2]
+    assert [s.truncated for s in with_penalty.samples] == [False, False, True]
+    assert with_penalty.metrics()["reward/overlong_penalty"] == pytest.approx(-1.4 / 3)
+    without = score(cfg(False), Scorer(), rollouts)
+    assert without.overlong == [] and all(s.advantage == 0.0 for s in without.samples)
