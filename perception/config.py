@@ -51,8 +51,9 @@ class VLMConfig:
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: int = 8
     timeout_s: float = 120.0
-    max_retries: int = 4  # transient HTTP failures (timeouts, 429, 5xx) are retried with exponential backoff
-    retry_backoff_s: float = 1.0
+    # transient failures (connection errors, timeouts, 408/409/429/5xx) are retried by the openai client with its own
+    # exponential backoff (0.5 s doubling to 8 s, jittered) or the server's Retry-After
+    max_retries: int = 4
     # engine details
     batch_size: int = 8  # requests per forward batch (transformers engine)
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16

