@@ -45,3 +45,28 @@ def _step_of(line: str) -> int:
 
 def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class PhaseClock:
+    """The wall time of a run split into its phases (start-up, perception, warm-up, steps ...), each `mark` closing
+    the phase that ran since the previous one: what a user reads to see where a run's time went."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._started = self._now()
+        self.phases: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        now = self._now()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
+        self._last = now
+
+    def summary(self) -> str:
+        total = self._last - self._started
+        parts = ", ".join(f"{name} {seconds:.1f} s ({seconds / total:.0%})" for name, seconds in self.phases.items()) if total > 0 else ""
+        return f"wall time {total:.1f} s: {parts}"
+
+    def as_dict(self) -> dict[str, float]:
+        return {"total_s": self._last - self._started, **{f"{name}_s": seconds for name, seconds in self.phases.items()}}

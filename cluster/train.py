@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -21,7 +22,7 @@ from cluster.checkpoints import checkpoint_dir, latest_checkpoint, prune, read_d
 from cluster.config import TrainConfig, load_config, resolved_yaml
 from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
 from cluster.learner_group import LearnerGroup
-from cluster.metrics import MetricsWriter, read_metrics
+from cluster.metrics import MetricsWriter, PhaseClock, read_metrics
 from cluster.models import prepare_models
 from cluster.perceive import describe_videos
 from cluster.prompts import build_prompt_table
@@ -45,13 +46,17 @@ def train(config: DictConfig) -> Path:
 
 
 def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
+    clock = PhaseClock()
     start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.namespace)
+    clock.mark("Ray")
 
     # 1. Data, models, perception: everything the prompts need, computed once and cached under the run dir.
     data = load_run_data(cfg)
     models = prepare_models(cfg, tokenizer_corpus(data))
+    clock.mark("data and models")
     video_texts = describe_videos(cfg, data, models.vlm)
     prompts = build_prompt_table(cfg, data.records, video_texts, models.policy)
+    clock.mark("perception")
     log.info("%d prompts ready (%d records without a description skipped)", len(prompts), len(data.records) - len(prompts))
 
     # 2. The pools: learner ranks, rollout workers, consistency judges, each in its own placement group; whatever
@@ -60,9 +65,11 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
     try:
         pools.start()
         learner_info = pools.learner.info
+        clock.mark("pools")
         # 3. Fresh start (with the optional SFT warm-up) or resume; either way the workers then get the learner's weights.
         sampler = EpochSampler(len(prompts), cfg.trainer.seed)
         start_step = begin(cfg, run_dir, pools, sampler, prompts, resume=cfg.trainer.resume)
+        clock.mark("resume" if start_step else "warm-up")
         metrics_log = MetricsWriter(run_dir / "metrics.jsonl", truncate_after_step=start_step)
         progress = make_progress(cfg, start_step)
         pipeline = RolloutPipeline(cfg, pools, sampler, prompts, start_step)
@@ -94,10 +101,14 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
             step += 1
         metrics_log.close()
         progress.close()
+        clock.mark("GRPO steps")
     finally:
         pools.close()
+    clock.mark("shutdown")
     log.info("done: %d steps, run dir %s", cfg.trainer.steps, run_dir)
     log.info(summarize(read_metrics(run_dir / "metrics.jsonl"), learner_info))
+    log.info(clock.summary())
+    write_text_atomically(run_dir / "wall_time.json", json.dumps(clock.as_dict(), indent=2))
     return run_dir
 
 

@@ -127,6 +127,20 @@ def test_a_step_without_update_owes_no_broadcast_and_reset_drops_the_generation_
     assert rollouts.policy_version == 2
 
 
+def test_phase_clock_splits_the_wall_time_into_the_marked_phases():
+    from cluster.metrics import PhaseClock
+
+    ticks = iter([0.0, 2.0, 5.0, 6.0])
+    clock = PhaseClock()
+    clock._now = lambda: next(ticks)
+    clock._last = clock._started = clock._now()
+    clock.mark("start-up")
+    clock.mark("steps")
+    clock.mark("start-up")  # a phase that comes back adds up
+    assert clock.as_dict() == {"total_s": 6.0, "start-up_s": 3.0, "steps_s": 3.0}
+    assert clock.summary() == "wall time 6.0 s: start-up 3.0 s (50%), steps 3.0 s (50%)"
+
+
 def test_only_zero_and_one_step_of_staleness_are_served():
     with pytest.raises(ValueError, match="max_staleness must be 0"):
         make_pipeline(max_staleness=2)
@@ -172,6 +186,10 @@ def test_one_step_off_training_end_to_end_resumes_exactly(tmp_path):
         ray.shutdown()
     again = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [comparable(r) for r in again] == [comparable(r) for r in rows]
+    wall = json.loads((first / "wall_time.json").read_text())
+    assert wall["GRPO steps_s"] > 0 and wall["warm-up_s"] > 0
+    assert sum(v for k, v in wall.items() if k != "total_s") == pytest.approx(wall["total_s"])
+    assert "resume_s" in json.loads((resumed / "wall_time.json").read_text())
 
 
 def test_the_soft_overlong_penalty_enters_the_reward_before_the_advantages():
