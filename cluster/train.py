@@ -34,6 +34,7 @@ from cluster.stages import RolloutPipeline, learn, score, step_row
 from rollout.pool import RolloutPool, reserve_rollout_pool
 
 log = logging.getLogger("embodied_r.train")
+JUDGE_READY_TIMEOUT_S = 600.0  # a judge replica that has not loaded its model by then fails the start, naming it
 
 
 def train(config: DictConfig) -> Path:
@@ -126,11 +127,17 @@ class TrainingPools:
         self.learner_restarts = 0
 
     def start(self) -> None:
+        """Reserves every pool's bundles, then starts all the actors at once: the rollout workers and the judges load
+        their models while the learner ranks set up DeepSpeed."""
         cfg = self.cfg
         self.learner_pool = reserve_pool(
             "learner", cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank,
             resources=dict(cfg.learner.resources) or None,
         )
+        self.rollout_pool = reserve_rollout_pool("rollout", cfg.rollout)
+        self.rollout = RolloutPool(cfg.rollout, self.models.policy, pool=self.rollout_pool,
+                                   max_replacements=cfg.trainer.max_worker_replacements, wait=False)
+        self.scorer, self.judge_pool = make_reward_scorer(cfg, self.models.judge, wait=False)
         self.start_learner()
         info = self.learner.info
         log.info(
@@ -138,9 +145,9 @@ class TrainingPools:
             info["zero_stage"], info["backend"], info["device"], info["precision"],
             ", frozen reference for KL" if info["reference"] else "",
         )
-        self.rollout_pool = reserve_rollout_pool("rollout", cfg.rollout)
-        self.rollout = RolloutPool(cfg.rollout, self.models.policy, pool=self.rollout_pool, max_replacements=cfg.trainer.max_worker_replacements)
-        self.scorer, self.judge_pool = make_reward_scorer(cfg, self.models.judge)
+        self.rollout.wait_ready()
+        if self.scorer.pool is not None:
+            self.scorer.pool.wait_ready(JUDGE_READY_TIMEOUT_S)
         self.connect_sync()
         ranks = self.learner.rendezvous()
         log.info(
@@ -252,8 +259,9 @@ def weight_backend(cfg: DictConfig) -> str:
     return "nccl" if cfg.rollout.num_gpus_per_worker > 0 and cfg.learner.num_gpus_per_rank > 0 else "gloo"
 
 
-def make_reward_scorer(cfg: DictConfig, judge_model: str) -> tuple:
-    """The reward scorer, and the judge pool's reserved bundles (None without a judge)."""
+def make_reward_scorer(cfg: DictConfig, judge_model: str, wait: bool = True) -> tuple:
+    """The reward scorer, and the judge pool's reserved bundles (None without a judge). `wait=False`: the judges are
+    created and load meanwhile; the caller waits with `scorer.pool.wait_ready`."""
     from rewards.combine import RewardScorer
     from rewards.judge_pool import JudgePool
 
@@ -262,7 +270,7 @@ def make_reward_scorer(cfg: DictConfig, judge_model: str) -> tuple:
         judge_pool = reserve_pool(
             "judge", cfg.rewards.judge.num_replicas, cfg.rewards.judge.num_cpus_per_replica, cfg.rewards.judge.num_gpus_per_replica
         )
-        judge = JudgePool(cfg.rewards.judge, judge_model, pool=judge_pool)
+        judge = JudgePool(cfg.rewards.judge, judge_model, pool=judge_pool, ready_timeout_s=JUDGE_READY_TIMEOUT_S if wait else None)
     return RewardScorer(cfg.rewards, judge), judge_pool
 
 

@@ -75,12 +75,12 @@ class PerceptionPool:
         def replica_args(index: int) -> tuple:
             return (cfg, model_path, None, pool.bundle_indices(index) if tp > 1 else None)
 
-        # Describers are created without waiting for them: their first tasks queue behind their model loads.
+        # Describers start on the first describe() that finds work the cache does not hold (a run whose descriptions
+        # are all cached loads no VLM), without waiting for them: their first tasks queue behind their model loads.
         self.actors = ActorGroup(
             "perception", Describer, replica_args, cfg.num_replicas, num_cpus=cfg.num_cpus_per_replica,
             num_gpus=cfg.num_gpus_per_replica, pool=pool, ray_max_restarts=1, start=False,
         )
-        self.actors.launch()
 
     @property
     def replicas(self) -> list:
@@ -113,6 +113,8 @@ class PerceptionPool:
                 continue
             tasks.setdefault(key, _Task(record.video, question)).record_ids.append(record.id)
         if tasks:
+            if not self.actors.handles:
+                self.actors.launch()
             log.info("perception: %d records cached, %d descriptions to compute on %d replicas",
                      len(descriptions), len(tasks), len(self.replicas))
             self._run(tasks, cache, descriptions, skipped)

@@ -68,7 +68,10 @@ class RolloutPool:
     is generated again with the seeds it had, so the step's completions are the ones it would have had.
     """
 
-    def __init__(self, cfg: RolloutConfig, model_path: str, pool: Pool | None = None, max_replacements: int = 0):
+    def __init__(self, cfg: RolloutConfig, model_path: str, pool: Pool | None = None, max_replacements: int = 0,
+                 wait: bool = True):
+        """`wait=False` returns as soon as the workers are created (their engines load meanwhile, e.g. while the
+        driver starts the learner); `wait_ready()` then waits for them."""
         if cfg.num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {cfg.num_workers}")
         self.cfg = cfg
@@ -90,11 +93,18 @@ class RolloutPool:
 
         self.actors = ActorGroup(
             "rollout", RolloutWorker, worker_args, cfg.num_workers, num_cpus=cfg.num_cpus_per_worker,
-            num_gpus=cfg.num_gpus_per_worker, pool=pool, max_replacements=max_replacements,
+            num_gpus=cfg.num_gpus_per_worker, pool=pool, max_replacements=max_replacements, start=False,
         )
+        self.actors.launch()
         self.on_replaced: Callable[[list[int]], None] | None = None
         self.last_stats: dict = {}
-        log.info("rollout pool: %d %s workers ready", cfg.num_workers, cfg.engine)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Waits until every worker has loaded its engine (ActorGroupError names a worker that failed or is slow)."""
+        self.actors.wait_ready(range(self.cfg.num_workers))
+        log.info("rollout pool: %d %s workers ready", self.cfg.num_workers, self.cfg.engine)
 
     @property
     def workers(self) -> list:
