@@ -47,9 +47,25 @@ def grpo_token_loss(
     Shapes: logprobs/old/ref/mask/is_weights [B, T]; advantages [B]. w is the TIS weight (1 when `is_weights` is None).
     """
     ratio = torch.exp(logprobs - old_logprobs)
+    return clipped_objective(ratio, advantages, cfg.clip_low, cfg.clip_high, logprobs, ref_logprobs, mask, cfg, is_weights)
+
+
+def clipped_objective(
+    ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor | None,
+    mask: torch.Tensor,
+    cfg: GRPOConfig,
+    is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token -w*min(ratio*A, clip(ratio, 1-clip_low, 1+clip_high)*A) + beta*KL(policy, reference), the KL
+    estimate and the clipped tokens, all masked: the PPO objective every ratio-based variant ends in."""
     adv = advantages.unsqueeze(1)
     unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1.0 - cfg.clip_low, 1.0 + cfg.clip_high) * adv
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
     surrogate = torch.minimum(unclipped, clipped)
     # Without TIS no multiply at all, so the default loss stays bit for bit what it was.
     per_token = -surrogate if is_weights is None else -(is_weights * surrogate)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from learner.algo.base import Algorithm, LossInputs, LossNorm, LossOutputs
-from learner.algo.grpo import group_advantages, sequence_mean
+from learner.algo.grpo import clipped_objective, group_advantages, sequence_mean
 from learner.config import GRPOConfig
-from learner.kl import kl_estimate
 
 
 def gspo_token_loss(
@@ -30,18 +29,10 @@ def gspo_token_loss(
     log_sequence_ratio = ((logprobs.detach() - old_logprobs) * mask).sum(dim=1) / lengths
     sequence_ratio = torch.exp(log_sequence_ratio).unsqueeze(1)  # [B, 1], detached
     ratio = sequence_ratio * torch.exp(logprobs - logprobs.detach())
-    adv = advantages.unsqueeze(1)
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1.0 - cfg.gspo_clip_low, 1.0 + cfg.gspo_clip_high) * adv
-    surrogate = torch.minimum(unclipped, clipped)
-    per_token = -surrogate if is_weights is None else -(is_weights * surrogate)
-    if cfg.beta > 0 and ref_logprobs is not None:
-        kl = kl_estimate(logprobs, ref_logprobs, cfg.kl_estimator)
-        per_token = per_token + cfg.beta * kl
-    else:
-        kl = torch.zeros_like(per_token)
-    was_clipped = (clipped < unclipped) & mask.bool()
-    return per_token * mask, kl * mask, was_clipped, sequence_ratio.expand_as(logprobs)
+    per_token, kl, was_clipped = clipped_objective(
+        ratio, advantages, cfg.gspo_clip_low, cfg.gspo_clip_high, logprobs, ref_logprobs, mask, cfg, is_weights
+    )
+    return per_token, kl, was_clipped, sequence_ratio.expand_as(logprobs)
 
 
 class GSPO(Algorithm):
