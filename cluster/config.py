@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+import importlib.util
+import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +50,9 @@ class SyntheticDataConfig:
     frames: int = 16
     fps: float = 2.0
     size: int = 224
+
+
+DATA_SOURCES = ("synthetic", "manifest")  # DataConfig.source, checked by validate
 
 
 @dataclass
@@ -131,38 +139,216 @@ def load_config(config_file: str | None, overrides: list[str] | None = None) -> 
     return cfg
 
 
+# Bounds checked at load, one table per rule: the key (a dotted path in the tree) and, for counts, the least value.
+_AT_LEAST = {
+    "trainer.steps": 1, "trainer.prompts_per_step": 1, "trainer.checkpoint_every": 0, "trainer.keep_checkpoints": 1,
+    "trainer.sft_warmup_steps": 0, "trainer.sft_warmup_prompts_per_step": 1, "trainer.weight_bucket_mb": 1,
+    "trainer.max_restarts": 0, "trainer.max_worker_replacements": 0,
+    "models.tiny.vocab_size": 1, "models.tiny.hidden_size": 1, "models.tiny.num_layers": 1, "models.tiny.num_heads": 1,
+    "models.tiny.num_kv_heads": 1, "models.tiny.intermediate_size": 1,
+    "data.max_records": 0, "data.synthetic.scenes": 1, "data.synthetic.questions_per_scene": 1,
+    "data.synthetic.frames": 1, "data.synthetic.size": 1,
+    "perception.num_replicas": 1, "perception.torch_threads": 0, "perception.max_in_flight_per_replica": 1,
+    "perception.cache_flush_every": 1,
+    "perception.keyframes.min_keyframes": 1, "perception.keyframes.max_keyframes": 1,
+    "perception.keyframes.orb_features": 1, "perception.keyframes.min_matches": 0,
+    "perception.keyframes.feature_threads": 0,
+    "perception.vlm.max_new_tokens": 1, "perception.vlm.image_size": 1, "perception.vlm.tensor_parallel_size": 1,
+    "perception.vlm.max_model_len": 1, "perception.vlm.max_concurrency": 1, "perception.vlm.max_retries": 0,
+    "perception.vlm.batch_size": 1,
+    "rollout.num_workers": 1, "rollout.tensor_parallel_size": 1, "rollout.generate_batch_size": 1,
+    "rollout.max_model_len": 1,
+    "sampling.max_new_tokens": 1, "sampling.max_prompt_tokens": 1,
+    "rewards.judge.num_replicas": 1, "rewards.judge.batch_size": 1, "rewards.judge.max_think_tokens": 1,
+    "rewards.judge.max_restarts": -1,  # Ray's max_restarts: -1 restarts without limit
+    "rewards.judge.max_retries": 0, "rewards.judge.max_concurrency": 1, "rewards.judge.top_logprobs": 1,
+    "rewards.overlong_cache_tokens": 0,
+    "learner.num_ranks": 1, "learner.micro_batch_size": 1,
+}
+# Resources, rates and weights that may be 0 but not negative.
+_NON_NEGATIVE = (
+    "perception.num_cpus_per_replica", "perception.num_gpus_per_replica", "perception.vlm.temperature",
+    "rollout.num_cpus_per_worker", "rollout.num_gpus_per_worker",
+    "sampling.temperature",
+    "rewards.judge.num_cpus_per_replica", "rewards.judge.num_gpus_per_replica",
+    "learner.num_cpus_per_rank", "learner.num_gpus_per_rank", "learner.weight_decay", "learner.grad_clip",
+)
+# Timeouts, rates and learning rates where 0 makes no sense.
+_POSITIVE = (
+    "trainer.weight_sync_timeout_s", "trainer.sft_warmup_lr",
+    "ray.num_cpus",
+    "data.synthetic.fps",
+    "perception.keyframes.sample_fps", "perception.keyframes.ransac_reproj_threshold", "perception.vlm.timeout_s",
+    "rewards.judge.timeout_s", "rewards.judge.request_timeout_s",
+    "learner.lr",
+)
+# Fractions: [0, 1], or (0, 1] where 0 would mean nothing (no memory, no probability mass).
+_FRACTION = ("perception.keyframes.overlap_threshold", "learner.warmup_ratio")
+_OPEN_FRACTION = (
+    "sampling.top_p", "rollout.gpu_memory_utilization", "perception.vlm.gpu_memory_utilization",
+    "rewards.judge.gpu_memory_utilization",
+)
+
+
+def _choices() -> dict[str, tuple]:
+    """Every string (and enumerated int) choice of the tree: its key and its allowed values, declared beside the field."""
+    from cluster.sft import TRACE_SOURCES
+    from learner import config as learner
+    from perception import config as perception
+    from rewards import config as rewards
+    from rollout import config as rollout
+
+    return {
+        "data.source": DATA_SOURCES,
+        "perception.source": perception.PERCEPTION_SOURCES,
+        "perception.keyframes.ransac_engine": perception.RANSAC_ENGINES,
+        "perception.keyframes.matcher": perception.MATCHERS,
+        "perception.keyframes.decoder": perception.DECODERS,
+        "perception.keyframes.partial_video": perception.PARTIAL_VIDEO_POLICIES,
+        "perception.vlm.engine": perception.VLM_ENGINES,
+        "perception.vlm.dtype": perception.VLM_DTYPES,
+        "rollout.engine": rollout.ROLLOUT_ENGINES,
+        "rollout.dtype": rollout.ENGINE_DTYPES,
+        "rewards.schedule_unit": rewards.SCHEDULE_UNITS,
+        "rewards.judge.engine": rewards.JUDGE_ENGINES,
+        "rewards.judge.dtype": rewards.JUDGE_DTYPES,
+        "learner.precision": learner.PRECISIONS,
+        "learner.backend": learner.BACKENDS,
+        "learner.zero_stage": learner.ZERO_STAGES,
+        "learner.grpo.algorithm": learner.GRPO_ALGORITHMS,
+        "learner.grpo.kl_estimator": learner.KL_ESTIMATORS,
+        "learner.grpo.advantage_norm": learner.ADVANTAGE_NORMS,
+        "learner.grpo.loss_aggregation": learner.LOSS_AGGREGATIONS,
+        "learner.grpo.old_logprobs": learner.OLD_LOGPROBS_SOURCES,
+        "trainer.max_staleness": (0, 1),  # 0: synchronous; 1: the next step's rollouts overlap this step's learning
+        "sft.trace_source": TRACE_SOURCES,
+    }
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_bounds(cfg: DictConfig, problems: list[str]) -> None:
+    def check(key: str, ok, rule: str) -> None:
+        value = OmegaConf.select(cfg, key)
+        if value is None:  # optional fields (max_model_len, ray.num_cpus): None takes the default
+            return
+        if not _number(value) or not ok(value):  # NaN fails every comparison, so it is refused too
+            problems.append(f"{key} must be {rule}; got {value!r}")
+
+    for key, least in _AT_LEAST.items():
+        check(key, lambda v, least=least: v >= least, f">= {least}")
+    for key in _NON_NEGATIVE:
+        check(key, lambda v: v >= 0, ">= 0")
+    for key in _POSITIVE:
+        check(key, lambda v: v > 0, "> 0")
+    for key in _FRACTION:
+        check(key, lambda v: 0 <= v <= 1, "in [0, 1]")
+    for key in _OPEN_FRACTION:
+        check(key, lambda v: 0 < v <= 1, "in (0, 1]")
+
+
+def _check_stages(rewards: DictConfig, problems: list[str]) -> None:
+    """rewards.stages: sorted by a strictly increasing start from 0, each weight finite and >= 0, not all 0."""
+    stages = rewards.stages
+    if not stages:
+        problems.append("rewards.stages is empty: give at least one stage with start 0")
+        return
+    for index, stage in enumerate(stages):
+        where = f"rewards.stages[{index}]"
+        if not _number(stage.start) or stage.start < 0:
+            problems.append(f"{where}.start must be an integer >= 0; got {stage.start!r}")
+        weights = {name: stage[name] for name in ("format", "accuracy", "consistency")}
+        for name, weight in weights.items():
+            if not _number(weight) or not math.isfinite(weight) or weight < 0:
+                problems.append(f"{where}.{name} must be a finite weight >= 0; got {weight!r}")
+        if all(_number(w) for w in weights.values()) and sum(weights.values()) == 0:
+            problems.append(f"{where}: all weights are 0, so every completion would get the same reward")
+    starts = [stage.start for stage in stages]
+    if starts[0] != 0:
+        problems.append(f"rewards.stages[0].start must be 0 (the first stage is in force from the start); got {starts[0]!r}")
+    if any(b <= a for a, b in zip(starts, starts[1:])):
+        problems.append(f"rewards.stages must be sorted by strictly increasing start; got starts {starts}")
+
+
+@functools.lru_cache(maxsize=1)
+def _learner_checks():
+    """learner/algo/checks.py (check_grpo_config), loaded without its package: `import learner.algo` imports torch and
+    the loss variants, which a config check does not need. A process that already imported it gets that module."""
+    module = sys.modules.get("learner.algo.checks")
+    if module is not None:
+        return module
+    import learner.config
+
+    path = Path(learner.config.__file__).parent / "algo" / "checks.py"
+    spec = importlib.util.spec_from_file_location("_embodied_r_grpo_checks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def validate(cfg: DictConfig) -> None:
-    problems = []
-    if cfg.trainer.steps < 1:
-        problems.append("trainer.steps must be >= 1")
-    if cfg.trainer.prompts_per_step < 1:
-        problems.append("trainer.prompts_per_step must be >= 1")
+    """Every choice against its allowed values and every bound, all at load: one ConfigError lists each problem by key."""
+    from cluster.sft import validate_sft
+    from rewards.schedule import validate_reward_config
+
+    problems: list[str] = []
+    refused_choices = []
+    for key, allowed in _choices().items():
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or value not in allowed:
+            problems.append(f"{key} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+            refused_choices.append(key)
+    _check_bounds(cfg, problems)
     if cfg.sampling.num_samples < 2:
         problems.append("sampling.num_samples (G) must be >= 2: group-normalised advantages need a group")
-    if cfg.trainer.max_restarts < 0 or cfg.trainer.max_worker_replacements < 0:
-        problems.append("trainer.max_restarts and trainer.max_worker_replacements must be >= 0")
     if cfg.rewards.overlong_penalty and not 0 <= cfg.rewards.overlong_cache_tokens <= cfg.sampling.max_new_tokens:
         problems.append(f"rewards.overlong_cache_tokens ({cfg.rewards.overlong_cache_tokens}) must be in [0, "
                         f"sampling.max_new_tokens={cfg.sampling.max_new_tokens}] when rewards.overlong_penalty is on")
-    if cfg.trainer.max_staleness not in (0, 1):
-        problems.append("trainer.max_staleness must be 0 (synchronous) or 1 (the next step's rollouts overlap this step's learning)")
-    if cfg.rollout.num_workers < 1 or cfg.learner.num_ranks < 1:
-        problems.append("rollout.num_workers and learner.num_ranks must be >= 1")
-    if cfg.learner.zero_stage not in (0, 1, 2, 3):
-        problems.append("learner.zero_stage must be 0, 1, 2 or 3")
-    if cfg.rollout.engine not in ("transformers", "vllm"):
-        problems.append("rollout.engine must be transformers or vllm")
-    if cfg.perception.vlm.engine not in ("transformers", "vllm", "openai"):
-        problems.append("perception.vlm.engine must be transformers, vllm or openai")
-    if cfg.perception.source not in ("vlm", "ground_truth"):
-        problems.append("perception.source must be vlm or ground_truth")
-    if cfg.data.source not in ("synthetic", "manifest"):
-        problems.append("data.source must be synthetic or manifest")
     if cfg.data.source == "manifest" and not cfg.data.manifest:
         problems.append("data.source=manifest needs data.manifest=PATH/manifest.parquet")
-    starts = [stage.start for stage in cfg.rewards.stages]
-    if not starts or starts[0] != 0 or starts != sorted(set(starts)):
-        problems.append("rewards.stages must start at 0 and have increasing starts")
+    keyframes = cfg.perception.keyframes
+    if _number(keyframes.min_keyframes) and _number(keyframes.max_keyframes) and keyframes.max_keyframes < keyframes.min_keyframes:
+        problems.append(f"perception.keyframes.max_keyframes ({keyframes.max_keyframes}) must be >= "
+                        f"perception.keyframes.min_keyframes ({keyframes.min_keyframes})")
+    tiny = cfg.models.tiny
+    if tiny.num_heads >= 1 and tiny.num_kv_heads >= 1:
+        if tiny.hidden_size % tiny.num_heads or tiny.num_heads % tiny.num_kv_heads:
+            problems.append(f"models.tiny.hidden_size ({tiny.hidden_size}) must be a multiple of models.tiny.num_heads "
+                            f"({tiny.num_heads}), and num_heads of models.tiny.num_kv_heads ({tiny.num_kv_heads})")
+    betas = list(cfg.learner.betas)
+    if len(betas) != 2 or not all(_number(b) and 0 <= b < 1 for b in betas):
+        problems.append(f"learner.betas must be two numbers in [0, 1) (Adam's beta1, beta2); got {betas}")
+    for name, amount in cfg.learner.resources.items():
+        if not _number(amount) or amount < 0:
+            problems.append(f"learner.resources.{name} must be >= 0; got {amount!r}")
+    _check_stages(cfg.rewards, problems)
+
+    # The layers' own checks, run here too so that nothing they refuse gets past the load. Each stops at its first
+    # problem, so it sees its part with the choices refused above put back to their defaults (its first problem is
+    # then one not named yet); a problem already named is not repeated. The reward schedule's check is skipped when
+    # the stages are already refused (it would name the same problem again in other words).
+    defaults = OmegaConf.structured(TrainConfig)
+
+    def layer(check, prefix: str, skip_if: tuple[str, ...] = ()) -> None:
+        if skip_if and any(problem.startswith(skip_if) for problem in problems):
+            return
+        part = copy.deepcopy(OmegaConf.select(cfg, prefix))
+        for key in refused_choices:
+            if key.startswith(prefix + "."):
+                OmegaConf.update(part, key[len(prefix) + 1:], OmegaConf.select(defaults, key))
+        try:
+            check(part)
+        except ValueError as err:
+            for line in str(err).splitlines():
+                line = line.strip()
+                if line and not line.startswith("invalid ") and line not in problems:
+                    problems.append(line if line.startswith(prefix) else f"{prefix}: {line}")
+
+    layer(_learner_checks().check_grpo_config, "learner.grpo")
+    layer(validate_reward_config, "rewards", skip_if=("rewards.stages",))
+    layer(validate_sft, "sft")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The allowed values of each choice, checked by cluster.config.validate when the config is loaded (OmegaConf does not
+# enforce Literal types, so the fields stay plain strings and these tuples are the one list of what each accepts).
+KL_ESTIMATORS = ("k1", "k2", "k3")  # GRPOConfig.kl_estimator (learner/kl.py)
+ADVANTAGE_NORMS = ("group_std", "group_mean")  # GRPOConfig.advantage_norm
+LOSS_AGGREGATIONS = ("token_mean", "sequence_mean")  # GRPOConfig.loss_aggregation
+OLD_LOGPROBS_SOURCES = ("learner", "rollout")  # GRPOConfig.old_logprobs
+GRPO_ALGORITHMS = ("grpo", "gspo", "dr_grpo")  # GRPOConfig.algorithm (= learner.algo.checks.ALGORITHM_NAMES)
+PRECISIONS = ("fp32", "bf16")  # LearnerConfig.precision (learner/ds_config.py)
+BACKENDS = ("auto", "gloo", "nccl")  # LearnerConfig.backend
+ZERO_STAGES = (0, 1, 2, 3)  # LearnerConfig.zero_stage (DeepSpeed ZeRO)
+
 
 @dataclass
 class GRPOConfig:

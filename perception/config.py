@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PARTIAL_VIDEO_POLICIES = ("skip", "keep")  # KeyframeConfig.partial_video
+# The allowed values of the other choices, checked by cluster.config.validate when the config is loaded.
+RANSAC_ENGINES = ("numpy", "opencv")  # KeyframeConfig.ransac_engine
+MATCHERS = ("numpy", "opencv")  # KeyframeConfig.matcher
+DECODERS = ("pyav", "opencv")  # KeyframeConfig.decoder
+VLM_ENGINES = ("transformers", "vllm", "openai")  # VLMConfig.engine
+VLM_DTYPES = ("auto", "float32", "bfloat16", "float16")  # VLMConfig.dtype
+PERCEPTION_SOURCES = ("vlm", "ground_truth")  # PerceptionConfig.source
 
 
 @dataclass

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+# The allowed values of each choice, checked by cluster.config.validate when the config is loaded.
+SCHEDULE_UNITS = ("epoch", "step")  # RewardConfig.schedule_unit (= rewards.schedule.SCHEDULE_UNITS)
+JUDGE_ENGINES = ("transformers", "vllm", "openai")  # JudgeConfig.engine
+JUDGE_DTYPES = ("float32", "bfloat16", "float16", "auto")  # JudgeConfig.dtype
+
 
 @dataclass
 class RewardStage:

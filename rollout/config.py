@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+# The allowed values of each choice, checked by cluster.config.validate when the config is loaded.
+ROLLOUT_ENGINES = ("transformers", "vllm")  # RolloutConfig.engine
+ENGINE_DTYPES = ("auto", "float32", "bfloat16", "float16")  # RolloutConfig.dtype (torch dtype names; auto: the model's)
+
 
 @dataclass
 class SamplingConfig:
