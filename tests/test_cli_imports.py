@@ -1,0 +1,55 @@
+"""`embodied-r` builds its parser and runs light subcommands without importing torch, Ray or transformers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "ray", "transformers", "deepspeed", "vllm")
+
+
+def _run(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_help_and_keyframes_parsing_import_no_heavy_module():
+    out = _run(
+        "import json, sys\n"
+        "import cluster.cli\n"
+        "parser = cluster.cli.build_parser()\n"
+        "parser.format_help()\n"
+        "args = parser.parse_args(['keyframes', 'clip.mp4', '--max', '8'])\n"
+        "assert args.max_keyframes == 8 and callable(args.func)\n"
+        "import perception.keyframes\n"
+        "parser.parse_args(['data', 'build-manifest', 'vsi_bench', 'x', '--out', 'm.parquet'])\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    assert json.loads(out.strip().splitlines()[-1]) == []
+
+
+def test_version_is_the_package_version():
+    from importlib.metadata import version
+
+    done = subprocess.run([sys.executable, "-m", "cluster.cli", "--version"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == f"embodied-r {version('embodied-r')}"
+
+
+def test_listed_help_lines_equal_the_registered_ones():
+    # One subprocess: loading every subcommand imports the training driver.
+    out = _run(
+        "import json, cluster.cli\n"
+        "parser = cluster.cli.build_parser()\n"
+        "sub = next(a for a in parser._actions if isinstance(a, cluster.cli.LazySubParsers))\n"
+        "listed = {n: sub.loaded_help(n) for n in cluster.cli._COMMANDS}\n"
+        "for n in cluster.cli._COMMANDS: sub.load(n)\n"
+        "print(json.dumps([listed, {n: sub.loaded_help(n) for n in cluster.cli._COMMANDS}, sorted(sub.choices)]))\n"
+    )
+    listed, registered, choices = json.loads(out.strip().splitlines()[-1])
+    assert listed == registered
+    assert choices == sorted(listed)
