@@ -1,7 +1,8 @@
 """The question categories the project knows: VSI-Bench's, UrbanVideo-Bench's and the Embodied-R release's (the
 synthetic generator uses their names).  A record of any other category -- a typo, "nan" for a missing value, another
 benchmark's -- is reported by the loaders and the manifest reader instead of being trained or scored as a category
-of its own."""
+of its own.  The out-of-distribution evaluation sets (EgoSchema, MVBench's egocentric navigation task) add one
+category each, accepted alongside."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ URBANVIDEO_BENCH_CATEGORIES = (
     "Trajectory Captioning",
 )
 KNOWN_CATEGORIES = VSI_BENCH_CATEGORIES + EMBODIED_R_CATEGORIES + URBANVIDEO_BENCH_CATEGORIES
+# The paper's out-of-distribution evaluation sets: EgoSchema (no per-question type) and MVBench's Egocentric
+# Navigation task, one category each (evaluated, never trained on).
+OUT_OF_DISTRIBUTION_CATEGORIES = ("EgoSchema", "Egocentric Navigation")
+ACCEPTED_CATEGORIES = KNOWN_CATEGORIES + OUT_OF_DISTRIBUTION_CATEGORIES
 
 _SEPARATORS = re.compile(r"[^0-9a-z]+")
 
@@ -52,7 +57,7 @@ def category_key(name: str) -> str:
     return _SEPARATORS.sub("_", name.casefold()).strip("_")
 
 
-_BY_KEY = {category_key(name): name for name in KNOWN_CATEGORIES}
+_BY_KEY = {category_key(name): name for name in ACCEPTED_CATEGORIES}
 
 
 def canonical_category(name: str) -> str | None:
@@ -64,5 +69,5 @@ def category_problem(name: object) -> str | None:
     """Why `name` is not a known category (the text a skip reason carries), or None when it is one."""
     if isinstance(name, str) and canonical_category(name) is not None:
         return None
-    return (f"{name!r} is not a VSI-Bench, UrbanVideo-Bench or Embodied-R category "
-            f"(the {len(KNOWN_CATEGORIES)} known ones are in embodied_data/categories.py)")
+    return (f"{name!r} is not a VSI-Bench, UrbanVideo-Bench or Embodied-R category, nor an out-of-distribution set's "
+            f"(the {len(ACCEPTED_CATEGORIES)} known ones are in embodied_data/categories.py)")

@@ -1,5 +1,6 @@
 """Command-line subcommands of the data layer: `data synth` renders a synthetic dataset, `data load` reads a benchmark
-file; both report counts.  `data vsi-agreement` checks VSI-Bench's answers against its real 3D annotations."""
+file, `data build-manifest` turns a downloaded benchmark into the manifest the other commands read; all report counts.
+`data vsi-agreement` checks VSI-Bench's answers against its real 3D annotations."""
 
 from __future__ import annotations
 
@@ -49,6 +50,21 @@ def _load(args: argparse.Namespace) -> None:
         print(f"  skipped {record_id}: {reason}")
 
 
+def _build_manifest(args: argparse.Namespace) -> None:
+    from embodied_data.build_manifest import build_manifest
+
+    built = build_manifest(
+        args.format,
+        args.path,
+        args.out,
+        video_dir=args.videos,
+        keep_missing_videos=args.keep_missing_videos,
+        split_seed=args.split_seed,
+        split=args.split,
+    )
+    print(built.summary(show=args.show_skipped))
+
+
 def _vsi_agreement(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -84,7 +100,7 @@ def _real_layouts(args: argparse.Namespace) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="data sets: synthetic egocentric videos and benchmark loaders")
+    data = subparsers.add_parser("data", help="data sets: synthetic egocentric videos, benchmark loaders and manifests")
     commands = data.add_subparsers(dest="data_command", required=True)
     synth = commands.add_parser(
         "synth",
@@ -146,6 +162,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("--allow-missing-videos", action="store_true", help="keep questions whose video is absent")
     load.add_argument("--show-skipped", type=int, default=10, help="how many skipped rows to list (default 10)")
     load.set_defaults(func=_load)
+    build = commands.add_parser(
+        "build-manifest",
+        help="write the manifest (parquet) that train, perceive and eval read from a downloaded benchmark",
+        description="Load a benchmark as published and write its questions to OUT (the manifest format of "
+        "`data synth`: id, video, question, choices, answer, category, scene, split, source). Rows the loader cannot "
+        "use are counted by reason and the first few named. PATH is the benchmark file or its folder: vsi_bench: "
+        "test-00000-of-00001.parquet (videos DIR/<dataset>/<scene>.mp4 or DIR/<scene>.mp4); urbanvideo: MCQ.parquet "
+        "(DIR/<video_id>); embodied_r: the JSON list (DIR/<video_id>); egoschema: questions.json with "
+        "subset_answers.json beside it (DIR/<q_uid>.mp4; only questions with a published answer); mvbench: the MVBench "
+        "folder or json/egocentric_navigation.json (default DIR: video/vlnqa/). Without --videos, a videos/ folder "
+        "beside the file (MVBench: video/vlnqa/) is used when it exists.",
+        epilog="Example: embodied-r data build-manifest urbanvideo UrbanVideo-Bench/MCQ.parquet "
+        "--videos UrbanVideo-Bench/videos --out data/urbanvideo.parquet",
+    )
+    build.add_argument("format", choices=["vsi_bench", "urbanvideo", "embodied_r", "egoschema", "mvbench"],
+                       help="which benchmark's layout")
+    build.add_argument("path", help="the benchmark file, or the folder holding it")
+    build.add_argument("--videos", default=None, help="folder of the videos (see above for the names looked up)")
+    build.add_argument("--out", required=True, help="the manifest to write (parquet, written atomically)")
+    build.add_argument(
+        "--keep-missing-videos", action="store_true",
+        help="keep questions whose video file is absent (counted and reported) instead of skipping them; "
+        "perceive/eval skip them by name until the videos are there",
+    )
+    build.add_argument("--split-seed", type=int, default=0,
+                       help="seed of the scene-level train/val/test split of VSI-Bench and UrbanVideo-Bench (default 0)")
+    build.add_argument("--split", choices=["train", "val", "test"], default=None,
+                       help="put every record in this split instead (EgoSchema, MVBench, Embodied-R JSON: test)")
+    build.add_argument("--show-skipped", type=int, default=5,
+                       help="how many skipped rows and rows without a video to name (default 5)")
+    build.set_defaults(func=_build_manifest)
     agreement = commands.add_parser(
         "vsi-agreement",
         help="answer VSI-Bench's geometric questions from the real meta_info 3D annotations and compare with the "
