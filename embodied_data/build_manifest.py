@@ -1,5 +1,6 @@
 """Build the manifest that `train`, `perceive` and `eval` read from a downloaded benchmark (VSI-Bench, UrbanVideo-Bench,
-the Embodied-R JSON format, EgoSchema, MVBench), with every row the loader could not use counted and named."""
+the Embodied-R JSON format, EgoSchema, MVBench), with every row the loader could not use counted and named, and merge
+such manifests into one (the paper trains on VSI-Bench and UrbanVideo-Bench together)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embodied_data.manifest import write_manifest
+from embodied_data.manifest import read_manifest, read_manifest_metadata, write_manifest
 from embodied_data.records import Record, SkipReport
 
 FORMATS = ("vsi_bench", "urbanvideo", "embodied_r", "egoschema", "mvbench")
@@ -170,3 +171,33 @@ def build_manifest(
     }
     written = write_manifest(unique, out, metadata=metadata)
     return BuiltManifest(written, unique, report, without_video, source_file, videos)
+
+
+def merge_manifests(paths: list[str | os.PathLike], out: str | os.PathLike) -> tuple[list[Record], SkipReport]:
+    """Write the records of several manifests to one (`out`), videos as absolute paths, in the order given.
+
+    Rows are read as `read_manifest` reads them, a missing video kept (each input's build already reported it); a
+    malformed row, or an id an earlier input already has, is skipped and reported naming the input.  Raises
+    ValueError when nothing is left.
+    """
+    if not paths:
+        raise ValueError("no manifest to merge")
+    report = SkipReport(log_each=False)
+    merged: list[Record] = []
+    seen: dict[str, Path] = {}
+    inputs = []
+    for path in map(Path, paths):
+        records, skipped = read_manifest(path, allow_missing_videos=True)
+        for record_id, reason in skipped.skipped:
+            report.add(record_id, f"{reason} (in {path})")
+        for record in records:
+            if record.id in seen:
+                report.add(record.id, f"duplicate id: {path} repeats an id of {seen[record.id]}")
+                continue
+            seen[record.id] = path
+            merged.append(record)
+        inputs.append({"path": str(path.resolve()), "rows": len(records), "built": read_manifest_metadata(path)})
+    if not merged:
+        raise ValueError(f"no usable record in {', '.join(map(str, paths))}: {report.summary()}")
+    write_manifest(merged, out, metadata={"kind": "merged", "inputs": inputs, "rows": len(merged), "skipped": len(report)})
+    return merged, report

@@ -65,6 +65,16 @@ def _build_manifest(args: argparse.Namespace) -> None:
     print(built.summary(show=args.show_skipped))
 
 
+def _merge_manifests(args: argparse.Namespace) -> None:
+    from embodied_data.build_manifest import merge_manifests
+
+    records, report = merge_manifests(args.manifests, args.out)
+    print(f"wrote {args.out}: {len(records)} rows from {len(args.manifests)} manifests; skipped: {report.summary()}")
+    for record_id, reason in report.skipped[: args.show_skipped]:
+        print(f"  skipped {record_id}: {reason}")
+    print(format_counts(records))
+
+
 def _vsi_agreement(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -193,6 +203,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--show-skipped", type=int, default=5,
                        help="how many skipped rows and rows without a video to name (default 5)")
     build.set_defaults(func=_build_manifest)
+    merge = commands.add_parser(
+        "merge-manifests",
+        help="write several manifests (e.g. VSI-Bench and UrbanVideo-Bench from build-manifest) as one",
+        description="Concatenate manifests in the order given into OUT, videos as absolute paths and splits as each "
+        "input has them; a row whose id an earlier input already has is skipped and reported.",
+    )
+    merge.add_argument("manifests", nargs="+", help="the manifests to merge")
+    merge.add_argument("--out", required=True, help="the merged manifest (parquet, written atomically)")
+    merge.add_argument("--show-skipped", type=int, default=5, help="how many skipped rows to name (default 5)")
+    merge.set_defaults(func=_merge_manifests)
     agreement = commands.add_parser(
         "vsi-agreement",
         help="answer VSI-Bench's geometric questions from the real meta_info 3D annotations and compare with the "

@@ -166,3 +166,17 @@ def test_real_urbanvideo_bench_with_its_videos(tmp_path: Path, capsys):
     records, report = read_manifest(out)
     assert sorted(r.id for r in records) == [f"urban_{i}" for i in range(171, 178)] and len(report) == 0
     assert {r.split for r in records} == {"test"} and all(Path(r.video).is_file() for r in records)
+
+
+def test_merge_manifests_concatenates_and_reports_repeated_ids(egoschema: Path, mvbench: Path, tmp_path: Path, capsys):
+    build_manifest("egoschema", egoschema, tmp_path / "a" / "ego.parquet", keep_missing_videos=True)
+    build_manifest("mvbench", mvbench, tmp_path / "b" / "mv.parquet")
+    out = tmp_path / "all.parquet"
+    assert main(["data", "merge-manifests", str(tmp_path / "a" / "ego.parquet"), str(tmp_path / "b" / "mv.parquet"),
+                 str(tmp_path / "b" / "mv.parquet"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}: 3 rows from 3 manifests; skipped: 1 records skipped (1 x duplicate id)" in printed
+    records, report = read_manifest(out, allow_missing_videos=True)
+    assert [r.id for r in records] == ["egoschema_q-ok", "egoschema_q-novideo", "mvbench_egocentric_navigation_0"]
+    assert all(Path(r.video).is_absolute() for r in records) and len(report) == 0
+    assert read_manifest_metadata(out)["inputs"][0]["built"]["format"] == "egoschema"
