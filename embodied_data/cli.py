@@ -42,10 +42,14 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace) -> None:
-    from embodied_data.loaders import load_embodied_r_json, load_urbanvideo, load_vsi_bench
+    from embodied_data import loaders
+    from embodied_data.build_manifest import resolve_input
 
-    loader = {"vsi_bench": load_vsi_bench, "urbanvideo": load_urbanvideo, "embodied_r": load_embodied_r_json}[args.format]
-    _, report = loader(args.path, video_dir=args.videos, allow_missing_videos=args.allow_missing_videos)  # prints counts
+    loader = {"vsi_bench": loaders.load_vsi_bench, "urbanvideo": loaders.load_urbanvideo,
+              "embodied_r": loaders.load_embodied_r_json, "egoschema": loaders.load_egoschema,
+              "mvbench": loaders.load_mvbench}[args.format]
+    path = resolve_input(args.format, args.path)  # a folder: the format's file in it
+    _, report = loader(path, video_dir=args.videos, allow_missing_videos=args.allow_missing_videos)  # prints counts
     for record_id, reason in report.skipped[: args.show_skipped]:
         print(f"  skipped {record_id}: {reason}")
 
@@ -166,8 +170,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="load a benchmark file (VSI-Bench parquet, UrbanVideo-Bench MCQ.parquet, Embodied-R JSON) and report counts",
         description="Read every row into a record or report it with its id and reason; print counts per category.",
     )
-    load.add_argument("format", choices=["vsi_bench", "urbanvideo", "embodied_r"], help="which benchmark's format")
-    load.add_argument("path", help="the parquet or JSON file")
+    load.add_argument("format", choices=["vsi_bench", "urbanvideo", "embodied_r", "egoschema", "mvbench"],
+                      help="which benchmark's format")
+    load.add_argument("path", help="the parquet or JSON file, or the folder holding it (see `data build-manifest`)")
     load.add_argument("--videos", default=None, help="folder of the videos (VSI: <dataset>/<scene>.mp4 or <scene>.mp4)")
     load.add_argument("--allow-missing-videos", action="store_true", help="keep questions whose video is absent")
     load.add_argument("--show-skipped", type=int, default=10, help="how many skipped rows to list (default 10)")
