@@ -16,10 +16,15 @@ lengths are printed), G = `--samples` completions per prompt sampled at temperat
 - start-up: `import_s` (importing the engine's library beyond torch: transformers first; then vLLM, on top of it)
   and `startup_s` (building the engine from the checkpoint folder: loading, and for vLLM profiling and the KV cache).
 - tokens/s: tokens generated (counted, EOS included; a random model rarely stops early) over the wall time of one
-  `generate` call on the whole batch, the median of `--repeats` calls after one untimed warm-up call.
+  `generate` call on the whole batch, the median of `--repeats` calls after one untimed warm-up call. The engines
+  are started one after the other, then timed interleaved (every round runs each once, the order rotated), so that
+  other load on a shared machine falls on all of them alike.
 
-The transformers engine is measured first, then vLLM (in-process engine core on CPU), in the same process. Without a
-vLLM that runs here the vLLM row says why and the transformers row is still printed.
+`--plain-generate` adds a row for transformers' bare `generate()` (one global RNG, no per-sequence seeds, no
+log-probs): what HFEngine's reproducibility and log-probs cost on top of it.
+
+All in one process (vLLM's engine core in-process on CPU). Without a vLLM that runs here the vLLM row says why and
+the transformers rows are still printed.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +88,20 @@ def vllm_missing() -> str | None:
 TRANSFORMERS_IMPORT_S = 0.0  # set by main, which imports transformers first of all (building the model needs it)
 
 
-def measure(name: str, model_path: str, prompts: list[list[int]], args: argparse.Namespace) -> dict[str, Any]:
-    """Start-up and generation figures of one engine on the workload."""
+@dataclass
+class Runner:
+    """One engine, started: its start-up figures and a timed generate on the workload."""
+
+    name: str
+    device: str
+    import_s: float
+    startup_s: float
+    run: Callable[[int], tuple[int, float]]  # seed -> (tokens generated, seconds)
+    shutdown: Callable[[], None] = lambda: None
+
+
+def start_engine(name: str, model_path: str, prompts: list[list[int]], args: argparse.Namespace) -> Runner:
+    """Builds a project engine (HFEngine or VLLMEngine) and times its start-up."""
     from rollout.config import RolloutConfig, SamplingConfig
 
     started = time.perf_counter()
@@ -92,7 +111,7 @@ def measure(name: str, model_path: str, prompts: list[list[int]], args: argparse
         import_s = TRANSFORMERS_IMPORT_S
         started = time.perf_counter()
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        engine = HFEngine(model_path, dtype=args.dtype, generate_batch_size=len(prompts) * args.samples, device=device)
+        engine: Any = HFEngine(model_path, dtype=args.dtype, generate_batch_size=len(prompts) * args.samples, device=device)
     else:
         from rollout.engines.vllm_engine import VLLMEngine, vllm_device, vllm_device_kwargs
 
@@ -105,33 +124,70 @@ def measure(name: str, model_path: str, prompts: list[list[int]], args: argparse
         cfg = RolloutConfig(engine="vllm", dtype=args.dtype, gpu_memory_utilization=0.3, enforce_eager=True, max_model_len=2048)
         engine = VLLMEngine(model_path, cfg, device=device)
     startup_s = time.perf_counter() - started
-
     sampling = SamplingConfig(num_samples=args.samples, temperature=1.0, top_p=1.0, max_new_tokens=args.new_tokens)
-    engine.generate(prompts, sampling, seed=10_000)  # warm-up: first-call allocations, lazy kernels
-    rates, seconds, tokens = [], [], []
-    for repeat in range(args.repeats):
+
+    def run(seed: int) -> tuple[int, float]:
         began = time.perf_counter()
-        out = engine.generate(prompts, sampling, seed=repeat)
+        out = engine.generate(prompts, sampling, seed=seed)
         elapsed = time.perf_counter() - began
-        count = sum(len(c.token_ids) for group in out for c in group)
         assert all(len(group) == args.samples for group in out), f"{name}: not G completions per prompt"
-        rates.append(count / elapsed)
-        seconds.append(elapsed)
-        tokens.append(count)
-    shutdown = getattr(engine, "shutdown", None)  # the vLLM engine leaves its weight group; HFEngine holds none
-    if shutdown is not None:
-        shutdown()
-    return {
-        "engine": name,
-        "device": device,
-        "import_s": import_s,
-        "startup_s": startup_s,
-        "tokens_per_s": statistics.median(rates),
-        "tokens_per_s_all": rates,
-        "generate_s_median": statistics.median(seconds),
-        "tokens_per_call": statistics.median(tokens),
-        "torch_threads": torch.get_num_threads(),
-    }
+        return sum(len(c.token_ids) for group in out for c in group), elapsed
+
+    # The vLLM engine leaves its weight group; HFEngine holds none.
+    return Runner(name, device, import_s, startup_s, run, getattr(engine, "shutdown", lambda: None))
+
+
+def start_plain_generate(model_path: str, prompts: list[list[int]], args: argparse.Namespace) -> Runner:
+    """transformers' own `generate` (one global RNG, no per-sequence seeds or log-probs), for reference."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, args.dtype)).eval()
+    startup_s = time.perf_counter() - started
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # left padding
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    eos = model.config.eos_token_id
+
+    def run(seed: int) -> tuple[int, float]:
+        torch.manual_seed(seed)
+        began = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                num_return_sequences=args.samples, max_new_tokens=args.new_tokens, eos_token_id=eos, pad_token_id=pad,
+            )
+        elapsed = time.perf_counter() - began
+        new = out[:, width:]
+        seen = (new == eos).int().cumsum(-1)  # tokens up to and including each row's first EOS
+        return int(((seen == 0) | ((seen == 1) & (new == eos))).sum()), elapsed
+
+    return Runner("hf_generate", "cpu", TRANSFORMERS_IMPORT_S, startup_s, run)
+
+
+def time_interleaved(runners: list[Runner], repeats: int) -> list[dict[str, Any]]:
+    """One untimed warm-up call each, then `repeats` rounds in which every engine generates once, the order rotated
+    per round, so load from other processes on a shared machine falls on all engines alike; medians reported."""
+    for runner in runners:
+        runner.run(10_000)
+    figures: dict[str, list[tuple[int, float]]] = {r.name: [] for r in runners}
+    for repeat in range(repeats):
+        for k in range(len(runners)):
+            runner = runners[(repeat + k) % len(runners)]
+            figures[runner.name].append(runner.run(repeat))  # the same seed for every engine in a round
+    results = []
+    for runner in runners:
+        rates = [count / seconds for count, seconds in figures[runner.name]]
+        results.append({
+            "engine": runner.name, "device": runner.device, "import_s": runner.import_s, "startup_s": runner.startup_s,
+            "tokens_per_s": statistics.median(rates), "tokens_per_s_all": rates,
+            "generate_s_median": statistics.median(seconds for _, seconds in figures[runner.name]),
+            "tokens_per_call": statistics.median(count for count, _ in figures[runner.name]),
+            "torch_threads": torch.get_num_threads(),
+        })
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--samples", type=int, default=4, help="G: completions per prompt")
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4, help="head size = hidden / heads; vLLM's CPU attention wants 32, 64, ...")
@@ -149,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--model", help="an existing checkpoint folder instead of a freshly built tiny model")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--plain-generate", action="store_true", help="also time transformers' bare generate() (CPU)")
     args = parser.parse_args(argv)
     global TRANSFORMERS_IMPORT_S
     began = time.perf_counter()
@@ -175,10 +232,17 @@ def main(argv: list[str] | None = None) -> int:
             "max_new_tokens": args.new_tokens, "temperature": 1.0, "repeats": args.repeats, "cpus": os.cpu_count(),
         }
         workload["parameters"] = params
-        results = [measure("transformers", model_path, prompts, args)]
+        runners = [start_engine("transformers", model_path, prompts, args)]
+        if args.plain_generate:
+            runners.append(start_plain_generate(model_path, prompts, args))
         missing = vllm_missing()
         if missing is None:
-            results.append(measure("vllm", model_path, prompts, args))
+            runners.append(start_engine("vllm", model_path, prompts, args))
+        try:
+            results = time_interleaved(runners, args.repeats)
+        finally:
+            for runner in runners:
+                runner.shutdown()
 
     print("workload: " + ", ".join(f"{k}={v}" for k, v in workload.items()))
     header = f"{'engine':<13}{'device':<8}{'import_s':>10}{'startup_s':>11}{'tokens/s':>11}{'generate_s':>12}{'tokens':>8}{'threads':>9}"
@@ -190,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if missing is not None:
         print(f"vllm         not measured: {missing}")
-    elif len(results) == 2:
-        print(f"vllm / transformers tokens/s: {results[1]['tokens_per_s'] / results[0]['tokens_per_s']:.2f}x")
+    else:
+        print(f"vllm / transformers tokens/s: {results[-1]['tokens_per_s'] / results[0]['tokens_per_s']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"workload": workload, "results": results, "vllm_missing": missing}, indent=2))
     return 0
