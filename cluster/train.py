@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -19,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from actors import reserve_pool
 from cluster.checkpoints import checkpoint_dir, latest_checkpoint, prune, read_driver_state, write_driver_state
-from cluster.config import TrainConfig, load_config, resolved_yaml
+from cluster.config import TrainConfig, resolved_yaml
 from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
 from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsWriter, PhaseClock, read_metrics
@@ -307,25 +306,9 @@ class make_progress:
         self.bar.close()
 
 
-def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m cluster.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", metavar="FILE", help="YAML config (e.g. configs/tiny.yaml); defaults to the built-in schema")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="key=value",
-        help="config overrides in OmegaConf dot notation, e.g. run_dir=runs/a trainer.steps=10 rollout.num_workers=4",
-    )
-    return parser
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = load_config(args.config, args.overrides)
-    run_dir = train(cfg)
-    print(f"run finished: metrics in {run_dir / 'metrics.jsonl'}, checkpoints in {run_dir / 'checkpoints'}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
+    from cluster.train_cmd import build_arg_parser, run_from_args
+
     return run_from_args(build_arg_parser().parse_args(argv))
 
 

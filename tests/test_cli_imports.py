@@ -53,3 +53,20 @@ def test_listed_help_lines_equal_the_registered_ones():
     listed, registered, choices = json.loads(out.strip().splitlines()[-1])
     assert listed == registered
     assert choices == sorted(listed)
+
+
+def test_train_refuses_a_bad_config_before_importing_the_driver():
+    """`embodied-r train` checks the whole config first: a bad value is refused, naming the key, with torch, Ray and
+    DeepSpeed never imported (at scale the alternative is hours of perception before the first step fails)."""
+    code = (
+        "import json, sys\n"
+        "import cluster.cli\n"
+        "rc = cluster.cli.main(['train', '--config', 'configs/tiny.yaml', 'learner.grpo.kl_estimator=k9',"
+        " 'rewards.judge.timeout_s=-1'])\n"
+        f"print(json.dumps([rc, [m for m in {HEAVY!r} if m in sys.modules]]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    rc, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert rc == 2 and imported == []
+    assert "learner.grpo.kl_estimator must be one of k1, k2, k3; got 'k9'" in done.stderr
+    assert "rewards.judge.timeout_s must be > 0" in done.stderr
