@@ -8,7 +8,6 @@ step is learned, checkpoint steps are barriers, and the versions and staleness a
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -149,15 +148,12 @@ def test_only_zero_and_one_step_of_staleness_are_served():
 # ---------------------------------------------------------------------------------------------------------- real run
 
 
-def comparable(row: dict) -> dict:
-    return {k: v for k, v in row.items() if not k.startswith(("time/", "throughput/", "faults/")) and not k.endswith("_s")}
-
-
 @pytest.mark.slow
-def test_one_step_off_training_end_to_end_resumes_exactly(tmp_path):
+def test_one_step_off_training_end_to_end(tmp_path):
     """max_staleness=1 on real Ray, DeepSpeed and transformers: every step after the first is sampled one version
-    behind (TIS on), the workers always hold the learner's weights after a send, and a run resumed from the step-2
-    checkpoint writes the rows of the run that was never stopped."""
+    behind (TIS on), except after the step-2 checkpoint (a barrier), and the workers hold the learner's weights after
+    every send. (That a barrier makes resume exact is shown above with the pipeline alone; resume itself is the fault
+    suite's, tests/test_faults.py.)"""
     import ray
 
     from cluster.config import load_config
@@ -167,6 +163,7 @@ def test_one_step_off_training_end_to_end_resumes_exactly(tmp_path):
         "trainer.steps=4", "trainer.checkpoint_every=2", "trainer.max_staleness=1", "learner.grpo.tis_cap=2.0",
         "trainer.verify_sync=true", "trainer.progress=false", "trainer.prompts_per_step=2", "trainer.sft_warmup_steps=30",
         "data.synthetic.scenes=2", "data.synthetic.questions_per_scene=4", "sampling.max_new_tokens=48",
+        "perception.source=ground_truth",
         "rewards.judge.enabled=false", "rewards.stages=[{start: 0, format: 0.3, accuracy: 0.7, consistency: 0.0}]",
     ]
     first = tmp_path / "uninterrupted"
@@ -177,51 +174,11 @@ def test_one_step_off_training_end_to_end_resumes_exactly(tmp_path):
         assert [r["staleness/mean"] for r in rows] == [0.0, 1.0, 0.0, 1.0]
         assert all(0 < r["tis/weight_mean"] and r["tis/weight_max"] >= r["tis/weight_mean"] for r in rows)
         assert all(r["sync/match"] == 1.0 for r in rows if "sync/match" in r)
-
-        resumed = tmp_path / "resumed"
-        shutil.copytree(first, resumed)
-        shutil.rmtree(resumed / "checkpoints" / "step_000004")
-        train(load_config(str(ROOT / "configs" / "tiny.yaml"), [f"run_dir={resumed}", *overrides, "trainer.resume=true"]))
+        # Each send is checked in the row of the step that makes it: step 1's update is owed until step 2's batch is
+        # in, step 2's (a barrier) goes at once, step 3's waits for step 4's batch, step 4's (the last) goes at once.
+        assert ["sync/match" in r for r in rows] == [False, True, False, True]
     finally:
         ray.shutdown()
-    again = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
-    assert [comparable(r) for r in again] == [comparable(r) for r in rows]
     wall = json.loads((first / "wall_time.json").read_text())
     assert wall["GRPO steps_s"] > 0 and wall["warm-up_s"] > 0
     assert sum(v for k, v in wall.items() if k != "total_s") == pytest.approx(wall["total_s"])
-    assert "resume_s" in json.loads((resumed / "wall_time.json").read_text())
-
-
-def test_the_soft_overlong_penalty_enters_the_reward_before_the_advantages():
-    """score(): with rewards.overlong_penalty on, each completion's penalty is added to its total, so a group whose
-    answers are equally right but of different lengths gets advantages that favour the shorter ones."""
-    from cluster.stages import Rollouts, StepPrompts, score
-    from learner.config import GRPOConfig
-    from rewards.config import RewardConfig, RewardStage
-
-    record = SimpleNamespace(category="c")
-    batch = StepPrompts(step=1, epoch=0, indices=[0], prompts=[SimpleNamespace(token_ids=[1], record=record)], seeds=[0])
-    lengths = [10, 70, 100]  # free, inside the 50-token window before the 100-token cap, at the cap
-    groups = [[SimpleNamespace(prompt_token_ids=[1], token_ids=[2] * n, logprobs=[0.0] * n, text="t", finished=n < 100) for n in lengths]]
-    rollouts = Rollouts(batch, groups, policy_version=0, wait_s=0.0, generate_s=1.0)
-
-    class Scorer:
-        def score(self, texts, records, group_size, weights):
-            return SimpleNamespace(total=[1.0] * len(texts), accuracy=[1.0] * len(texts), metrics=lambda: {})
-
-    def cfg(penalty: bool):
-        return SimpleNamespace(
-            sampling=SimpleNamespace(num_samples=3, max_new_tokens=100),
-            rewards=RewardConfig(stages=[RewardStage()], schedule_unit="step", overlong_penalty=penalty, overlong_cache_tokens=50),
-            learner=SimpleNamespace(grpo=GRPOConfig()),
-        )
-
-    with_penalty = score(cfg(True), Scorer(), rollouts)
-    assert with_penalty.overlong == [0.0, -0.4, -1.0]
-    assert with_penalty.rewards.total == pytest.approx([1.0, 0.6, 0.0])
-    advantages = [s.advantage for s in with_penalty.samples]
-    assert advantages[0] > advantages[1] > advantages[2]
-    assert [s.truncated for s in with_penalty.samples] == [False, False, True]
-    assert with_penalty.metrics()["reward/overlong_penalty"] == pytest.approx(-1.4 / 3)
-    without = score(cfg(False), Scorer(), rollouts)
-    assert without.overlong == [] and all(s.advantage == 0.0 for s in without.samples)
