@@ -40,6 +40,18 @@ def resolve_backend(cfg: LearnerConfig) -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
+def skip_inference_comm_op() -> None:
+    """Keeps DeepSpeed from compiling its CPU shared-memory all-reduce op (53-62 s with g++ on first use in a new
+    environment): only its inference tensor-parallel all-reduce uses that op, and training's collectives go through
+    torch.distributed (gloo) either way. DeepSpeed keeps the probed op table in one module-level dict, so marking the
+    op incompatible there makes `init_distributed` skip the build, as it does on a machine without a compiler."""
+    if torch.cuda.is_available():
+        return  # the CUDA accelerator has no such op
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def load_causal_lm(model_path: str, ds_config: dict, precision: str) -> torch.nn.Module:
     """Loads by path; under ZeRO-3 the weights are partitioned as they load (HfDeepSpeedConfig must outlive the load)."""
     import torch._dynamo  # noqa: F401  (STACK.md: avoids a crash when transformers lazily imports inside zero.Init)
@@ -57,6 +69,7 @@ def build_engines(cfg: LearnerConfig, model_path: str, total_steps: int):
     """Returns (policy engine, reference engine or None). Call after init_distributed_env on every rank."""
     import deepspeed
 
+    skip_inference_comm_op()
     deepspeed.init_distributed(dist_backend=resolve_backend(cfg), auto_mpi_discovery=False)
     # The LR schedule counts optimiser steps, and every GRPO step takes updates_per_batch of them.
     policy_config = policy_ds_config(cfg, cfg.micro_batch_size, 1, total_steps * cfg.grpo.updates_per_batch)
