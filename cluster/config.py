@@ -96,6 +96,37 @@ class TrainerConfig:
     # by the policy one step behind (correct with learner.grpo.tis_cap); 0 is the synchronous loop. A checkpoint step
     # is a barrier, so resume stays exact.
     max_staleness: int = 0
+    # Held-out evaluation during training: every eval_every steps (and after the last step) the rollout workers answer
+    # up to eval_max_questions questions of data.manifest's eval_split greedily (one sample, temperature 0), scored as
+    # `embodied-r eval` scores them; eval/* metrics in that step's row. 0: off.
+    eval_every: int = 0
+    eval_max_questions: int = 64  # 0: the whole split; else taken round-robin over the categories
+    eval_split: str = "test"
+
+
+TRACKING_BACKENDS = ("jsonl", "tensorboard", "wandb")  # TrackingConfig.backends (cluster/tracking/: one file each)
+WANDB_MODES = ("", "online", "offline", "disabled")  # "": the WANDB_MODE environment variable decides (else online)
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases (tracking.backends with wandb; `pip install '.[wandb]'`)."""
+
+    project: str = "embodied-r"
+    name: str = ""  # the run's name; "": the run dir's folder name
+    entity: str = ""  # "": the account's default
+    dir: str = "${run_dir}"  # wandb writes its wandb/ folder here (offline runs: `wandb sync` it later)
+    mode: str = ""  # online | offline | disabled; "": WANDB_MODE decides, as wandb itself does
+
+
+@dataclass
+class TrackingConfig:
+    """Where the per-step metrics rows go: every backend gets the same names (the keys of metrics.jsonl's rows)."""
+
+    backends: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])  # jsonl is required (resume reads it)
+    tensorboard_dir: str = "${run_dir}/tensorboard"
+    plots: bool = True  # PNG curves in <run_dir>/plots at each checkpoint and at the end of the run
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
@@ -111,6 +142,7 @@ class TrainConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 class ConfigError(ValueError):
@@ -144,6 +176,7 @@ _AT_LEAST = {
     "trainer.steps": 1, "trainer.prompts_per_step": 1, "trainer.checkpoint_every": 0, "trainer.keep_checkpoints": 1,
     "trainer.sft_warmup_steps": 0, "trainer.sft_warmup_prompts_per_step": 1, "trainer.weight_bucket_mb": 1,
     "trainer.max_restarts": 0, "trainer.max_worker_replacements": 0,
+    "trainer.eval_every": 0, "trainer.eval_max_questions": 0,
     "models.tiny.vocab_size": 1, "models.tiny.hidden_size": 1, "models.tiny.num_layers": 1, "models.tiny.num_heads": 1,
     "models.tiny.num_kv_heads": 1, "models.tiny.intermediate_size": 1,
     "data.max_records": 0, "data.synthetic.scenes": 1, "data.synthetic.questions_per_scene": 1,
@@ -272,6 +305,27 @@ def _check_stages(rewards: DictConfig, problems: list[str]) -> None:
         problems.append(f"rewards.stages must be sorted by strictly increasing start; got starts {starts}")
 
 
+def _check_tracking(cfg: DictConfig, problems: list[str]) -> None:
+    """tracking.backends: known names, each once, jsonl among them; wandb installed when chosen."""
+    backends = list(cfg.tracking.backends)
+    unknown = [b for b in backends if b not in TRACKING_BACKENDS]
+    if unknown:
+        problems.append(f"tracking.backends must each be one of {', '.join(TRACKING_BACKENDS)}; got {unknown}")
+    if len(set(backends)) != len(backends):
+        problems.append(f"tracking.backends names a backend twice; got {backends}")
+    if "jsonl" not in backends:
+        problems.append(f"tracking.backends must include jsonl (metrics.jsonl is what resume, the plots and the run's "
+                        f"summary read); got {backends}")
+    if "wandb" in backends and importlib.util.find_spec("wandb") is None:
+        problems.append("tracking.backends has wandb, but the wandb package is not installed: pip install '.[wandb]'")
+    if cfg.tracking.wandb.mode not in WANDB_MODES:
+        problems.append(f"tracking.wandb.mode must be one of {', '.join(repr(m) for m in WANDB_MODES)}; "
+                        f"got {cfg.tracking.wandb.mode!r}")
+    if cfg.trainer.eval_every and cfg.trainer.eval_split == cfg.data.split:
+        problems.append(f"trainer.eval_split ({cfg.trainer.eval_split!r}) must differ from data.split: the evaluation "
+                        f"is on held-out questions")
+
+
 @functools.lru_cache(maxsize=1)
 def _learner_checks():
     """learner/algo/checks.py (check_grpo_config), loaded without its package: `import learner.algo` imports torch and
@@ -324,6 +378,7 @@ def validate(cfg: DictConfig) -> None:
         if not _number(amount) or amount < 0:
             problems.append(f"learner.resources.{name} must be >= 0; got {amount!r}")
     _check_stages(cfg.rewards, problems)
+    _check_tracking(cfg, problems)
 
     # The layers' own checks, run here too so that nothing they refuse gets past the load. Each stops at its first
     # problem, so it sees its part with the choices refused above put back to their defaults (its first problem is
