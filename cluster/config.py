@@ -96,6 +96,9 @@ class TrainerConfig:
     # by the policy one step behind (correct with learner.grpo.tis_cap); 0 is the synchronous loop. A checkpoint step
     # is a barrier, so resume stays exact.
     max_staleness: int = 0
+    # DAPO's dynamic sampling with refill (cluster/dynamic_sampling.py), with learner.grpo.filter_equal_reward_groups:
+    # up to this many extra generation rounds per step top the batch up to prompts_per_step informative groups.
+    dynamic_sampling_rounds: int = 0
     # Held-out evaluation during training: every eval_every steps (and after the last step) the rollout workers answer
     # up to eval_max_questions questions of data.manifest's eval_split greedily (one sample, temperature 0), scored as
     # `embodied-r eval` scores them; eval/* metrics in that step's row. 0: off.
@@ -175,7 +178,7 @@ def load_config(config_file: str | None, overrides: list[str] | None = None) -> 
 _AT_LEAST = {
     "trainer.steps": 1, "trainer.prompts_per_step": 1, "trainer.checkpoint_every": 0, "trainer.keep_checkpoints": 1,
     "trainer.sft_warmup_steps": 0, "trainer.sft_warmup_prompts_per_step": 1, "trainer.weight_bucket_mb": 1,
-    "trainer.max_restarts": 0, "trainer.max_worker_replacements": 0,
+    "trainer.max_restarts": 0, "trainer.max_worker_replacements": 0, "trainer.dynamic_sampling_rounds": 0,
     "trainer.eval_every": 0, "trainer.eval_max_questions": 0,
     "models.tiny.vocab_size": 1, "models.tiny.hidden_size": 1, "models.tiny.num_layers": 1, "models.tiny.num_heads": 1,
     "models.tiny.num_kv_heads": 1, "models.tiny.intermediate_size": 1,
@@ -360,6 +363,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.rewards.overlong_penalty and not 0 <= cfg.rewards.overlong_cache_tokens <= cfg.sampling.max_new_tokens:
         problems.append(f"rewards.overlong_cache_tokens ({cfg.rewards.overlong_cache_tokens}) must be in [0, "
                         f"sampling.max_new_tokens={cfg.sampling.max_new_tokens}] when rewards.overlong_penalty is on")
+    if cfg.trainer.dynamic_sampling_rounds and not cfg.learner.grpo.filter_equal_reward_groups:
+        problems.append("trainer.dynamic_sampling_rounds refills the groups that learner.grpo.filter_equal_reward_groups "
+                        "drops: set learner.grpo.filter_equal_reward_groups=true, or the rounds to 0")
     if cfg.data.source == "manifest" and not cfg.data.manifest:
         problems.append("data.source=manifest needs data.manifest=PATH/manifest.parquet")
     keyframes = cfg.perception.keyframes

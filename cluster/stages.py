@@ -79,6 +79,7 @@ class Scored:
     seconds: float
     categories: list[str] = field(default_factory=list)
     overlong: list[float] = field(default_factory=list)  # the soft overlong penalty of each sample, when it is on
+    extra_metrics: dict = field(default_factory=dict)  # what dynamic sampling's refill adds (cluster/dynamic_sampling.py)
 
     def metrics(self) -> dict:
         penalty = {"reward/overlong_penalty": sum(self.overlong) / len(self.overlong)} if self.overlong else {}
@@ -91,6 +92,7 @@ class Scored:
             "reward/weights/consistency": self.weights.consistency,
             "groups/filtered": self.filtered_groups,
             "time/reward": self.seconds,
+            **self.extra_metrics,
         }
 
 
@@ -181,6 +183,18 @@ class RolloutPipeline:
         batch = take_prompts(self.sampler, self.prompts, self.cfg.trainer.prompts_per_step, step, self.cfg.trainer.seed)
         pending = self.pools.rollout.submit([p.token_ids for p in batch.prompts], self.cfg.sampling, batch.seeds)
         self._in_flight = (batch, pending, self.policy_version)
+
+    def extra_rollouts(self, step: int, count: int, round_index: int) -> Rollouts:
+        """`count` more prompts for `step` (dynamic sampling's refill round `round_index`), generated now by the policy
+        the workers hold; with the next step's generation in flight they run after it, and no weights are sent."""
+        indices, epoch = self.sampler.take(count)
+        seeds = [derive_seed(self.cfg.trainer.seed, "step", step, "refill", round_index, "prompt", i) for i in indices]
+        batch = StepPrompts(step, epoch, indices, [self.prompts[i] for i in indices], seeds)
+        pending = self.pools.rollout.submit([p.token_ids for p in batch.prompts], self.cfg.sampling, batch.seeds)
+        waited = time.perf_counter()
+        groups = self.pools.rollout.collect(pending)
+        done = time.perf_counter()
+        return Rollouts(batch, groups, self.policy_version, done - waited, done - pending.submitted_at)
 
     def rollouts(self, step: int) -> tuple[Rollouts, dict]:
         """`step`'s rollouts (submitted now if they were not started ahead); then the weights owed to the workers are

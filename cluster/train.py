@@ -20,6 +20,7 @@ from actors import reserve_pool
 from cluster.checkpoints import checkpoint_dir, latest_checkpoint, prune, read_driver_state, write_driver_state
 from cluster.config import TrainConfig, resolved_yaml
 from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
+from cluster.dynamic_sampling import refill
 from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsWriter, PhaseClock, read_metrics
 from cluster.models import prepare_models
@@ -82,7 +83,7 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
             try:
                 started = time.perf_counter()
                 rollouts, synced_at_collect = pipeline.rollouts(step)
-                scored = score(cfg, pools.scorer, rollouts)
+                scored = refill(cfg, pools.scorer, pipeline, score(cfg, pools.scorer, rollouts), step)
                 learned = learn(pools.learner, scored, step)
                 synced = {**synced_at_collect, **pipeline.learned(step, learned.updated)}
                 row = step_row(step, rollouts, scored, learned, synced, pools.fault_metrics(), started)
