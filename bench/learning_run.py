@@ -25,7 +25,6 @@ import argparse
 import collections
 import json
 import logging
-import math
 import re
 import statistics
 import sys
@@ -39,8 +38,8 @@ if str(REPO) not in sys.path:
 
 from omegaconf import OmegaConf
 
-from cluster.charts import bar_canvas
-from embodied_data.atomic import atomic_path, write_text_atomically
+from cluster.plots import before_after_bars, moving_average, reward_curves  # noqa: F401 (moving_average: the curves' trailing mean, bench.moving_average)
+from embodied_data.atomic import write_text_atomically
 
 log = logging.getLogger("embodied_r.bench.learning")
 
@@ -170,78 +169,15 @@ def evaluate(cfg, checkpoint: str, manifest: Path, out_dir: Path, bench: BenchSe
         shutdown_ray()
 
 
-# ---- plots (PIL: matplotlib is not a dependency) ----------------------------------------------------------------------
-def moving_average(values: list[float | None], window: int) -> list[float | None]:
-    """Trailing mean over the last `window` finite values (None where there is none yet)."""
-    out, kept = [], collections.deque(maxlen=window)
-    for v in values:
-        if v is not None and math.isfinite(v):
-            kept.append(v)
-        out.append(sum(kept) / len(kept) if kept else None)
-    return out
-
-
+# ---- plots (cluster/plots.py, matplotlib) ----------------------------------------------------------------------------
 def draw_reward_curves(rows: list[dict], path: Path, title: str, window: int) -> Path:
     """reward/total, reward/accuracy and reward/format per GRPO step (thin: each step; thick: trailing mean)."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
-    colours = {"reward/total": (40, 40, 40), "reward/accuracy": (66, 118, 180), "reward/format": (230, 140, 50)}
-    width, height, left, right, top, bottom = 900, 480, 64, 24, 48, 78
-    plot_w, plot_h = width - left - right, height - top - bottom
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((12, 12), title, fill="black", font=font)
-    steps = [r["step"] for r in rows]
-    first, last = (min(steps), max(steps)) if steps else (0, 1)
-    span = max(last - first, 1)
-
-    def xy(step: float, value: float) -> tuple[float, float]:
-        return left + (step - first) / span * plot_w, top + (1.0 - value) * plot_h
-
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        y = xy(first, tick)[1]
-        draw.line([(left, y), (left + plot_w, y)], fill=(220, 220, 220))
-        draw.text((left - 8, y), f"{tick:g}", fill="black", font=small, anchor="rm")
-    step_ticks = sorted({first, last, *range(first - first % 10 + 10, last, max(10, span // 8 // 10 * 10 or 10))})
-    for step in step_ticks:
-        x = xy(step, 0)[0]
-        draw.line([(x, top + plot_h), (x, top + plot_h + 4)], fill="black")
-        draw.text((x, top + plot_h + 6), str(step), fill="black", font=small, anchor="ma")
-    draw.text((left + plot_w / 2, top + plot_h + 22), "GRPO step", fill="black", font=small, anchor="ma")
-    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
-    for name in CURVE_METRICS:
-        raw = [r.get(name) for r in rows]
-        faint = tuple(int(c + (255 - c) * 0.6) for c in colours[name])
-        for series, colour, line in ((raw, faint, 1), (moving_average(raw, window), colours[name], 3)):
-            points = [xy(s, v) for s, v in zip(steps, series) if v is not None and math.isfinite(v)]
-            if len(points) > 1:
-                draw.line(points, fill=colour, width=line)
-            elif points:
-                draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2], fill=colour)
-    x = left
-    for name in CURVE_METRICS:
-        draw.line([(x, height - 22), (x + 24, height - 22)], fill=colours[name], width=3)
-        draw.text((x + 30, height - 22), name, fill="black", font=small, anchor="lm")
-        x += 190
-    draw.text((x, height - 22), f"thin: per step; thick: mean of the last {window} steps", fill=(90, 90, 90), font=small, anchor="lm")
-    with atomic_path(path) as temp:
-        image.save(temp, format="PNG")
-    return path
+    return reward_curves(rows, path, title, window, CURVE_METRICS)
 
 
 def draw_before_after(table: list[dict], path: Path, title: str) -> Path:
     """Paired horizontal bars per category: accuracy of the SFT checkpoint and of the final GRPO checkpoint."""
-    before_colour, after_colour, prior_colour = (160, 160, 160), (66, 118, 180), (200, 60, 60)
-    legend = "gray: SFT checkpoint (before RL)   blue: final GRPO checkpoint   red tick: answer-prior reference (no model)"
-    canvas = bar_canvas([r["category"] for r in table], title, legend, bar_width=480, row_height=44, right_margin=120,
-                        bottom=66, legend_from_bottom=22)
-    for index, row in enumerate(table):
-        for offset, key, colour in ((4, "before", before_colour), (22, "after", after_colour)):
-            canvas.bar(index, offset, 16, row[key], colour)
-        if row.get("answer_prior") is not None:
-            canvas.mark(index, row["answer_prior"], prior_colour)
-    return canvas.save(path)
+    return before_after_bars(table, path, title)
 
 
 # ---- report ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The learning benchmark's own logic (bench/learning_run.py), without models: config split, data filtering, the
-answer-prior reference, the before/after table and the PIL charts. The full run (SFT + GRPO + two evaluations) takes
+answer-prior reference, the before/after table and the matplotlib charts. The full run (SFT + GRPO + two evaluations) takes
 minutes and is the benchmark itself, not a unit test."""
 
 from __future__ import annotations

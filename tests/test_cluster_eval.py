@@ -1,5 +1,5 @@
 """`embodied-r eval`: the scoring of completions (accuracy per category, MRA, format, consistency, length) on its own,
-the PIL chart, and a real evaluation of a tiny policy (Ray rollout worker and judge actors) writing json/csv/png."""
+the matplotlib chart, and a real evaluation of a tiny policy (Ray rollout worker and judge actors) writing json/csv/png."""
 
 from __future__ import annotations
 
