@@ -235,7 +235,7 @@ class RolloutPipeline:
         return synced
 
     def reset(self, start_step: int) -> None:
-        """After the learner went back to a checkpoint (it restarted, and begin() sent the workers its weights): what
+        """After the learner went back to a checkpoint (it restarted, and its weights were sent to the workers): what
         was in flight was sampled by weights that no longer exist, and is dropped."""
         self._in_flight = None
         self._owed = False

@@ -67,10 +67,15 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
         pools.start()
         learner_info = pools.learner.info
         clock.mark("pools")
-        # 3. Fresh start (with the optional SFT warm-up) or resume; either way the workers then get the learner's weights.
+        # 3. Fresh start (with the optional SFT warm-up) or resume, on the learner while the rollout workers and judges
+        # still load their models; then the weight group, and the workers get the learner's weights if they changed.
         sampler = EpochSampler(len(prompts), cfg.trainer.seed)
-        start_step = begin(cfg, run_dir, pools, sampler, prompts, resume=cfg.trainer.resume)
+        start_step, weights_changed = begin(cfg, run_dir, pools, sampler, prompts, resume=cfg.trainer.resume)
         clock.mark("resume" if start_step else "warm-up")
+        pools.connect_workers()
+        if weights_changed:
+            pools.sync.broadcast()
+        clock.mark("workers ready")
         metrics_log = MetricsWriter(run_dir / "metrics.jsonl", truncate_after_step=start_step)
         progress = make_progress(cfg, start_step)
         pipeline = RolloutPipeline(cfg, pools, sampler, prompts, start_step)
@@ -127,8 +132,8 @@ class TrainingPools:
         self.learner_restarts = 0
 
     def start(self) -> None:
-        """Reserves every pool's bundles, then starts all the actors at once: the rollout workers and the judges load
-        their models while the learner ranks set up DeepSpeed."""
+        """Reserves every pool's bundles, then starts all the actors at once; returns when the learner is up, while
+        the rollout workers and the judges may still be loading their models (`connect_workers` waits for them)."""
         cfg = self.cfg
         self.learner_pool = reserve_pool(
             "learner", cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank,
@@ -145,6 +150,9 @@ class TrainingPools:
             info["zero_stage"], info["backend"], info["device"], info["precision"],
             ", frozen reference for KL" if info["reference"] else "",
         )
+
+    def connect_workers(self) -> None:
+        """Waits for the rollout workers and judges, then joins the workers and the learner in the weight group."""
         self.rollout.wait_ready()
         if self.scorer.pool is not None:
             self.scorer.pool.wait_ready(JUDGE_READY_TIMEOUT_S)
@@ -191,7 +199,9 @@ class TrainingPools:
         self.learner.shutdown()
         self.start_learner()
         self.connect_sync()
-        return begin(cfg, run_dir, self, sampler, prompts, resume=True)
+        start_step, _ = begin(cfg, run_dir, self, sampler, prompts, resume=True)
+        self.sync.broadcast()  # the workers hold weights of steps the new learner does not have
+        return start_step
 
     def fault_metrics(self) -> dict:
         judges = self.scorer.pool if self.scorer is not None else None
@@ -213,10 +223,10 @@ class TrainingPools:
                 pool.release()
 
 
-def begin(cfg: TrainConfig, run_dir: Path, pools: TrainingPools, sampler: EpochSampler, prompts, resume: bool) -> int:
+def begin(cfg: TrainConfig, run_dir: Path, pools: TrainingPools, sampler: EpochSampler, prompts, resume: bool) -> tuple[int, bool]:
     """Puts the learner where training starts: the newest complete checkpoint (resume), or a fresh policy after the
-    optional SFT warm-up. Sends the workers the learner's weights when they differ from models.policy; returns the
-    last step already done."""
+    optional SFT warm-up. Returns the last step already done, and whether the learner's weights now differ from
+    models.policy (the workers' weights), so they must be sent."""
     resume_from = latest_checkpoint(str(run_dir)) if resume else None
     start_step = 0
     if resume_from:
@@ -235,9 +245,7 @@ def begin(cfg: TrainConfig, run_dir: Path, pools: TrainingPools, sampler: EpochS
                 cfg.trainer.sft_warmup_prompts_per_step, cfg.trainer.sft_warmup_lr, cfg.trainer.seed,
             )
             log.info("SFT warm-up: NLL %.3f -> %.3f per target token", nll[0], nll[-1])
-    if resume_from or cfg.trainer.sft_warmup_steps or pools.learner_restarts:
-        pools.sync.broadcast()
-    return start_step
+    return start_step, bool(resume_from or cfg.trainer.sft_warmup_steps)
 
 
 def summarize(rows: list[dict], learner_info: dict) -> str:
