@@ -22,11 +22,14 @@ from cluster.config import TrainConfig, resolved_yaml
 from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
 from cluster.dynamic_sampling import refill
 from cluster.learner_group import LearnerGroup
-from cluster.metrics import MetricsWriter, PhaseClock, read_metrics
+from cluster.evaluate import TrainingEval, load_held_out, with_held_out
+from cluster.metrics import PhaseClock, read_metrics
 from cluster.models import prepare_models
 from cluster.perceive import describe_videos
+from cluster.plots import plot_run
 from cluster.prompts import build_prompt_table
 from cluster.runtime import run_log, start_ray
+from cluster.tracking import make_tracker
 from cluster.warmstart import sft_warmup
 from cluster.weight_sync import WeightSync
 from embodied_data.atomic import write_text_atomically
@@ -55,8 +58,10 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
     data = load_run_data(cfg)
     models = prepare_models(cfg, tokenizer_corpus(data))
     clock.mark("data and models")
-    video_texts = describe_videos(cfg, data, models.vlm)
+    held_out = load_held_out(cfg, data)  # trainer.eval_every > 0: held-out questions, described with the training ones
+    video_texts = describe_videos(cfg, with_held_out(data, held_out), models.vlm)
     prompts = build_prompt_table(cfg, data.records, video_texts, models.policy)
+    evaluation = TrainingEval.build(cfg, held_out, video_texts, models.policy)  # None when trainer.eval_every is 0
     clock.mark("perception")
     log.info("%d prompts ready (%d records without a description skipped)", len(prompts), len(data.records) - len(prompts))
 
@@ -76,7 +81,7 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
         if weights_changed:
             pools.sync.broadcast()
         clock.mark("workers ready")
-        metrics_log = MetricsWriter(run_dir / "metrics.jsonl", truncate_after_step=start_step)
+        metrics_log = make_tracker(cfg.tracking, run_dir, start_step)  # metrics.jsonl, TensorBoard, W&B: the same rows
         progress = make_progress(cfg, start_step)
         pipeline = RolloutPipeline(cfg, pools, sampler, prompts, start_step)
 
@@ -92,10 +97,14 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
                 learned = learn(pools.learner, scored, step)
                 synced = {**synced_at_collect, **pipeline.learned(step, learned.updated)}
                 row = step_row(step, rollouts, scored, learned, synced, pools.fault_metrics(), started)
+                if evaluation is not None and evaluation.due(step):
+                    row.update(evaluation.metrics(pools.rollout, pipeline.policy_version))
                 metrics_log.write(row)
                 progress.update(row)
                 if pipeline.is_barrier(step):
                     save_checkpoint(cfg, pools.learner, sampler, step)
+                    if cfg.tracking.plots and step < cfg.trainer.steps:  # the last step's plots come at the end
+                        plot_run(run_dir)
             except ray.exceptions.RayError as error:
                 if not pools.learner.dead_ranks():
                     raise
@@ -111,6 +120,9 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
     finally:
         pools.close()
     clock.mark("shutdown")
+    if cfg.tracking.plots:
+        log.info("plots: %s", ", ".join(str(path) for path in plot_run(run_dir)))
+        clock.mark("plots")
     log.info("done: %d steps, run dir %s", cfg.trainer.steps, run_dir)
     log.info(summarize(read_metrics(run_dir / "metrics.jsonl"), learner_info))
     log.info(clock.summary())
