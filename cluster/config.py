@@ -199,7 +199,7 @@ _AT_LEAST = {
     "rewards.judge.max_restarts": -1,  # Ray's max_restarts: -1 restarts without limit
     "rewards.judge.max_retries": 0, "rewards.judge.max_concurrency": 1, "rewards.judge.top_logprobs": 1,
     "rewards.overlong_cache_tokens": 0,
-    "learner.num_ranks": 1, "learner.micro_batch_size": 1,
+    "learner.num_ranks": 1, "learner.micro_batch_size": 1, "learner.lora.r": 1,
 }
 # Resources, rates and weights that may be 0 but not negative.
 _NON_NEGATIVE = (
@@ -216,10 +216,10 @@ _POSITIVE = (
     "data.synthetic.fps",
     "perception.keyframes.sample_fps", "perception.keyframes.ransac_reproj_threshold", "perception.vlm.timeout_s",
     "rewards.judge.timeout_s", "rewards.judge.request_timeout_s",
-    "learner.lr",
+    "learner.lr", "learner.lora.alpha",
 )
 # Fractions: [0, 1], or (0, 1] where 0 would mean nothing (no memory, no probability mass).
-_FRACTION = ("perception.keyframes.overlap_threshold", "learner.warmup_ratio")
+_FRACTION = ("perception.keyframes.overlap_threshold", "learner.warmup_ratio", "learner.lora.dropout")
 _OPEN_FRACTION = (
     "sampling.top_p", "rollout.gpu_memory_utilization", "perception.vlm.gpu_memory_utilization",
     "rewards.judge.gpu_memory_utilization",
@@ -256,6 +256,8 @@ def _choices() -> dict[str, tuple]:
         "learner.grpo.advantage_norm": learner.ADVANTAGE_NORMS,
         "learner.grpo.loss_aggregation": learner.LOSS_AGGREGATIONS,
         "learner.grpo.old_logprobs": learner.OLD_LOGPROBS_SOURCES,
+        "learner.offload.optimizer": learner.OFFLOAD_DEVICES,
+        "learner.offload.param": learner.OFFLOAD_DEVICES,
         "trainer.max_staleness": (0, 1),  # 0: synchronous; 1: the next step's rollouts overlap this step's learning
         "sft.trace_source": TRACE_SOURCES,
     }
@@ -283,6 +285,20 @@ def _check_bounds(cfg: DictConfig, problems: list[str]) -> None:
         check(key, lambda v: 0 <= v <= 1, "in [0, 1]")
     for key in _OPEN_FRACTION:
         check(key, lambda v: 0 < v <= 1, "in (0, 1]")
+
+
+def _check_learner_memory(learner: DictConfig, problems: list[str]) -> None:
+    """learner.offload needs the ZeRO stage DeepSpeed implements it for; learner.lora needs modules to adapt."""
+    if learner.offload.param == "cpu" and learner.zero_stage != 3:
+        problems.append(f"learner.offload.param={learner.offload.param} needs learner.zero_stage=3 (DeepSpeed offloads "
+                        f"parameters only under ZeRO-3); got learner.zero_stage={learner.zero_stage!r}")
+    if learner.offload.optimizer == "cpu" and learner.zero_stage == 0:
+        problems.append(f"learner.offload.optimizer={learner.offload.optimizer} needs learner.zero_stage >= 1 (ZeRO-Offload "
+                        f"offloads the ZeRO optimizer's partitions); got learner.zero_stage=0")
+    if learner.lora.enabled and not learner.lora.target_modules:
+        problems.append("learner.lora.target_modules is empty: name the modules to adapt (e.g. q_proj, v_proj)")
+    if _number(learner.lora.dropout) and learner.lora.dropout == 1:
+        problems.append("learner.lora.dropout must be < 1 (1 zeroes every adapter input); got 1")
 
 
 def _check_stages(rewards: DictConfig, problems: list[str]) -> None:
@@ -383,6 +399,7 @@ def validate(cfg: DictConfig) -> None:
     for name, amount in cfg.learner.resources.items():
         if not _number(amount) or amount < 0:
             problems.append(f"learner.resources.{name} must be >= 0; got {amount!r}")
+    _check_learner_memory(cfg.learner, problems)
     _check_stages(cfg.rewards, problems)
     _check_tracking(cfg, problems)
 

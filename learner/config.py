@@ -1,4 +1,4 @@
-"""Structured config of the learner: GRPO settings, optimiser, and the DeepSpeed engine."""
+"""Structured config of the learner: GRPO settings, optimiser, the DeepSpeed engine, LoRA and offload."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ GRPO_ALGORITHMS = ("grpo", "gspo", "dr_grpo")  # GRPOConfig.algorithm (= learner
 PRECISIONS = ("fp32", "bf16")  # LearnerConfig.precision (learner/ds_config.py)
 BACKENDS = ("auto", "gloo", "nccl")  # LearnerConfig.backend
 ZERO_STAGES = (0, 1, 2, 3)  # LearnerConfig.zero_stage (DeepSpeed ZeRO)
+OFFLOAD_DEVICES = ("none", "cpu")  # OffloadConfig.optimizer / OffloadConfig.param (DeepSpeed ZeRO-Offload)
+# Qwen2's attention and MLP projections: LoRAConfig.target_modules' default.
+QWEN2_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
@@ -62,6 +65,29 @@ class GRPOConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """LoRA adapters on the policy (learner/lora.py, with peft): only the adapters train; the rollout workers keep the
+    plain base model and are sent the merged weights W + alpha/r * B @ A under the base model's names."""
+
+    enabled: bool = False
+    r: int = 8  # the adapters' rank
+    alpha: float = 16.0  # the update is scaled by alpha / r
+    dropout: float = 0.0  # dropout on the adapters' input (training forward only)
+    target_modules: list[str] = field(default_factory=lambda: list(QWEN2_PROJECTIONS))  # module names peft adapts
+
+
+@dataclass
+class OffloadConfig:
+    """Memory offload (learner/ds_config.py maps it to DeepSpeed's zero_optimization.offload_*)."""
+
+    optimizer: str = "none"  # none | cpu: Adam's states and step on the CPU (ZeRO-Offload; needs zero_stage >= 1)
+    param: str = "none"  # none | cpu: the parameters live on the CPU between uses (ZeRO-Infinity; needs zero_stage 3)
+    # The frozen KL reference lives on the CPU and is moved to the device only for its forward (under ZeRO-3:
+    # DeepSpeed's parameter offload, layer by layer). With LoRA there is no separate reference, so this does nothing.
+    reference: bool = False
+
+
+@dataclass
 class LearnerConfig:
     num_ranks: int = 1
     num_cpus_per_rank: float = 0.5
@@ -80,3 +106,5 @@ class LearnerConfig:
     # with `ray start --resources '{"learner_node": 8}'`.
     resources: dict[str, float] = field(default_factory=dict)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    offload: OffloadConfig = field(default_factory=OffloadConfig)
