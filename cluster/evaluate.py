@@ -357,6 +357,95 @@ def run_eval(cfg, options: EvalOptions, progress: bool = True) -> dict:
     return report
 
 
+# ---- during training (trainer.eval_every) ---------------------------------------------------------------------------
+def held_out_records(records: Sequence[Record], limit: int) -> list[Record]:
+    """At most `limit` records (0: all), taken round-robin over the categories (each in manifest order), so a small
+    limit still scores every category."""
+    by_category: dict[str, list[Record]] = {}
+    for record in records:
+        by_category.setdefault(record.category, []).append(record)
+    queues = [list(reversed(by_category[c])) for c in sorted(by_category)]
+    chosen: list[Record] = []
+    while any(queues) and (not limit or len(chosen) < limit):
+        for queue in queues:
+            if queue and (not limit or len(chosen) < limit):
+                chosen.append(queue.pop())
+    return chosen
+
+
+def load_held_out(cfg, data):
+    """trainer.eval_every > 0: the questions of trainer.eval_split in the run's manifest (RunData: perception describes
+    them with the training ones, before the pools start), trainer.eval_max_questions of them; else None."""
+    if not cfg.trainer.eval_every:
+        return None
+    held_out = load_split(Path(data.manifest), cfg.trainer.eval_split, max_records=0)
+    held_out.records = held_out_records(held_out.records, cfg.trainer.eval_max_questions)
+    log.info("held-out evaluation every %d steps: %d questions of split %s", cfg.trainer.eval_every,
+             len(held_out.records), cfg.trainer.eval_split)
+    return held_out
+
+
+def with_held_out(data, held_out):
+    """The run's data with the held-out records added, for the one perception phase (the trainer samples data.records)."""
+    if held_out is None:
+        return data
+    return dataclasses.replace(data, records=[*data.records, *held_out.records],
+                               gt_captions={**held_out.gt_captions, **data.gt_captions})
+
+
+class TrainingEval:
+    """Greedy answers (temperature 0, one sample) of the rollout workers to the held-out prompts, scored as `embodied-r
+    eval` scores them (score_samples, summarize; no judge): the eval/* metrics of a step's row."""
+
+    def __init__(self, cfg, prompts: list):
+        from rollout.config import SamplingConfig
+
+        self.every, self.last_step, self.seed = cfg.trainer.eval_every, cfg.trainer.steps, cfg.trainer.seed
+        self.prompts = prompts
+        self.sampling = SamplingConfig(num_samples=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.sampling.max_new_tokens,
+                                       max_prompt_tokens=cfg.sampling.max_prompt_tokens)
+
+    @classmethod
+    def build(cls, cfg, held_out, video_texts: dict[str, str], policy_path: str):
+        """None without held-out data (trainer.eval_every 0)."""
+        if held_out is None:
+            return None
+        from cluster.prompts import build_prompt_table
+
+        return cls(cfg, build_prompt_table(cfg, held_out.records, video_texts, policy_path))
+
+    def due(self, step: int) -> bool:
+        """Every `eval_every` steps, and after the last step."""
+        return step % self.every == 0 or step == self.last_step
+
+    def metrics(self, rollout_pool, policy_version: int) -> dict:
+        """eval/accuracy (mean over questions; numeric: MRA), eval/accuracy_macro (mean over categories),
+        eval/accuracy/<category>, eval/format, eval/response_length, eval/questions, eval/policy_version (the step
+        whose weights answered) and time/eval."""
+        import time
+
+        from rollout.engines.base import derive_seed
+
+        started = time.perf_counter()
+        # Greedy decoding ignores the seed; it is fixed anyway so that nothing here depends on the step.
+        groups = rollout_pool.generate([p.token_ids for p in self.prompts], self.sampling, seed=derive_seed(self.seed, "eval"))
+        completions = [group[0] for group in groups]
+        scores = score_samples([p.record for p in self.prompts], [c.text for c in completions],
+                               [len(c.token_ids) for c in completions], None)
+        rows = summarize(scores, consistency_measured=False)
+        categories, overall = rows[:-1], rows[-1]
+        return {
+            "eval/accuracy": overall["accuracy"],
+            "eval/accuracy_macro": sum(r["accuracy"] for r in categories) / len(categories),
+            **{f"eval/accuracy/{r['category'].replace('/', '_')}": r["accuracy"] for r in categories},
+            "eval/format": overall["format_rate"],
+            "eval/response_length": overall["mean_response_tokens"],
+            "eval/questions": overall["questions"],
+            "eval/policy_version": policy_version,
+            "time/eval": time.perf_counter() - started,
+        }
+
+
 def _run_from_args(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
