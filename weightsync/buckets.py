@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 
 from weightsync.group import WeightGroup
+from weightsync.shm import ShmWeightGroup
 from weightsync.meta import ParamMeta
 
 
@@ -27,32 +28,34 @@ def plan_buckets(metas: list[ParamMeta], bucket_bytes: int) -> list[list[ParamMe
 
 
 def send_weights(
-    group: WeightGroup,
+    group: WeightGroup | ShmWeightGroup,
     metas: list[ParamMeta],
     tensors_for: Callable[[list[ParamMeta]], Iterable[torch.Tensor]],
     bucket_bytes: int,
 ) -> int:
-    """Rank 0: broadcasts every bucket; `tensors_for(bucket)` yields that bucket's tensors (so ZeRO-3 can gather one
-    bucket at a time). Returns the bytes sent."""
-    sent = 0
-    for bucket in plan_buckets(metas, bucket_bytes):
-        tensors = list(tensors_for(bucket))
-        for meta, tensor in zip(bucket, tensors, strict=True):
-            if tuple(tensor.shape) != meta.shape:
-                raise ValueError(f"weight {meta.name}: shape {tuple(tensor.shape)} differs from the announced {meta.shape}")
-        flat = torch.cat([t.detach().reshape(-1).to(device=group.device, dtype=bucket[0].torch_dtype) for t in tensors])
-        group.broadcast(flat, 0)
-        sent += flat.numel() * flat.element_size()
-    return sent
+    """Rank 0: sends every bucket over the group's transport; `tensors_for(bucket)` yields that bucket's tensors (so
+    ZeRO-3 can gather one bucket at a time). Returns the bytes sent."""
+    buckets = plan_buckets(metas, bucket_bytes)
+
+    def checked() -> Iterator[list[torch.Tensor]]:
+        for bucket in buckets:
+            tensors = list(tensors_for(bucket))
+            if len(tensors) != len(bucket):
+                raise ValueError(f"bucket of {len(bucket)} weights got {len(tensors)} tensors")
+            for meta, tensor in zip(bucket, tensors):
+                if tuple(tensor.shape) != meta.shape:
+                    raise ValueError(f"weight {meta.name}: shape {tuple(tensor.shape)} differs from the announced {meta.shape}")
+            yield tensors
+
+    return group.send_buckets(buckets, checked())
 
 
 def receive_weights(
-    group: WeightGroup, metas: list[ParamMeta], bucket_bytes: int, device: str | torch.device | None = None
+    group: WeightGroup | ShmWeightGroup, metas: list[ParamMeta], bucket_bytes: int, device: str | torch.device | None = None
 ) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Rank > 0: yields each bucket as a list of (name, tensor) views into the received flat buffer."""
-    for bucket in plan_buckets(metas, bucket_bytes):
-        flat = torch.empty(sum(m.numel for m in bucket), dtype=bucket[0].torch_dtype, device=group.device)
-        group.broadcast(flat, 0)
+    """Rank > 0: yields each bucket as a list of (name, tensor) views into the received flat buffer. Consume (copy) a
+    bucket's tensors before the next broadcast: with the shm transport they may be views into the shared segment."""
+    for bucket, flat in group.receive_buckets(plan_buckets(metas, bucket_bytes)):
         if device is not None:
             flat = flat.to(device)
         out, offset = [], 0

@@ -1,0 +1,167 @@
+"""The shared-memory weight transport: exact bytes in separate receiver processes, several broadcasts in a row, a
+segment smaller or larger than a bucket, no file left in /dev/shm, and clear errors on a timeout or another node."""
+
+from __future__ import annotations
+
+import glob
+import multiprocessing as mp
+import os
+
+import pytest
+import torch
+
+from weightsync import ParamMeta, create_weight_group, metas_of, plan_buckets, receive_weights, send_weights, weights_digest
+from weightsync.group import free_port
+from weightsync.shm import ALIGN, FILE_PREFIX, SHM_DIR, plan_pieces
+
+BUCKET_BYTES = 4096
+
+
+def _weights(seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "embed.weight": torch.randn(100, 16, generator=gen),  # 6400 bytes: a bucket of its own, larger than BUCKET_BYTES
+        "layer.0.bias": torch.randn(16, generator=gen),
+        "layer.0.weight": torch.randn(16, 16, generator=gen),
+        "norm.weight": torch.randn(17, generator=gen).to(torch.bfloat16),  # odd byte count: offsets must realign
+        "scale": torch.randn((), generator=gen),
+        "head.weight": torch.randn(30, 16, generator=gen),
+    }
+
+
+def _metas() -> list[ParamMeta]:
+    return metas_of((n, t.shape, t.dtype) for n, t in _weights(0).items())
+
+
+def _segment_files() -> set[str]:
+    return set(glob.glob(os.path.join(SHM_DIR, FILE_PREFIX + "*")))
+
+
+def _receiver(port: int, rank: int, world: int, rounds: int, segment_bytes: int | None, queue) -> None:
+    try:
+        group = create_weight_group("shm", "127.0.0.1", port, world, rank, timeout_s=30, segment_bytes=segment_bytes)
+        metas = _metas()
+        model = {m.name: torch.zeros(m.shape, dtype=m.torch_dtype) for m in metas}  # what a rollout engine holds
+        for _ in range(rounds):
+            for bucket in receive_weights(group, metas, BUCKET_BYTES):
+                for name, tensor in bucket:
+                    model[name].copy_(tensor)
+            queue.put((rank, weights_digest(model.items())))
+        group.close()
+    except Exception as error:  # reported to the test, which would otherwise only see a timeout
+        queue.put((rank, f"error: {error!r}"))
+
+
+def _broadcast_rounds(segment_bytes: int | None, rounds: int = 3) -> None:
+    port, world = free_port(), 3
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_receiver, args=(port, r, world, rounds, segment_bytes, queue)) for r in (1, 2)]
+    for p in procs:
+        p.start()
+    before = _segment_files()
+    try:
+        group = create_weight_group("shm", "127.0.0.1", port, world, 0, timeout_s=30, segment_bytes=segment_bytes)
+        metas = _metas()
+        for round_index in range(rounds):
+            weights = _weights(round_index)  # new values every round: a stale segment would show
+            sent = send_weights(group, metas, lambda bucket: [weights[m.name] for m in bucket], BUCKET_BYTES)
+            assert sent == sum(m.nbytes for m in metas)
+            results = dict(queue.get(timeout=60) for _ in procs)
+            expected = weights_digest(weights.items())
+            assert results == {1: expected, 2: expected}, f"round {round_index}: {results}"
+            # Every receiver has mapped the segment: its name is already gone from /dev/shm.
+            assert _segment_files() - before == set()
+        group.close()
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert all(p.exitcode == 0 for p in procs)
+    assert _segment_files() - before == set()
+
+
+def test_plan_pieces_cuts_buckets_and_wraps_the_ring():
+    # Whole broadcast: one piece per bucket, aligned offsets, nothing reused.
+    pieces, ring = plan_pieces([100, 6400, 30], segment_bytes=128 + 6400 + 64)
+    assert not ring
+    assert [(p.bucket, p.start, p.length, p.offset) for p in pieces] == [(0, 0, 100, 0), (1, 0, 6400, 128), (2, 0, 30, 6528)]
+    assert all(p.offset % ALIGN == 0 for p in pieces)
+    # A segment smaller than a bucket: the bucket goes in pieces of at most the segment, wrapping to its start.
+    pieces, ring = plan_pieces([100, 2500], segment_bytes=1024)
+    assert ring
+    assert [(p.bucket, p.start, p.length, p.offset) for p in pieces] == [
+        (0, 0, 100, 0), (1, 0, 1024, 0), (1, 1024, 1024, 0), (1, 2048, 452, 0)]
+    pieces, _ = plan_pieces([300, 300, 300, 300], segment_bytes=1024)
+    assert [p.offset for p in pieces] == [0, 320, 640, 0]
+    assert all(p.end <= 1024 for p in pieces)
+
+
+@pytest.mark.parametrize("segment_bytes", [None, 1024, 1 << 20], ids=["whole-broadcast", "smaller-than-a-bucket", "larger"])
+def test_broadcasts_reach_two_processes_bit_exact(segment_bytes):
+    assert any(sum(m.nbytes for m in b) > 1024 for b in plan_buckets(_metas(), BUCKET_BYTES))  # the 1024 case splits
+    _broadcast_rounds(segment_bytes)
+
+
+def test_sender_times_out_clearly_when_a_receiver_never_reads():
+    port = free_port()
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_receiver, args=(port, 1, 2, 0, None, queue))  # joins, then receives nothing
+    proc.start()
+    before = _segment_files()
+    group = create_weight_group("shm", "127.0.0.1", port, 2, 0, timeout_s=2)
+    weights = _weights(0)
+    with pytest.raises(TimeoutError, match=r"'done' from every receiver within 2 s .*done/1"):
+        send_weights(group, _metas(), lambda bucket: [weights[m.name] for m in bucket], BUCKET_BYTES)
+    group.close()
+    proc.join(timeout=30)
+    assert _segment_files() - before == set()  # the receiver never mapped it: close removed it
+
+
+def test_join_times_out_naming_the_missing_rank():
+    with pytest.raises(TimeoutError, match=r"join from every receiver within 1 s .*joined/2"):
+        store_port = free_port()
+        import datetime
+
+        import torch.distributed as dist
+
+        store = dist.TCPStore("127.0.0.1", store_port, 3, is_master=True, timeout=datetime.timedelta(seconds=5),
+                              wait_for_workers=False)
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_receiver, args=(store_port, 1, 3, 0, None, queue))
+        proc.start()
+        try:
+            create_weight_group("shm", "127.0.0.1", store_port, 3, 0, timeout_s=1, store=store)
+        finally:
+            proc.join(timeout=30)
+
+
+def test_a_receiver_that_cannot_see_the_segment_says_it_is_on_another_node(monkeypatch):
+    """A member whose /dev/shm is not rank 0's (another node) is refused at join, on both ends, saying why."""
+    import datetime
+    import threading
+
+    import torch.distributed as dist
+
+    import weightsync.shm as shm
+
+    port = free_port()
+    store = dist.TCPStore("127.0.0.1", port, 2, is_master=True, timeout=datetime.timedelta(seconds=10), wait_for_workers=False)
+    errors: dict[str, Exception] = {}
+
+    def sender() -> None:
+        try:
+            create_weight_group("shm", "127.0.0.1", port, 2, 0, timeout_s=10, store=store)
+        except Exception as error:
+            errors["sender"] = error
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    monkeypatch.setattr(shm, "_read_probe", lambda path: None)  # as a process on another node finds /dev/shm
+    with pytest.raises(RuntimeError, match="another node.*trainer.weight_backend=gloo"):
+        create_weight_group("shm", "127.0.0.1", port, 2, 1, timeout_s=10)
+    thread.join(timeout=20)
+    assert "cannot see rank 0's shared memory" in str(errors["sender"])
