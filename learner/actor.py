@@ -13,9 +13,10 @@ import torch
 import torch.distributed as dist
 
 from learner.batch import PackedBatch, Sample, completion_logprobs, pack
-from learner.broadcast import broadcast_weights, iter_full_buckets, param_metas
+from learner.broadcast import broadcast_weights, exported_weights, iter_full_buckets, param_metas
 from learner.config import LearnerConfig
-from learner.engine import build_engines, init_distributed_env, init_process_group
+from learner.engine import build_engines, init_distributed_env, init_process_group, reference_on_device
+from learner import lora
 from learner.algo import LossInputs, LossNorm, check_grpo_config, make_algorithm
 from learner.algo.staleness import staleness_stats
 from learner.algo.tis import TISStats, tis_weights
@@ -113,7 +114,7 @@ class Learner:
             old_logprobs = [batch.rollout_logprobs for batch, _ in micro_batches]
         is_weights: list[torch.Tensor | None] = [None] * len(micro_batches)
         tis_total = TISStats(weight_sum=0.0, weight_max=0.0, capped_tokens=0.0, tokens=0.0)
-        ref_logprobs = [self._reference_logprobs(mb) for mb in micro_batches]
+        ref_logprobs = self._reference_logprobs(micro_batches)
         totals = {"kl": 0.0, "tokens": 0.0, "mismatch": 0.0}
         updates: list[dict] = []
         grad_norm = None
@@ -236,8 +237,11 @@ class Learner:
         return {"nll_sum": nll, "tokens": tokens, "seconds": time.perf_counter() - started}
 
     def restart_from_current_policy(self) -> None:
-        """Makes the current policy the starting point of RL: the KL reference becomes a copy of it, and the optimiser's
-        moments are cleared (they hold the warm-up's gradients, which the first GRPO update must not continue)."""
+        """Makes the current policy the starting point of RL: the KL reference becomes a copy of it (with LoRA: the
+        adapters are folded into the base, which is the reference), and the optimiser's moments are cleared (they hold
+        the warm-up's gradients, which the first GRPO update must not continue)."""
+        if self.cfg.lora.enabled:
+            lora.fold_adapters(self.engine.module, self.rank)
         if self.reference is not None:
             with torch.no_grad():
                 for (name, policy_param), (_, ref_param) in zip(
@@ -268,11 +272,20 @@ class Learner:
             return batch
         return PackedBatch(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in vars(batch).items()})
 
+    @property
+    def has_reference(self) -> bool:
+        """Whether the KL term has a reference: its own engine, or with LoRA the policy with adapters disabled."""
+        return self.reference is not None or (self.cfg.lora.enabled and self.cfg.grpo.beta > 0)
+
     @torch.no_grad()
-    def _reference_logprobs(self, micro_batch: tuple[PackedBatch, float]) -> torch.Tensor | None:
+    def _reference_logprobs(self, micro_batches: list[tuple[PackedBatch, float]]) -> list[torch.Tensor | None]:
+        if self.cfg.lora.enabled and self.cfg.grpo.beta > 0:
+            with lora.reference_forward(self.engine.module):
+                return [completion_logprobs(self.engine, batch) for batch, _ in micro_batches]
         if self.reference is None:
-            return None
-        return completion_logprobs(self.reference, micro_batch[0])
+            return [None] * len(micro_batches)
+        with reference_on_device(self.reference, self.cfg) as reference:  # one move for all micro-batches
+            return [completion_logprobs(reference, batch) for batch, _ in micro_batches]
 
     # ---- weights --------------------------------------------------------------------------------------------
     def param_metas(self, dtype: str | None = None):
@@ -312,6 +325,15 @@ class Learner:
         self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", client_state=client_state)
         (tmp / "rng").mkdir(parents=True, exist_ok=True)
         torch.save(_rng_state(), tmp / "rng" / f"rank_{self.rank}.pt")
+        if self.cfg.lora.enabled:
+            self._save_lora(tmp)
+            self._barrier()
+            if self.rank == 0:
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+            self._barrier()
+            return str(final)
         state_dict = self._full_state_dict(self.engine)
         reference_state = self._full_state_dict(self.reference) if self.reference is not None else None
         if self.rank == 0:
@@ -331,7 +353,12 @@ class Learner:
         """Restores the policy engine (weights, optimiser, LR schedule), the KL reference and this rank's RNG states."""
         root = Path(checkpoint_dir)
         _, client_state = self.engine.load_checkpoint(str(root / "deepspeed"), tag="state")
-        if self.reference is not None:
+        if self.cfg.lora.enabled:
+            # The base weights (changed by an SFT warm-up's fold): DeepSpeed's module state under ZeRO-3 lacks them.
+            if not (root / "base").is_dir():
+                raise FileNotFoundError(f"checkpoint {checkpoint_dir} holds no base/ weights for learner.lora")
+            self._load_named(lora.base_parameters(self.engine.module), root / "base")
+        elif self.reference is not None:
             if not (root / "reference").is_dir():
                 raise FileNotFoundError(f"checkpoint {checkpoint_dir} holds no reference/ policy for the KL term")
             self._load_reference(root / "reference")
@@ -340,19 +367,38 @@ class Learner:
             _set_rng_state(torch.load(rng_file, weights_only=False))
         return client_state or {}
 
-    @torch.no_grad()
     def _load_reference(self, folder: Path) -> None:
+        self._load_named(dict(self.reference.module.named_parameters()), folder)
+
+    @torch.no_grad()
+    def _load_named(self, params: dict[str, torch.nn.Parameter], folder: Path) -> None:
+        """Copies the HF-format weights saved in `folder` into `params` (by name; gathered and scattered under ZeRO-3)."""
         from safetensors.torch import load_file
 
         saved: dict[str, torch.Tensor] = {}
         for shard in sorted(folder.glob("*.safetensors")):
             saved.update(load_file(shard))
-        for name, param in self.reference.module.named_parameters():
+        for name, param in params.items():
             with _gathered_for_copy([param]):
                 if not hasattr(param, "ds_id") or self.rank == 0:
                     if name not in saved:  # a tied alias saved under its other name
                         continue
                     param.data.copy_(saved[name])
+
+    def _save_lora(self, tmp: Path) -> None:
+        """With LoRA: `policy/` the merged model in HF format (what the workers and eval load), `base/` the frozen base
+        weights (the KL reference, and what resume restores), `adapter/` the adapters in peft's format; the adapters'
+        optimiser state is in `deepspeed/`. Every rank joins the ZeRO-3 gathers."""
+        module = self.engine.module
+        merged = _gather_all(exported_weights(module))
+        base = _gather_all(_as_is(lora.base_parameters(module)))
+        adapter_state = _gather_all(_as_is({name: p for name, p in module.named_parameters() if p.requires_grad}))
+        if self.rank == 0:
+            base_model = module.get_base_model()
+            base_model.save_pretrained(tmp / "policy", state_dict=merged)
+            self.tokenizer.save_pretrained(tmp / "policy")
+            base_model.save_pretrained(tmp / "base", state_dict=base)
+            module.save_pretrained(tmp / "adapter", state_dict=adapter_state)
 
     def _full_state_dict(self, engine):
         if self.cfg.zero_stage == 3:
@@ -380,7 +426,9 @@ class Learner:
             "device": str(self.engine.device),
             "precision": self.cfg.precision,
             "world_size": self.world_size,
-            "reference": self.reference is not None,
+            "reference": self.has_reference,
+            "lora": self.cfg.lora.enabled,
+            "trainable_params": sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters() if p.requires_grad),
         }
 
 
@@ -425,6 +473,26 @@ def _gathered_for_copy(params):
     from contextlib import nullcontext
 
     return nullcontext()
+
+
+def _as_is(named: dict[str, torch.nn.Parameter]) -> list[lora.ExportedWeight]:
+    return [lora.ExportedWeight(name, (p,), lambda p=p: p.data) for name, p in named.items()]
+
+
+def _gather_all(weights: list[lora.ExportedWeight]) -> dict[str, torch.Tensor]:
+    """Every tensor in full, on the CPU; under ZeRO-3 one gather of all their parameters (a collective: every rank
+    calls it), as a checkpoint holds the whole model anyway."""
+    sources = list({id(p): p for w in weights for p in w.params}.values())
+    if sources and hasattr(sources[0], "ds_id"):
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(sources, modifier_rank=None)
+    else:
+        from contextlib import nullcontext
+
+        gathered = nullcontext()
+    with gathered, torch.no_grad():
+        return {w.name: w.compute().detach().to("cpu", copy=True) for w in weights}
 
 
 def _buckets(metas, bucket_bytes):

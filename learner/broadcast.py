@@ -1,4 +1,8 @@
-"""Sends the policy's weights from learner rank 0 over the weight group, gathering ZeRO-3 partitions one bucket at a time."""
+"""Sends the policy's weights from learner rank 0 over the weight group, gathering ZeRO-3 partitions one bucket at a time.
+
+What is sent is the model the rollout workers hold: the policy's own parameters, or with LoRA the merged base model
+(learner/lora.py), computed bucket by bucket.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,22 @@ from contextlib import nullcontext
 
 import torch
 
+from learner.lora import ExportedWeight, is_lora, merged_exports
 from weightsync import ParamMeta, WeightGroup, metas_of, plan_buckets, send_weights
 
 
+def exported_weights(module: torch.nn.Module) -> list[ExportedWeight]:
+    """The tensors the workers load, by name, each with the parameters it is read from."""
+    if is_lora(module):
+        return merged_exports(module)
+    return [ExportedWeight(name, (p,), lambda p=p: p.data) for name, p in module.named_parameters()]
+
+
 def param_metas(module: torch.nn.Module, dtype: torch.dtype | None = None) -> list[ParamMeta]:
-    """Names, full shapes and the wire dtype of every parameter (ZeRO-3 keeps the full shape in `ds_shape`)."""
+    """Names, full shapes and the wire dtype of every exported tensor (ZeRO-3 keeps the full shape in `ds_shape`)."""
     return metas_of(
-        (name, getattr(p, "ds_shape", p.shape), dtype or p.dtype) for name, p in module.named_parameters()
+        (w.name, getattr(w.params[0], "ds_shape", w.params[0].shape), dtype or w.params[0].dtype)
+        for w in exported_weights(module)
     )
 
 
@@ -30,11 +43,12 @@ def iter_full_buckets(module: torch.nn.Module, metas: list[ParamMeta], bucket_by
 
     Every learner rank must run this in step: under ZeRO-3 each bucket's gather is a collective.
     """
-    params = dict(module.named_parameters())
+    exports = {w.name: w for w in exported_weights(module)}
     for bucket in plan_buckets(metas, bucket_bytes):
-        bucket_params = [params[m.name] for m in bucket]
-        with _gathered(bucket_params):
-            yield [p.data.to(m.torch_dtype).clone() for p, m in zip(bucket_params, bucket)]
+        bucket_exports = [exports[m.name] for m in bucket]
+        sources = list({id(p): p for w in bucket_exports for p in w.params}.values())
+        with _gathered(sources):
+            yield [w.compute().to(m.torch_dtype).clone() for w, m in zip(bucket_exports, bucket)]
 
 
 def broadcast_weights(module: torch.nn.Module, group: WeightGroup | None, metas: list[ParamMeta], bucket_bytes: int) -> int:

@@ -1,14 +1,17 @@
-"""Builds the DeepSpeed engines on one learner rank: the trainable policy and, when the KL term is on, its frozen reference."""
+"""Builds the DeepSpeed engines on one learner rank: the trainable policy (LoRA-wrapped with learner.lora) and, when the
+KL term is on without LoRA, its frozen reference (kept on the CPU between forwards with learner.offload.reference)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 
 import torch
 
 from learner.config import LearnerConfig
 from learner.ds_config import policy_ds_config, reference_ds_config
+from learner.lora import wrap_policy
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +79,17 @@ def build_engines(cfg: LearnerConfig, model_path: str, total_steps: int):
     policy = load_causal_lm(model_path, policy_config, cfg.precision)
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
+        if cfg.lora.enabled:
+            policy.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input with grad
     policy.config.use_cache = False
+    if cfg.lora.enabled:
+        policy = wrap_policy(policy, cfg.lora)  # base frozen: the optimiser below holds the adapters only
     engine, *_ = deepspeed.initialize(
         model=policy, model_parameters=[p for p in policy.parameters() if p.requires_grad], config=policy_config
     )
     reference = None
-    if cfg.grpo.beta > 0:
+    # With LoRA the reference is the policy with its adapters disabled (learner/lora.py): no second model.
+    if cfg.grpo.beta > 0 and not cfg.lora.enabled:
         ref_config = reference_ds_config(cfg, cfg.micro_batch_size)
         ref_model = load_causal_lm(model_path, ref_config, cfg.precision)
         # The reference stays frozen because it has no optimizer and only runs under no_grad. Its parameters keep
@@ -90,5 +98,22 @@ def build_engines(cfg: LearnerConfig, model_path: str, total_steps: int):
         # that Adam amplifies into a full-size step even when every advantage is 0.
         reference, *_ = deepspeed.initialize(model=ref_model, config=ref_config)
         reference.eval()
+        if cfg.offload.reference and cfg.zero_stage != 3:
+            reference.module.to("cpu")  # moved to the device only for its forward (reference_on_device)
     log.info("DeepSpeed ZeRO-%d engine ready on %s (%s)", cfg.zero_stage, engine.device, resolve_backend(cfg))
     return engine, reference
+
+
+@contextmanager
+def reference_on_device(reference, cfg: LearnerConfig):
+    """The reference engine, with its module on the engine's device for the duration (learner.offload.reference below
+    ZeRO-3, where it otherwise lives on the CPU; under ZeRO-3 DeepSpeed's offload_param fetches it layer by layer).
+    On a CPU-only machine both moves are no-ops, but the path is the same."""
+    offloaded = cfg.offload.reference and cfg.zero_stage != 3
+    if offloaded:
+        reference.module.to(reference.device)
+    try:
+        yield reference
+    finally:
+        if offloaded:
+            reference.module.to("cpu")
