@@ -104,7 +104,6 @@ def fake_wandb(monkeypatch):
         return module.runs[-1]
 
     module.init = init
-    module.util = types.SimpleNamespace(generate_id=lambda: "run123")
     monkeypatch.setitem(sys.modules, "wandb", module)
     return module
 

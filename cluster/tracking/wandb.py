@@ -5,6 +5,7 @@ Offline mode (tracking.wandb.mode=offline, or WANDB_MODE=offline with mode "") w
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 
 from cluster.tracking.base import scalars
@@ -19,8 +20,9 @@ class WandbTracker:
         except ImportError as err:
             raise ImportError("tracking.backends has wandb, but wandb is not installed: pip install '.[wandb]'") from err
         run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         id_file = run_dir / "wandb_run_id"
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]  # W&B ids: [a-z0-9]
         Path(options.dir).mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=options.project, entity=options.entity or None, name=options.name or run_dir.name,
