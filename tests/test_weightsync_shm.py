@@ -3,12 +3,14 @@ segment smaller or larger than a bucket, no file left in /dev/shm, and clear err
 
 from __future__ import annotations
 
+import datetime
 import glob
 import multiprocessing as mp
 import os
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from weightsync import ParamMeta, create_weight_group, metas_of, plan_buckets, receive_weights, send_weights, weights_digest
 from weightsync.group import free_port
@@ -37,9 +39,9 @@ def _segment_files() -> set[str]:
     return set(glob.glob(os.path.join(SHM_DIR, FILE_PREFIX + "*")))
 
 
-def _receiver(port: int, rank: int, world: int, rounds: int, segment_bytes: int | None, queue) -> None:
+def _receiver(port: int, rank: int, world: int, rounds: int, queue) -> None:
     try:
-        group = create_weight_group("shm", "127.0.0.1", port, world, rank, timeout_s=30, segment_bytes=segment_bytes)
+        group = create_weight_group("shm", "127.0.0.1", port, world, rank, timeout_s=60)
         metas = _metas()
         model = {m.name: torch.zeros(m.shape, dtype=m.torch_dtype) for m in metas}  # what a rollout engine holds
         for _ in range(rounds):
@@ -50,36 +52,6 @@ def _receiver(port: int, rank: int, world: int, rounds: int, segment_bytes: int 
         group.close()
     except Exception as error:  # reported to the test, which would otherwise only see a timeout
         queue.put((rank, f"error: {error!r}"))
-
-
-def _broadcast_rounds(segment_bytes: int | None, rounds: int = 3) -> None:
-    port, world = free_port(), 3
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_receiver, args=(port, r, world, rounds, segment_bytes, queue)) for r in (1, 2)]
-    for p in procs:
-        p.start()
-    before = _segment_files()
-    try:
-        group = create_weight_group("shm", "127.0.0.1", port, world, 0, timeout_s=30, segment_bytes=segment_bytes)
-        metas = _metas()
-        for round_index in range(rounds):
-            weights = _weights(round_index)  # new values every round: a stale segment would show
-            sent = send_weights(group, metas, lambda bucket: [weights[m.name] for m in bucket], BUCKET_BYTES)
-            assert sent == sum(m.nbytes for m in metas)
-            results = dict(queue.get(timeout=60) for _ in procs)
-            expected = weights_digest(weights.items())
-            assert results == {1: expected, 2: expected}, f"round {round_index}: {results}"
-            # Every receiver has mapped the segment: its name is already gone from /dev/shm.
-            assert _segment_files() - before == set()
-        group.close()
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-    assert all(p.exitcode == 0 for p in procs)
-    assert _segment_files() - before == set()
 
 
 def test_plan_pieces_cuts_buckets_and_wraps_the_ring():
@@ -98,20 +70,51 @@ def test_plan_pieces_cuts_buckets_and_wraps_the_ring():
     assert all(p.end <= 1024 for p in pieces)
 
 
-@pytest.mark.parametrize("segment_bytes", [None, 1024, 1 << 20], ids=["whole-broadcast", "smaller-than-a-bucket", "larger"])
-def test_broadcasts_reach_two_processes_bit_exact(segment_bytes):
-    assert any(sum(m.nbytes for m in b) > 1024 for b in plan_buckets(_metas(), BUCKET_BYTES))  # the 1024 case splits
-    _broadcast_rounds(segment_bytes)
+def test_broadcasts_reach_two_processes_bit_exact_whatever_the_segment_size():
+    """Several broadcasts in a row to two receiver processes, each with new values; the sender's segment holds the
+    whole broadcast, then less than one bucket (a ring), then more than a bucket, then the whole broadcast again
+    (the receivers learn the size from the sender at each broadcast)."""
+    metas = _metas()
+    assert any(sum(m.nbytes for m in b) > 1024 for b in plan_buckets(metas, BUCKET_BYTES))  # 1024 splits a bucket
+    segment_sizes = [None, 1024, 1 << 20, None]
+    port, world = free_port(), 3
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_receiver, args=(port, r, world, len(segment_sizes), queue)) for r in (1, 2)]
+    for p in procs:
+        p.start()
+    before = _segment_files()
+    try:
+        group = create_weight_group("shm", "127.0.0.1", port, world, 0, timeout_s=60)
+        for round_index, segment_bytes in enumerate(segment_sizes):
+            group.segment_bytes = segment_bytes
+            weights = _weights(round_index)  # new values every round: a stale segment would show
+            sent = send_weights(group, metas, lambda bucket: [weights[m.name] for m in bucket], BUCKET_BYTES)
+            assert sent == sum(m.nbytes for m in metas)
+            results = dict(queue.get(timeout=60) for _ in procs)
+            expected = weights_digest(weights.items())
+            assert results == {1: expected, 2: expected}, f"round {round_index} (segment {segment_bytes}): {results}"
+            # Every receiver has mapped the segment: its name is already gone from /dev/shm.
+            assert _segment_files() - before == set()
+        group.close()
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert all(p.exitcode == 0 for p in procs)
+    assert _segment_files() - before == set()
 
 
 def test_sender_times_out_clearly_when_a_receiver_never_reads():
     port = free_port()
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_receiver, args=(port, 1, 2, 0, None, queue))  # joins, then receives nothing
+    proc = ctx.Process(target=_receiver, args=(port, 1, 2, 0, queue))  # joins, then receives nothing
     proc.start()
     before = _segment_files()
-    group = create_weight_group("shm", "127.0.0.1", port, 2, 0, timeout_s=2)
+    group = create_weight_group("shm", "127.0.0.1", port, 2, 0, timeout_s=60)
+    group.timeout = datetime.timedelta(seconds=2)  # only the broadcast's wait is short (the join waits for the spawn)
     weights = _weights(0)
     with pytest.raises(TimeoutError, match=r"'done' from every receiver within 2 s .*done/1"):
         send_weights(group, _metas(), lambda bucket: [weights[m.name] for m in bucket], BUCKET_BYTES)
@@ -123,15 +126,11 @@ def test_sender_times_out_clearly_when_a_receiver_never_reads():
 def test_join_times_out_naming_the_missing_rank():
     with pytest.raises(TimeoutError, match=r"join from every receiver within 1 s .*joined/2"):
         store_port = free_port()
-        import datetime
-
-        import torch.distributed as dist
-
         store = dist.TCPStore("127.0.0.1", store_port, 3, is_master=True, timeout=datetime.timedelta(seconds=5),
                               wait_for_workers=False)
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
-        proc = ctx.Process(target=_receiver, args=(store_port, 1, 3, 0, None, queue))
+        proc = ctx.Process(target=_receiver, args=(store_port, 1, 3, 0, queue))
         proc.start()
         try:
             create_weight_group("shm", "127.0.0.1", store_port, 3, 0, timeout_s=1, store=store)
@@ -141,10 +140,7 @@ def test_join_times_out_naming_the_missing_rank():
 
 def test_a_receiver_that_cannot_see_the_segment_says_it_is_on_another_node(monkeypatch):
     """A member whose /dev/shm is not rank 0's (another node) is refused at join, on both ends, saying why."""
-    import datetime
     import threading
-
-    import torch.distributed as dist
 
     import weightsync.shm as shm
 
