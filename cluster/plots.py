@@ -124,13 +124,53 @@ def training_plots(rows: Sequence[dict], out_dir: str | Path) -> list[Path]:
     return [p for p in plots if p is not None]
 
 
-def plot_run(run_dir: str | Path) -> list[Path]:
-    """training_plots of <run_dir>/metrics.jsonl into <run_dir>/plots."""
+def _run_rows(run_dir: Path) -> list[dict]:
     from cluster.metrics import read_metrics
 
-    run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
-    return training_plots(read_metrics(metrics) if metrics.is_file() else [], run_dir / "plots")
+    return read_metrics(metrics) if metrics.is_file() else []
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """training_plots of <run_dir>/metrics.jsonl into <run_dir>/plots."""
+    run_dir = Path(run_dir)
+    return training_plots(_run_rows(run_dir), run_dir / "plots")
+
+
+class RunPlots:
+    """The driver's plots: `request` (at a checkpoint) reads the rows now and draws them in a worker thread, so the
+    training loop does not wait for matplotlib (about a second a time on 2 cores); `finish` (at the end of the run)
+    waits for it and draws the final rows. A failed background drawing is logged, not raised: it must not end a run."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True):
+        self.run_dir, self.enabled = Path(run_dir), enabled
+        self._executor = None
+        self._pending = None
+
+    def request(self) -> None:
+        if not self.enabled:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots")
+        rows = _run_rows(self.run_dir)  # read here: the file is not read while the driver appends to it
+        self._pending = self._executor.submit(self._draw, rows)
+
+    def _draw(self, rows: list[dict]) -> None:
+        import logging
+
+        try:
+            training_plots(rows, self.run_dir / "plots")
+        except Exception:
+            logging.getLogger("embodied_r.train").exception("drawing the plots in %s failed", self.run_dir / "plots")
+
+    def finish(self) -> list[Path]:
+        """Waits for a background drawing, then draws every row; returns the PNGs written (none when disabled)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        return plot_run(self.run_dir) if self.enabled else []
 
 
 # ---- bar charts on a 0..1 axis --------------------------------------------------------------------------------------

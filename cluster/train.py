@@ -26,7 +26,7 @@ from cluster.evaluate import TrainingEval, load_held_out, with_held_out
 from cluster.metrics import PhaseClock, read_metrics
 from cluster.models import prepare_models
 from cluster.perceive import describe_videos
-from cluster.plots import plot_run
+from cluster.plots import RunPlots
 from cluster.prompts import build_prompt_table
 from cluster.runtime import run_log, start_ray
 from cluster.tracking import make_tracker
@@ -82,6 +82,7 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
             pools.sync.broadcast()
         clock.mark("workers ready")
         metrics_log = make_tracker(cfg.tracking, run_dir, start_step)  # metrics.jsonl, TensorBoard, W&B: the same rows
+        plots = RunPlots(run_dir, enabled=cfg.tracking.plots)  # <run_dir>/plots, drawn beside the loop
         progress = make_progress(cfg, start_step)
         pipeline = RolloutPipeline(cfg, pools, sampler, prompts, start_step)
 
@@ -103,8 +104,8 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
                 progress.update(row)
                 if pipeline.is_barrier(step):
                     save_checkpoint(cfg, pools.learner, sampler, step)
-                    if cfg.tracking.plots and step < cfg.trainer.steps:  # the last step's plots come at the end
-                        plot_run(run_dir)
+                    if step < cfg.trainer.steps:  # the last step's plots come at the end
+                        plots.request()
             except ray.exceptions.RayError as error:
                 if not pools.learner.dead_ranks():
                     raise
@@ -121,7 +122,7 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
         pools.close()
     clock.mark("shutdown")
     if cfg.tracking.plots:
-        log.info("plots: %s", ", ".join(str(path) for path in plot_run(run_dir)))
+        log.info("plots: %s", ", ".join(str(path) for path in plots.finish()))
         clock.mark("plots")
     log.info("done: %d steps, run dir %s", cfg.trainer.steps, run_dir)
     log.info(summarize(read_metrics(run_dir / "metrics.jsonl"), learner_info))

@@ -65,3 +65,14 @@ def test_accuracy_bars_are_proportional_to_the_value(tmp_path):
     full, half = blue_pixels(1.0), blue_pixels(0.5)
     assert full > 1000 and half / full == pytest.approx(0.5, abs=0.02)
     assert blue_pixels(0.0) == 0
+
+
+def test_run_plots_draw_in_the_background_and_finish_with_every_row(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in _rows(2, with_eval=False)))
+    run_plots = plots.RunPlots(tmp_path)
+    run_plots.request()  # drawn from the 2 rows read now
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in _rows(4, with_eval=True)))
+    written = {p.name for p in run_plots.finish()}
+    assert "eval.png" in written and (tmp_path / "plots" / "rewards.png").is_file()
+    assert plots.RunPlots(tmp_path / "off", enabled=False).finish() == [] and not (tmp_path / "off").exists()
