@@ -71,6 +71,9 @@ class RayConfig:
     namespace: str = "embodied-r"
 
 
+WEIGHT_BACKENDS = ("auto", "gloo", "nccl", "shm")  # TrainerConfig.weight_backend, resolved in cluster/weight_sync.py
+
+
 @dataclass
 class TrainerConfig:
     steps: int = 100
@@ -86,6 +89,9 @@ class TrainerConfig:
     sft_warmup_prompts_per_step: int = 8
     sft_warmup_lr: float = 1e-5
     weight_bucket_mb: int = 64
+    # The weight transport (weightsync/): auto = nccl on GPU pools, shm when every rollout worker is on learner rank 0's
+    # node, else gloo.
+    weight_backend: str = "auto"
     weight_sync_timeout_s: float = 300.0
     progress: bool = True
     # Faults: a lost learner rank sends the run back to its last complete checkpoint, at most this many times (then it
@@ -258,6 +264,7 @@ def _choices() -> dict[str, tuple]:
         "learner.grpo.old_logprobs": learner.OLD_LOGPROBS_SOURCES,
         "learner.offload.optimizer": learner.OFFLOAD_DEVICES,
         "learner.offload.param": learner.OFFLOAD_DEVICES,
+        "trainer.weight_backend": WEIGHT_BACKENDS,
         "trainer.max_staleness": (0, 1),  # 0: synchronous; 1: the next step's rollouts overlap this step's learning
         "sft.trace_source": TRACE_SOURCES,
     }
