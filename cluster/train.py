@@ -31,7 +31,7 @@ from cluster.prompts import build_prompt_table
 from cluster.runtime import run_log, start_ray
 from cluster.tracking import make_tracker
 from cluster.warmstart import sft_warmup
-from cluster.weight_sync import WeightSync
+from cluster.weight_sync import WeightSync, weight_backend
 from embodied_data.atomic import write_text_atomically
 from cluster.stages import RolloutPipeline, learn, score, step_row
 from rollout.pool import RolloutPool, reserve_rollout_pool
@@ -274,10 +274,6 @@ def summarize(rows: list[dict], learner_info: dict) -> str:
         + f"; DeepSpeed ZeRO-{learner_info['zero_stage']} ({learner_info['backend']}, {learner_info['device']})"
         + f"; last step reward/total {last['reward/total']:.3f}, accuracy {last['reward/accuracy']:.3f}, format {last['reward/format']:.3f}"
     )
-
-
-def weight_backend(cfg: DictConfig) -> str:
-    return "nccl" if cfg.rollout.num_gpus_per_worker > 0 and cfg.learner.num_gpus_per_rank > 0 else "gloo"
 
 
 def make_reward_scorer(cfg: DictConfig, judge_model: str, wait: bool = True) -> tuple:

@@ -6,10 +6,40 @@ import logging
 import time
 
 import ray
+from omegaconf import DictConfig
 
 from cluster.learner_group import LearnerGroup
 
 log = logging.getLogger(__name__)
+
+
+def weight_backend(cfg: DictConfig) -> str:
+    """trainer.weight_backend with what the config alone decides: "auto" is nccl when both the learner and the rollout
+    workers have GPUs; otherwise it stays "auto", which WeightSync resolves from where the actors run (shm when every
+    worker shares learner rank 0's node, else gloo)."""
+    choice = cfg.trainer.get("weight_backend", "auto")
+    if choice == "auto" and cfg.rollout.num_gpus_per_worker > 0 and cfg.learner.num_gpus_per_rank > 0:
+        return "nccl"
+    return choice
+
+
+def _node_id(actor) -> ray.ObjectRef:
+    return actor.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())
+
+
+def placement_backend(choice: str, learner_node: str, worker_nodes: list[str]) -> str:
+    """The transport for `choice` given the node of learner rank 0 and of each rollout worker: "auto" is shm when
+    every worker shares the learner's node, else gloo; "shm" with a worker elsewhere is refused, naming it."""
+    elsewhere = [i for i, node in enumerate(worker_nodes) if node != learner_node]
+    if choice == "shm" and elsewhere:
+        raise RuntimeError(
+            f"trainer.weight_backend=shm needs every rollout worker on learner rank 0's node ({learner_node[:12]}), "
+            f"but worker(s) {elsewhere} run on {sorted({worker_nodes[i][:12] for i in elsewhere})}: shared memory does "
+            "not cross nodes; use trainer.weight_backend=auto (gloo then) or gloo"
+        )
+    if choice == "auto":
+        return "gloo" if elsewhere else "shm"
+    return choice
 
 
 class WeightSync:
@@ -18,7 +48,8 @@ class WeightSync:
         take a digest at every broadcast from the start; without it they start at the first `verify()`)."""
         self.learner = learner
         self.rollout = rollout
-        self.backend = backend
+        self.backend = backend  # gloo | nccl | shm | auto (shm or gloo, by placement: see placement_backend)
+        self.transport = backend  # what connect() chose
         self.bucket_bytes = bucket_mb << 20
         self.timeout_s = timeout_s
         # The wire carries the rollout engine's dtype, so a worker's weights can equal the learner's bit for bit.
@@ -33,12 +64,24 @@ class WeightSync:
 
     def connect(self) -> None:
         """(Re)builds the weight group: learner rank 0 hosts its store on its own node, every worker rank joins. Called
-        again after a worker is replaced: a collective group cannot take a new member, so everyone joins a new one."""
+        again after a worker is replaced: a collective group cannot take a new member, so everyone joins a new one
+        (and the transport is chosen again: the replacement may run on another node)."""
+        self.transport = self._transport()
         world = self.rollout.weight_group_world_size
         self.address = self.learner.host_weight_group(world, self.timeout_s)
-        refs = self.learner.init_weight_group_refs(self.backend, *self.address, world, self.timeout_s)
-        refs += self.rollout.init_weight_group(self.backend, *self.address, self.timeout_s, world)
+        refs = self.learner.init_weight_group_refs(self.transport, *self.address, world, self.timeout_s)
+        refs += self.rollout.init_weight_group(self.transport, *self.address, self.timeout_s, world)
         ray.get(refs, timeout=self.timeout_s)
+
+    def _transport(self) -> str:
+        """`backend`, with "auto" and "shm" checked against the nodes learner rank 0 and the workers run on."""
+        if self.backend not in ("auto", "shm"):
+            return self.backend
+        nodes = ray.get([_node_id(self.learner.ranks[0])] + [_node_id(w) for w in self.rollout.workers], timeout=self.timeout_s)
+        transport = placement_backend(self.backend, nodes[0], nodes[1:])
+        log.info("weight transport: %s (trainer.weight_backend=%s; %d of %d rollout workers on learner rank 0's node)",
+                 transport, self.backend, sum(n == nodes[0] for n in nodes[1:]), len(nodes) - 1)
+        return transport
 
     def broadcast(self) -> dict:
         """Sends the learner's weights to every worker. A worker that died meanwhile is replaced, the group rebuilt
