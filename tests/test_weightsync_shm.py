@@ -161,3 +161,19 @@ def test_a_receiver_that_cannot_see_the_segment_says_it_is_on_another_node(monke
         create_weight_group("shm", "127.0.0.1", port, 2, 1, timeout_s=10)
     thread.join(timeout=20)
     assert "cannot see rank 0's shared memory" in str(errors["sender"])
+
+
+def test_the_driver_picks_shm_only_when_every_worker_shares_the_learners_node():
+    from cluster.config import load_config
+    from cluster.weight_sync import placement_backend, weight_backend
+
+    assert placement_backend("auto", "n0", ["n0", "n0"]) == "shm"
+    assert placement_backend("auto", "n0", ["n0", "n1"]) == "gloo"
+    assert placement_backend("gloo", "n0", ["n0"]) == "gloo"
+    with pytest.raises(RuntimeError, match=r"worker\(s\) \[1\] run on \['n1'\].*trainer.weight_backend=auto"):
+        placement_backend("shm", "n0", ["n0", "n1"])
+    cpu = load_config(None, [])
+    assert weight_backend(cpu) == "auto"  # left to the placement
+    gpu = load_config(None, ["rollout.num_gpus_per_worker=1", "learner.num_gpus_per_rank=1"])
+    assert weight_backend(gpu) == "nccl"
+    assert weight_backend(load_config(None, ["trainer.weight_backend=shm"])) == "shm"
