@@ -43,7 +43,10 @@ def wrap_policy(model: torch.nn.Module, cfg: LoRAConfig) -> torch.nn.Module:
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
         bias="none", task_type="CAUSAL_LM",
     )
-    wrapped = get_peft_model(model, peft_config)
+    try:
+        wrapped = get_peft_model(model, peft_config)
+    except ValueError as err:  # peft's own message does not say which setting
+        raise ValueError(f"learner.lora.target_modules {list(cfg.target_modules)}: {err}") from err
     if not any(p.requires_grad for p in wrapped.parameters()):
         raise ValueError(f"learner.lora.target_modules {list(cfg.target_modules)} match no module of the policy")
     return wrapped

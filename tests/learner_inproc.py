@@ -1,5 +1,5 @@
 """A DeepSpeed learner rank in the test process itself (world size 1, gloo), for tests that need a real engine but no
-Ray: the process group is made once per module and taken down after it, with the environment and torch threads."""
+Ray (starting Ray and an actor costs more than the few steps these tests take)."""
 
 from __future__ import annotations
 
@@ -24,18 +24,17 @@ def tiny_policy(root: Path) -> str:
 
 @contextmanager
 def learner_process_group() -> Iterator[None]:
-    """Sets what DeepSpeed reads, and restores the environment and thread count; the group itself is made by the first
-    Learner.setup (rank 0 hosts its store) and destroyed here."""
-    import torch.distributed as dist
+    """Sets what DeepSpeed reads while engines are built, then restores the environment and the thread count.
 
+    The process group itself (made by the first Learner.setup: rank 0 hosts its store) is left up for the rest of the
+    test process: DeepSpeed caches the groups it derives from it, so a destroyed and remade group breaks the next engine.
+    """
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "embodied-r" / "torch_extensions"))
     saved_env = {key: os.environ.get(key) for key in _DIST_ENV}
     threads = torch.get_num_threads()
     try:
         yield
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
