@@ -38,6 +38,10 @@ from typing import Any
 import torch
 
 from embodied_data.records import LETTERS, choice_letters
+from engines.batching import batches, left_pad
+from engines.hf_backend import default_device, load_model
+from engines.loading import chat_prompt, encode, load_tokenizer, resolve_dtype, special_tokens
+from engines.vllm_backend import build_llm
 from rewards.config import JudgeConfig
 
 log = logging.getLogger(__name__)
@@ -73,15 +77,6 @@ def build_user_prompt(request: JudgeRequest, think: str) -> str:
     )
 
 
-def _resolve_dtype(name: str) -> torch.dtype | str:
-    if name == "auto":
-        return "auto"
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"judge dtype {name!r} is not a torch dtype (float32, bfloat16, float16) or 'auto'")
-    return dtype
-
-
 class Judge:
     """Loads a causal LM by path (the same code as for a real checkpoint) and answers JudgeRequests in batches."""
 
@@ -112,7 +107,7 @@ class Judge:
             self.tokenizer = _local_tokenizer(model_path)
             self.client = openai_client(self.cfg)
         else:
-            self._load_tokenizer(model_path)
+            self.tokenizer = load_tokenizer(model_path)
             if self.engine == "transformers":
                 self._load_transformers(device)
             else:
@@ -122,41 +117,19 @@ class Judge:
         self.load_s = time.perf_counter() - started
         log.info("judge %s (%s) loaded on %s in %.1f s", model_path, self.engine, self.device, self.load_s)
 
-    def _load_tokenizer(self, model_path: str) -> None:
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        # Left padding puts every prompt's last token in the last column, where the next-token logits are read.
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-
     def _load_transformers(self, device: str | None) -> None:
         from transformers import AutoModelForCausalLM
 
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=_resolve_dtype(self.cfg.dtype))
-        self.model.to(self.device).eval()
-        self.model.requires_grad_(False)
+        self.device = default_device(device)
+        self.model = load_model(AutoModelForCausalLM, self.model_path, resolve_dtype(self.cfg.dtype, "judge.dtype"), self.device)
+        self.pad_token_id = special_tokens(self.model_path, self.tokenizer, self.model.generation_config).pad_token_id
 
     def _load_vllm(self, device: str | None) -> None:
-        # The policy engine's device handling (CPU environment, in-process engine core, GPU placement), not a copy.
-        from rollout.engines.vllm_engine import vllm_device, vllm_device_kwargs
-
-        name = device or vllm_device()
-        kwargs = vllm_device_kwargs(name, gpu_memory_utilization=self.cfg.gpu_memory_utilization)
-        try:
-            from vllm import LLM
-        except ImportError as err:
-            raise ImportError(
-                "judge.engine=vllm needs vLLM 0.30-0.32: pip install '.[gpu]' on a CUDA machine, or build the CPU "
-                "environment with .ci/vllm-env DIR"
-            ) from err
-        if self.cfg.max_model_len is not None:
-            kwargs["max_model_len"] = self.cfg.max_model_len
-        _resolve_dtype(self.cfg.dtype)  # the same names are valid for both engines
+        self.llm, name = build_llm(
+            self.model_path, "judge.engine", dtype=self.cfg.dtype, seed=0, device=device,
+            gpu_memory_utilization=self.cfg.gpu_memory_utilization, max_model_len=self.cfg.max_model_len,
+        )
         self.device = torch.device(name)
-        self.llm = LLM(model=self.model_path, dtype=self.cfg.dtype, seed=0, **kwargs)
 
     def _letter_token_ids(self) -> dict[str, int]:
         """The token of each option letter as it follows the generation prompt; each must be one token."""
@@ -190,9 +163,11 @@ class Judge:
 
     def build_prompt(self, request: JudgeRequest) -> str:
         messages = self.build_messages(request)
-        if self.tokenizer is not None and self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return f"{SYSTEM_PROMPT}\n\n{messages[1]['content']}\nAnswer:"
+        return chat_prompt(self.tokenizer, messages, fallback=f"{SYSTEM_PROMPT}\n\n{messages[1]['content']}\nAnswer:")
+
+    def prompt_token_ids(self, request: JudgeRequest) -> list[int]:
+        """The prompt's tokens, the same for the transformers and the vLLM engine (no special tokens added)."""
+        return encode(self.tokenizer, self.build_prompt(request))
 
     @torch.inference_mode()
     def letter_logits(self, requests: Sequence[JudgeRequest]) -> list[torch.Tensor]:
@@ -201,12 +176,9 @@ class Judge:
         if self.model is None:
             raise RuntimeError(f"letter_logits needs the transformers engine; this judge runs on {self.engine}")
         results: list[torch.Tensor] = []
-        for begin in range(0, len(requests), self.cfg.batch_size):
-            chunk = requests[begin : begin + self.cfg.batch_size]
-            prompts = [self.build_prompt(request) for request in chunk]
-            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-            input_ids = batch["input_ids"].to(self.device)
-            attention_mask = batch["attention_mask"].to(self.device)
+        for chunk in batches(requests, self.cfg.batch_size):
+            input_ids, attention_mask = left_pad([self.prompt_token_ids(request) for request in chunk], self.pad_token_id)
+            input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
             # Positions count real tokens only, so a left-padded prompt is scored exactly as it would be alone.
             position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
             output = self.model(
@@ -247,13 +219,9 @@ class Judge:
         from vllm import SamplingParams
 
         letters: list[str | None] = []
-        for begin in range(0, len(requests), self.cfg.batch_size):
-            chunk = requests[begin : begin + self.cfg.batch_size]
-            # The transformers engine's exact prompt tokens (no special tokens added), so both score the same input.
-            prompts = [
-                {"prompt_token_ids": self.tokenizer.encode(self.build_prompt(request), add_special_tokens=False)}
-                for request in chunk
-            ]
+        for chunk in batches(requests, self.cfg.batch_size):
+            # The transformers engine's exact prompt tokens, so both score the same input.
+            prompts = [{"prompt_token_ids": self.prompt_token_ids(request)} for request in chunk]
             params = [
                 SamplingParams(
                     n=1, temperature=0.0, max_tokens=1,
@@ -316,11 +284,7 @@ def letter_from_logprobs(response: Any, letters: str) -> str | None:
 
 def _local_tokenizer(model: str) -> Any:
     """The served model's tokenizer when `model` is a local folder (to cut the reasoning by tokens); else None."""
-    if not os.path.isdir(model):
-        return None
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model)
+    return load_tokenizer(model) if os.path.isdir(model) else None
 
 
 def _api_key(cfg: JudgeConfig) -> str:

@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from engines.weights import WeightReceiver
 from rollout.config import RolloutConfig, SamplingConfig
 from rollout.engines import create_engine
 from rollout.types import Completion
@@ -27,9 +28,9 @@ class RolloutWorker:
             # Ray sets no thread limit; torch would otherwise start one thread per core in every worker.
             torch.set_num_threads(max(1, int(cfg.num_cpus_per_worker)))
         self.engine = create_engine(model_path, cfg, device="cuda" if on_gpu else "cpu", bundle_indices=bundle_indices)
+        if not isinstance(self.engine, WeightReceiver):
+            raise TypeError(f"rollout engine {type(self.engine).__name__} does not implement engines.weights.WeightReceiver")
         self.tokenizer = self.engine.tokenizer
-        self._weight_group = None  # the transformers engine's membership; vLLM's lives in its own worker processes
-        self._received_digest: str | None = None
         self.total_generated_tokens = 0
         self.total_generate_seconds = 0.0
         self.weight_version = 0  # how many weight updates this worker has loaded
@@ -79,47 +80,27 @@ class RolloutWorker:
         }
 
     # ---------------------------------------------------------------- weights
+    # Every engine is a WeightReceiver (engines/weights.py): the calls below delegate to it, whichever engine it is.
 
     def init_weight_group(self, backend: str, host: str, port: int, world_size: int, rank: int, timeout_s: float) -> list[int]:
         """Joins the learner's weight group (rank 0 is the learner); returns the group ranks this worker holds (one per
         tensor-parallel shard for vLLM, else just `rank`). Blocks until every member joined or the timeout passes."""
-        if hasattr(self.engine, "init_weight_group"):
-            return list(self.engine.init_weight_group(backend, host, port, world_size, rank, timeout_s))
-        from weightsync import create_weight_group
-
-        self._weight_group = create_weight_group(backend, host, port, world_size, rank, timeout_s)
-        return [rank]
+        return list(self.engine.init_weight_group(backend, host, port, world_size, rank, timeout_s))
 
     def receive_weights(self, metas: list, bucket_bytes: int, digest: bool = False) -> dict:
         """Receives one broadcast of the learner's weights, loading each bucket into the engine as it arrives.
 
-        Returns {"seconds", "bytes", "buckets", "weight_version"} and, with `digest`, "digest" (weightsync's digest of
-        the weights now in the engine: read back from the model for transformers, of the received tensors for vLLM).
-        """
+        Returns {"seconds", "bytes", "buckets", "weight_version", "rank"} and, with `digest`, "digest" (weightsync's
+        digest of the weights now in the engine: read back from the model for transformers, of the received tensors
+        for vLLM)."""
         start = time.perf_counter()
-        if hasattr(self.engine, "receive_weights"):
-            self._received_digest = None  # it described the weights being replaced
-            per_shard = self.engine.receive_weights(metas, bucket_bytes, keep_digest=digest)
-            result = {"bytes": per_shard[0]["bytes"], "buckets": per_shard[0]["buckets"]}
-            if digest:
-                digests = {r["digest"] for r in per_shard}
-                if len(digests) != 1:
-                    raise RuntimeError(f"rollout worker {self.rank}: tensor-parallel shards received different weights")
-                self._received_digest = digests.pop()
-                result["digest"] = self._received_digest
-        else:
-            if self._weight_group is None:
-                raise RuntimeError(f"rollout worker {self.rank}: receive_weights called before init_weight_group")
-            from weightsync import receive_weights
-
-            received_bytes, num_buckets = 0, 0
-            for bucket in receive_weights(self._weight_group, metas, bucket_bytes):
-                self.engine.load_weights(bucket)
-                received_bytes += sum(t.numel() * t.element_size() for _, t in bucket)
-                num_buckets += 1
-            result = {"bytes": received_bytes, "buckets": num_buckets}
-            if digest:
-                result["digest"] = self.weights_digest()
+        try:
+            receipts = self.engine.receive_weights(metas, bucket_bytes, keep_digest=digest)
+        except RuntimeError as err:
+            raise RuntimeError(f"rollout worker {self.rank}: {err}") from err
+        result = {"bytes": receipts[0]["bytes"], "buckets": receipts[0]["buckets"]}  # every shard got the whole broadcast
+        if digest:
+            result["digest"] = receipts[0]["digest"]
         self.weight_version += 1
         result["seconds"] = time.perf_counter() - start
         result["weight_version"] = self.weight_version
@@ -127,24 +108,12 @@ class RolloutWorker:
         return result
 
     def weights_digest(self) -> str:
-        """weightsync's digest of the engine's weights, comparable with the learner's digest of what it sent.
-
-        vLLM keeps its parameters fused and sharded under its own names, so there the digest is the one taken of the
-        received tensors at the last `receive_weights(..., digest=True)`."""
-        from weightsync import weights_digest
-
-        if self.cfg.engine == "vllm":
-            if self._received_digest is None:
-                raise RuntimeError(
-                    f"rollout worker {self.rank}: a vLLM engine's digest is taken at receive time; "
-                    "the last receive_weights was called without digest=True"
-                )
-            return self._received_digest
-        return weights_digest(self.engine.named_weights())
+        """weightsync's digest of the engine's weights, comparable with the learner's digest of what it sent (a vLLM
+        engine's is taken at receive time, so it needs the last receive_weights to have been called with digest=True)."""
+        try:
+            return self.engine.weights_digest()
+        except RuntimeError as err:
+            raise RuntimeError(f"rollout worker {self.rank}: {err}") from err
 
     def close(self) -> None:
-        if self._weight_group is not None:
-            self._weight_group.close()
-            self._weight_group = None
-        if hasattr(self.engine, "shutdown"):
-            self.engine.shutdown()
+        self.engine.shutdown()

@@ -1,6 +1,6 @@
-"""The consistency judge's engines agree on the letter: transformers (the definition), an in-process vLLM engine, and
-an OpenAI-compatible endpoint (a real vLLM server on 127.0.0.1, which the perception HTTP engine is pointed at too);
-a request an engine fails on is a failed judgement (None), never a letter."""
+"""The consistency judge's engines agree on the letter: transformers (the definition), an in-process vLLM engine, a pool
+of vLLM replicas in Ray actors, and an OpenAI-compatible endpoint (a real vLLM server on 127.0.0.1, which the
+perception HTTP engine is pointed at too); a request an engine fails on is a failed judgement (None), never a letter."""
 
 from __future__ import annotations
 
@@ -140,6 +140,35 @@ def test_vllm_judge_picks_the_transformers_letters(judge_path, reference):
     assert got[-1] is None and want[-1] is None
     _assert_same_letters(got[:-1], want[:-1], _margins(reference, requests[:-1]))
     assert judge.judge(requests[:5]) == got[:5], "batching does not change a letter"
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_judge_pool_of_vllm_replicas_in_ray_actors_picks_the_transformers_letters(judge_path, reference):
+    """engine=vllm as training runs it: each replica a Ray actor holding its own vLLM engine (in the actor's process
+    on CPU), batched by the pool; a request no engine can judge is a counted failure, not a failed batch."""
+    import ray
+
+    from rewards.judge_pool import JudgePool
+
+    on_gpu = DEVICE == "cuda"
+    ray.init(num_cpus=2, num_gpus=1 if on_gpu else 0, include_dashboard=False, log_to_driver=False)
+    try:
+        cfg = JudgeConfig(
+            model=judge_path, engine="vllm", num_replicas=1, num_cpus_per_replica=1,
+            num_gpus_per_replica=1 if on_gpu else 0, timeout_s=120, **JUDGE_CFG,
+        )
+        pool = JudgePool(cfg, ready_timeout_s=300)
+        requests = _requests(8) + [JudgeRequest(question="q", choices=(), think="t")]
+        ticket = pool.submit(requests)
+        assert [(call.begin, call.end) for call in ticket.calls] == [(0, 3), (3, 6), (6, 9)]  # batch_size 3
+        result = pool.collect(ticket)
+        want = reference.judge(requests)
+        assert result.letters[-1] is None and result.failures == 1 and result.failed_batches == 0, result.errors
+        _assert_same_letters(result.letters[:-1], want[:-1], _margins(reference, requests[:-1]))
+        pool.shutdown()
+    finally:
+        ray.shutdown()
 
 
 def _vllm_env() -> dict[str, str]:

@@ -8,6 +8,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from engines.loading import chat_prompt
+
 # Qwen2.5-VL's markers around an image's tokens; the engines that build the chat text themselves use them.
 VISION_START, IMAGE_PAD, VISION_END = "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"
 SYSTEM_PROMPT = "You are a helpful assistant."  # Qwen2.5-VL's default system turn, made explicit for every engine
@@ -56,4 +58,4 @@ def user_content(request: VLMRequest) -> str:
 def chat_text(tokenizer, request: VLMRequest) -> str:
     """The full prompt text (system turn, user turn, generation prompt) through the model's own chat template."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_content(request)}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return chat_prompt(tokenizer, messages)

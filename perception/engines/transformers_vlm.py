@@ -13,42 +13,38 @@ import time
 
 import torch
 
+from engines.batching import batches, left_pad
+from engines.hf_backend import default_device, load_model
+from engines.loading import encode, load_tokenizer, resolve_dtype, special_tokens
 from perception.config import VLMConfig
 from perception.engines.base import IMAGE_PAD, EngineStats, VLMRequest, chat_text, resize_for_vlm
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class TransformersVLM:
     """A Qwen2.5-VL model held in this process; `generate` runs `cfg.batch_size` requests per forward batch."""
 
     def __init__(self, cfg: VLMConfig, model_path: str, device: str | None = None) -> None:
-        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+        from transformers import Qwen2_5_VLForConditionalGeneration
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         self.cfg = cfg
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = _DTYPES.get(cfg.dtype) if cfg.dtype != "auto" else (
-            torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        )
-        if dtype is None:
-            raise ValueError(f"vlm.dtype must be auto or one of {sorted(_DTYPES)}, got {cfg.dtype!r}")
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.tokenizer.padding_side = "left"  # generation appends on the right
+        self.device = default_device(device)
+        # "auto" here is bfloat16 on a GPU and float32 on the CPU (not the checkpoint's dtype: Qwen2.5-VL ships bf16).
+        dtype = resolve_dtype(cfg.dtype, "vlm.dtype", auto=torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.tokenizer = load_tokenizer(model_path)
         self.image_processor = Qwen2VLImageProcessorPil.from_pretrained(model_path)
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        self.model = load_model(Qwen2_5_VLForConditionalGeneration, model_path, dtype, self.device)
         self.image_token_id = self.model.config.image_token_id
         self.merge_size = int(self.image_processor.merge_size)
-        eos = self.model.generation_config.eos_token_id
-        self.eos_token_ids = [eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])
-        self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+        tokens = special_tokens(model_path, self.tokenizer, self.model.generation_config)
+        self.eos_token_ids = tokens.eos_token_ids
+        self.pad_token_id = tokens.pad_token_id
         self.stats = EngineStats()
 
     def generate(self, requests: list[VLMRequest]) -> list[str]:
         texts: list[str] = []
-        step = max(1, self.cfg.batch_size)
-        for start in range(0, len(requests), step):
-            texts.extend(self._generate_batch(requests[start : start + step]))
+        for batch in batches(requests, max(1, self.cfg.batch_size)):
+            texts.extend(self._generate_batch(list(batch)))
         return texts
 
     @torch.no_grad()
@@ -61,7 +57,8 @@ class TransformersVLM:
             processed = self.image_processor(images=images, return_tensors="pt")
             vision = {"pixel_values": processed["pixel_values"], "image_grid_thw": processed["image_grid_thw"]}
             prompts = self._expand_image_tokens(prompts, processed["image_grid_thw"])
-        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        input_ids, attention_mask = left_pad([encode(self.tokenizer, prompt) for prompt in prompts], self.pad_token_id)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         inputs = {key: value.to(self.device) for key, value in {**batch, **vision}.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

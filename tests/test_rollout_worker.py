@@ -1,0 +1,121 @@
+"""The rollout worker talks to its engine's weight receiving through the declared interface
+(engines.weights.WeightReceiver) only: both policy engines implement it, a duck-typed engine is refused, and the
+transformers engine's implementation receives a real gloo broadcast in this process."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from engines.weights import InProcessWeightReceiver, WeightReceiver
+from rollout.config import RolloutConfig
+from rollout.engines.hf_engine import HFEngine
+from rollout.engines.vllm_engine import VLLMEngine
+from rollout.worker import RolloutWorker
+
+torch.set_num_threads(1)
+
+
+def test_both_policy_engines_implement_the_weight_receiver():
+    assert issubclass(HFEngine, InProcessWeightReceiver) and issubclass(VLLMEngine, WeightReceiver)
+    for engine in (HFEngine, VLLMEngine):
+        assert not engine.__abstractmethods__, f"{engine.__name__} leaves {set(engine.__abstractmethods__)} abstract"
+
+
+class RecordingEngine(WeightReceiver):
+    """Stands in for an engine to isolate the worker; records what the worker asks of it."""
+
+    tokenizer = None
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def init_weight_group(self, backend, host, port, world_size, first_rank, timeout_s):
+        self.calls.append(("init", backend, host, port, world_size, first_rank, timeout_s))
+        return (first_rank, first_rank + 1)  # two tensor-parallel shards
+
+    def receive_weights(self, metas, bucket_bytes, keep_digest=False):
+        self.calls.append(("receive", metas, bucket_bytes, keep_digest))
+        receipt = {"rank": 0, "seconds": 0.0, "bytes": 10, "buckets": 2}
+        return [{**receipt, "digest": "abc"} if keep_digest else receipt] * 2
+
+    def weights_digest(self):
+        self.calls.append(("digest",))
+        raise RuntimeError("no digest kept")
+
+    def shutdown(self):
+        self.calls.append(("shutdown",))
+
+
+class DuckEngine:
+    """Has every method, but does not declare the interface."""
+
+    tokenizer = None
+    init_weight_group = receive_weights = weights_digest = shutdown = RecordingEngine.shutdown
+
+
+def _worker(monkeypatch, engine, rank: int = 3) -> RolloutWorker:
+    monkeypatch.setattr("rollout.worker.create_engine", lambda *args, **kwargs: engine)
+    return RolloutWorker("unused", RolloutConfig(engine="vllm", num_workers=1), rank=rank)
+
+
+def test_the_worker_delegates_every_weight_call_to_the_interface(monkeypatch):
+    engine = RecordingEngine()
+    worker = _worker(monkeypatch, engine)
+    assert worker.init_weight_group("gloo", "h", 1, 5, 3, 9.0) == [3, 4]
+    result = worker.receive_weights(["meta"], 64, digest=True)
+    assert (result["bytes"], result["buckets"], result["digest"], result["weight_version"], result["rank"]) == (10, 2, "abc", 1, 3)
+    assert "digest" not in worker.receive_weights(["meta"], 64)
+    with pytest.raises(RuntimeError, match="rollout worker 3: no digest kept"):
+        worker.weights_digest()
+    worker.close()
+    assert engine.calls == [
+        ("init", "gloo", "h", 1, 5, 3, 9.0), ("receive", ["meta"], 64, True), ("receive", ["meta"], 64, False),
+        ("digest",), ("shutdown",),
+    ]
+
+
+def test_an_engine_that_does_not_declare_the_interface_is_refused(monkeypatch):
+    with pytest.raises(TypeError, match="DuckEngine does not implement engines.weights.WeightReceiver"):
+        _worker(monkeypatch, DuckEngine())
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny_worker")
+    tokenizer_dir = train_tokenizer([f"Frame {i}: a chair is left of you." for i in range(40)], root / "tokenizer")
+    return build_tiny_causal_lm(tokenizer_dir, root / "policy0", seed=0), build_tiny_causal_lm(tokenizer_dir, root / "policy1", seed=1)
+
+
+def test_a_transformers_worker_receives_a_gloo_broadcast_in_process(models):
+    from transformers import AutoModelForCausalLM
+
+    from weightsync import create_weight_group, metas_of, send_weights, weights_digest
+    from weightsync.group import free_port
+
+    worker = RolloutWorker(models[0], RolloutConfig(engine="transformers", num_workers=1, num_cpus_per_worker=1), rank=1)
+    with pytest.raises(RuntimeError, match="rollout worker 1: receive_weights called before init_weight_group"):
+        worker.receive_weights([], 1 << 16)
+    source = AutoModelForCausalLM.from_pretrained(models[1], dtype=torch.float32)
+    named = dict(source.named_parameters())
+    metas = metas_of((n, p.shape, p.dtype) for n, p in named.items())
+    port, bucket_bytes, sent = free_port(), 1 << 14, {}
+
+    def learner() -> None:
+        group = create_weight_group("gloo", "127.0.0.1", port, 2, 0, timeout_s=60)
+        sent["bytes"] = send_weights(group, metas, lambda bucket: [named[m.name] for m in bucket], bucket_bytes)
+        group.close()
+
+    thread = threading.Thread(target=learner, daemon=True)
+    thread.start()
+    assert worker.init_weight_group("gloo", "127.0.0.1", port, 2, 1, 60) == [1]
+    result = worker.receive_weights(metas, bucket_bytes, digest=True)
+    thread.join(60)
+    assert result["bytes"] == sent["bytes"] and result["buckets"] > 1 and result["weight_version"] == 1
+    assert result["digest"] == weights_digest(named.items()) == worker.weights_digest()
+    worker.close()
+    assert worker.engine._weight_group is None  # left the group
