@@ -1,0 +1,155 @@
+"""learner.offload: the DeepSpeed config it maps to, the stages it is refused for at load, and (slow) real engines on
+the CPU whose losses and weights equal those without offload, with the offloaded state where it was sent.
+
+On a CPU-only machine "offload to the CPU" moves nothing (device and host are the same memory), so these tests check
+the code path and the placement, not a memory drop; the drop is a GPU measurement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from cluster.config import ConfigError, load_config
+from learner.config import GRPOConfig, LearnerConfig, OffloadConfig
+from learner.ds_config import policy_ds_config, reference_ds_config
+
+
+def _cfg(zero_stage: int, **offload) -> LearnerConfig:
+    return LearnerConfig(zero_stage=zero_stage, offload=OffloadConfig(**offload))
+
+
+@pytest.mark.parametrize("zero_stage", [1, 2, 3])
+def test_optimizer_offload_maps_to_deepspeeds_offload_optimizer(zero_stage):
+    zero = policy_ds_config(_cfg(zero_stage, optimizer="cpu"), 2, 1, 10)["zero_optimization"]
+    assert zero["stage"] == zero_stage
+    assert zero["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+    assert "offload_param" not in zero
+
+
+def test_param_offload_maps_to_offload_param_under_zero3_only():
+    zero = policy_ds_config(_cfg(3, param="cpu", optimizer="cpu"), 2, 1, 10)["zero_optimization"]
+    assert zero["offload_param"] == {"device": "cpu", "pin_memory": True}
+    assert zero["offload_optimizer"]["device"] == "cpu"
+    with pytest.raises(ValueError, match="learner.offload.param=cpu needs learner.zero_stage=3"):
+        policy_ds_config(_cfg(2, param="cpu"), 2, 1, 10)
+
+
+def test_no_offload_leaves_the_zero_section_as_it_was():
+    for stage in (0, 1, 2, 3):
+        zero = policy_ds_config(_cfg(stage), 2, 1, 10)["zero_optimization"]
+        assert not {"offload_optimizer", "offload_param"} & zero.keys()
+        assert not {"offload_optimizer", "offload_param"} & reference_ds_config(_cfg(stage), 2)["zero_optimization"].keys()
+
+
+def test_reference_offload_under_zero3_is_deepspeeds_param_offload():
+    assert reference_ds_config(_cfg(3, reference=True), 2)["zero_optimization"]["offload_param"]["device"] == "cpu"
+    # Below ZeRO-3 the reference is a stage-0 engine that the learner moves itself (learner.engine.reference_on_device).
+    zero = reference_ds_config(_cfg(2, reference=True), 2)["zero_optimization"]
+    assert zero == {"stage": 0}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["learner.offload.param=cpu", "learner.zero_stage=2"], "learner.offload.param=cpu needs learner.zero_stage=3"),
+        (["learner.offload.optimizer=cpu", "learner.zero_stage=0"], "learner.offload.optimizer=cpu needs learner.zero_stage >= 1"),
+        (["learner.offload.optimizer=nvme"], "learner.offload.optimizer must be one of none, cpu; got 'nvme'"),
+        (["learner.offload.param=gpu", "learner.zero_stage=3"], "learner.offload.param must be one of none, cpu; got 'gpu'"),
+        (["learner.lora.r=0"], "learner.lora.r must be >= 1; got 0"),
+        (["learner.lora.alpha=0"], "learner.lora.alpha must be > 0; got 0"),
+        (["learner.lora.dropout=1.5"], "learner.lora.dropout must be in [0, 1]; got 1.5"),
+        (["learner.lora.dropout=1"], "learner.lora.dropout must be < 1"),
+        (["learner.lora.enabled=true", "learner.lora.target_modules=[]"], "learner.lora.target_modules is empty"),
+    ],
+)
+def test_config_refuses_offload_and_lora_settings_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value)
+
+
+def test_config_accepts_offload_where_deepspeed_has_it():
+    cfg = load_config(None, ["learner.zero_stage=3", "learner.offload.param=cpu", "learner.offload.optimizer=cpu",
+                             "learner.offload.reference=true", "learner.lora.enabled=true"])
+    assert cfg.learner.offload.param == "cpu" and cfg.learner.lora.enabled
+    load_config(None, ["learner.zero_stage=1", "learner.offload.optimizer=cpu"])
+
+
+# ---- real engines on the CPU (in this process, world size 1, gloo) --------------------------------------------------
+def _engine_cfg(zero_stage: int, **offload) -> LearnerConfig:
+    return LearnerConfig(
+        zero_stage=zero_stage, lr=1e-2, warmup_ratio=0.0, micro_batch_size=2, num_cpus_per_rank=1, grad_clip=1e6,
+        grpo=GRPOConfig(beta=0.05), offload=OffloadConfig(**offload),
+    )
+
+
+def _history(learner, samples) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """Two SFT steps (they move the weights), then two GRPO steps: the losses and KLs seen, and the final weights."""
+    from learner.broadcast import iter_full_buckets
+
+    tokens = sum(len(s.completion_ids) for s in samples)
+    seen = [learner.sft_step(samples, 2, tokens, 1e-2)["nll_sum"] for _ in range(2)]
+    for _ in range(2):
+        metrics = learner.train_step(samples, 2, tokens, len(samples))
+        seen += [metrics["loss"], metrics["kl"]]
+    metas = learner.param_metas()
+    tensors = [t for bucket in iter_full_buckets(learner.engine.module, metas, 1 << 30) for t in bucket]
+    return seen, {m.name: t for m, t in zip(metas, tensors)}
+
+
+def _optimizer_state_devices(learner) -> set[str]:
+    inner = learner.engine.optimizer
+    while hasattr(inner, "optimizer"):
+        inner = inner.optimizer
+    return {t.device.type for state in inner.state.values() for t in state.values() if torch.is_tensor(t) and t.dim()}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> str:
+    from learner_inproc import tiny_policy
+
+    return tiny_policy(tmp_path_factory.mktemp("offload_tiny"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero_stage, offload", [
+    (2, {"optimizer": "cpu", "reference": True}),
+    (3, {"optimizer": "cpu", "param": "cpu", "reference": True}),
+])
+def test_offloaded_engine_takes_the_same_steps_as_without(model_path, zero_stage, offload):
+    pytest.importorskip("deepspeed")
+    from learner_inproc import learner_process_group, make_learner, make_samples
+
+    samples = make_samples(400, [1.0, -0.5, 0.3, -1.2], seed=2)
+    with learner_process_group():
+        plain = make_learner(_engine_cfg(zero_stage), model_path)
+        expected_losses, expected_weights = _history(plain, samples)
+        offloaded = make_learner(_engine_cfg(zero_stage, **offload), model_path)
+        engine = offloaded.engine
+        # DeepSpeed took the settings: ZeRO-Offload of the optimizer (and ZeRO-3's parameter offload).
+        assert engine.zero_cpu_offload()
+        if offload.get("param"):
+            assert engine.zero_offload_param() is not None and engine.zero_offload_param().device == "cpu"
+        losses, weights = _history(offloaded, samples)
+        assert _optimizer_state_devices(offloaded) == {"cpu"}
+        # The frozen reference lives on the CPU between its forwards.
+        assert {p.device.type for p in offloaded.reference.module.parameters()} == {"cpu"}
+    assert expected_losses[1] < expected_losses[0]  # the steps compared really moved the weights
+    assert losses == pytest.approx(expected_losses, rel=1e-5, abs=1e-7)
+    assert weights.keys() == expected_weights.keys()
+    for name, tensor in expected_weights.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    assert any(not torch.equal(t, plain_t) for t, plain_t in zip(expected_weights.values(), _initial(model_path).values()))
+
+
+def _initial(model_path: str) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return {n: p.detach() for n, p in AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).named_parameters()}
+
+
+def test_dataclass_defaults_offload_nothing():
+    assert dataclasses.asdict(LearnerConfig().offload) == {"optimizer": "none", "param": "none", "reference": False}
