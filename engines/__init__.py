@@ -8,6 +8,7 @@ or cluster, and never imports vLLM at module level (machines without vLLM import
 - `engines.batching`: fixed-size batches and left padding of token-id prompts.
 - `engines.hf_backend`: a transformers checkpoint loaded frozen on a device.
 - `engines.vllm_backend`: a `vllm.LLM` with the CPU/GPU differences handled in one place.
+- `engines.openai_backend`: an OpenAI-compatible HTTP client (key from a named variable, the client's retries).
 - `engines.weights`: `WeightReceiver`, what a policy engine implements to take the learner's weight broadcast.
 """
 

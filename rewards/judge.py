@@ -41,6 +41,8 @@ from embodied_data.records import LETTERS, choice_letters
 from engines.batching import batches, left_pad
 from engines.hf_backend import default_device, load_model
 from engines.loading import chat_prompt, encode, load_tokenizer, resolve_dtype, special_tokens
+from engines.openai_backend import api_key
+from engines.openai_backend import openai_client as build_openai_client
 from engines.vllm_backend import build_llm
 from rewards.config import JudgeConfig
 
@@ -287,25 +289,10 @@ def _local_tokenizer(model: str) -> Any:
     return load_tokenizer(model) if os.path.isdir(model) else None
 
 
-def _api_key(cfg: JudgeConfig) -> str:
-    return os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
-
-
 def openai_client(cfg: JudgeConfig) -> Any:
-    """An `openai.OpenAI` client for cfg.base_url with the judge's timeout and retry settings (the client retries
-    connection errors, timeouts and 408/409/429/5xx with exponential backoff, honouring Retry-After)."""
-    if not cfg.base_url:
-        raise ValueError("judge.engine=openai needs judge.base_url (e.g. http://host:8000/v1)")
-    try:
-        import openai
-    except ImportError as err:
-        raise ImportError("judge.engine=openai needs the openai client: pip install '.[openai]'") from err
-    key = _api_key(cfg)
-    if not key:
-        log.warning("environment variable %s is not set: calling %s without an API key", cfg.api_key_env, cfg.base_url)
-    # The client insists on a key; "EMPTY" is what keyless OpenAI-compatible servers (vLLM) conventionally get.
-    return openai.OpenAI(
-        base_url=cfg.base_url, api_key=key or "EMPTY", timeout=cfg.request_timeout_s, max_retries=cfg.max_retries
+    """An `openai.OpenAI` client for cfg.base_url with the judge's timeout and retry settings (engines.openai_backend)."""
+    return build_openai_client(
+        "judge.engine", cfg.base_url, cfg.api_key_env, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries
     )
 
 
@@ -315,7 +302,7 @@ def _openai_error_line(err: Exception, cfg: JudgeConfig) -> str:
     hint = f" (is ${cfg.api_key_env} set?)" if status in (401, 403) else ""
     head = f"HTTP {status}{hint}" if status is not None else type(err).__name__
     detail = str(err).splitlines()[0][:300] if str(err) else ""
-    key = _api_key(cfg)
+    key = api_key(cfg.api_key_env)
     if key:
         detail = detail.replace(key, "***")
     return f"{head}: {detail}"

@@ -120,3 +120,18 @@ def test_engines_import_no_layer_above_them():
             )
             for name in names:
                 assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
+
+
+def test_openai_client_reads_the_named_key_and_refuses_a_missing_url(monkeypatch, caplog):
+    pytest.importorskip("openai", reason="the openai client is the `openai` extra")
+    from engines.openai_backend import openai_client
+
+    with pytest.raises(ValueError, match=r"vlm.engine=openai needs vlm.base_url"):
+        openai_client("vlm.engine", "", "EMBODIED_R_TEST_KEY", 5.0, 1)
+    monkeypatch.setenv("EMBODIED_R_TEST_KEY", "sk-test-123")
+    client = openai_client("judge.engine", "http://127.0.0.1:9/v1", "EMBODIED_R_TEST_KEY", 5.0, 3)
+    assert (client.api_key, client.max_retries, client.timeout) == ("sk-test-123", 3, 5.0)
+    monkeypatch.delenv("EMBODIED_R_TEST_KEY")
+    with caplog.at_level("WARNING"):
+        assert openai_client("judge.engine", "http://127.0.0.1:9/v1", "EMBODIED_R_TEST_KEY", 5.0, 0).api_key == "EMPTY"
+    assert "EMBODIED_R_TEST_KEY is not set" in caplog.text

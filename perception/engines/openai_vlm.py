@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
 
+from engines.openai_backend import openai_client as build_openai_client
 from perception.config import VLMConfig
 from perception.engines.base import SYSTEM_PROMPT, EngineStats, VLMRequest, resize_for_vlm
 
@@ -44,26 +44,13 @@ class OpenAIVLM:
     """Chat completions at `cfg.base_url` for model `model` (the name the server knows it by)."""
 
     def __init__(self, cfg: VLMConfig, model: str) -> None:
-        if not cfg.base_url:
-            raise ValueError("vlm.engine=openai needs vlm.base_url (e.g. http://host:8000/v1)")
-        try:
-            import openai
-        except ImportError as err:
-            raise ImportError("vlm.engine=openai needs the openai client: pip install '.[openai]'") from err
         self.cfg = cfg
         self.model = model
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
-        api_key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
-        if not api_key:
-            # Local OpenAI-compatible servers (vLLM serve) often need none; a server that does answers 401, reported.
-            log.warning("environment variable %s is not set: calling %s without an API key", cfg.api_key_env, self.url)
-        self._client = openai.OpenAI(
-            base_url=cfg.base_url,
-            api_key=api_key or "EMPTY",  # the client insists on one; keyless servers conventionally get "EMPTY"
-            timeout=cfg.timeout_s,
-            max_retries=cfg.max_retries,
-            # The client retries quietly (INFO at most); an operator should see each failed attempt.
-            http_client=openai.DefaultHttpxClient(event_hooks={"response": [self._log_failed_attempt]}),
+        # Every failed HTTP attempt is logged here: the client retries quietly.
+        self._client = build_openai_client(
+            "vlm.engine", cfg.base_url, cfg.api_key_env, cfg.timeout_s, cfg.max_retries,
+            response_hooks=[self._log_failed_attempt],
         )
         self.stats = EngineStats()
 
