@@ -322,7 +322,10 @@ class Learner:
         if self.rank == 0 and tmp.exists():
             shutil.rmtree(tmp)
         self._barrier()
-        self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", client_state=client_state)
+        # With LoRA the frozen base goes to base/ (below), so DeepSpeed's part holds the adapters and their optimiser only.
+        self.engine.save_checkpoint(
+            str(tmp / "deepspeed"), tag="state", client_state=client_state, exclude_frozen_parameters=self.cfg.lora.enabled
+        )
         (tmp / "rng").mkdir(parents=True, exist_ok=True)
         torch.save(_rng_state(), tmp / "rng" / f"rank_{self.rank}.pt")
         if self.cfg.lora.enabled:
@@ -352,7 +355,7 @@ class Learner:
     def load_checkpoint(self, checkpoint_dir: str) -> dict:
         """Restores the policy engine (weights, optimiser, LR schedule), the KL reference and this rank's RNG states."""
         root = Path(checkpoint_dir)
-        _, client_state = self.engine.load_checkpoint(str(root / "deepspeed"), tag="state")
+        _, client_state = self.engine.load_checkpoint(str(root / "deepspeed"), tag="state", load_module_strict=not self.cfg.lora.enabled)
         if self.cfg.lora.enabled:
             # The base weights (changed by an SFT warm-up's fold): DeepSpeed's module state under ZeRO-3 lacks them.
             if not (root / "base").is_dir():

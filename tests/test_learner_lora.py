@@ -150,10 +150,20 @@ def test_deepspeed_lora_learns_broadcasts_the_base_shapes_and_resumes_exactly(mo
 
         # A warm-up's end folds the adapters into the base: the reference is the warmed policy again.
         learner.restart_from_current_policy()
+        # B is 0 in the optimiser's own fp32 copy too: otherwise the next step would put the folded adapters back.
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        lora_b = [p for name, p in learner.engine.module.named_parameters() if ".lora_B." in name]
+        assert lora_b and all(not safe_get_full_fp32_param(p).any() for p in lora_b)
         assert learner.train_step(samples, 2, _tokens(samples), len(samples))["kl"] == 0.0
         learner.train_step(samples, 2, _tokens(samples), len(samples))
         checkpoint = learner.save_checkpoint(str(tmp_path / "step"), {"step": 3})
         assert {p.name for p in (tmp_path / "step").iterdir()} >= {"policy", "base", "adapter", "deepspeed"}
+        # DeepSpeed's part holds the adapters but no copy of the frozen base layers (those are in base/).
+        module_files = list((tmp_path / "step" / "deepspeed").rglob("*model_states.pt"))
+        saved_names = {name for f in module_files for name in torch.load(f, weights_only=False)["module"]}
+        assert any(".lora_A." in name for name in saved_names)
+        assert not any(".base_layer." in name for name in saved_names)
         after_save = learner.weights_digest(metas)
         next_step = learner.train_step(samples, 2, _tokens(samples), len(samples))
 
