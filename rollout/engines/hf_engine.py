@@ -132,9 +132,11 @@ class HFEngine(InProcessWeightReceiver, GenerationEngine):
         input_ids, attention_mask = left_pad(prompts, self.pad_token_id)  # every prompt ends where generation starts
         width = input_ids.shape[1]
         config, processors, recorder = self._generation_config(sampling, seeds)
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         sequences = self.model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention_mask.to(self.device),
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=self._prompt_cache(input_ids, attention_mask),
             generation_config=config,
             logits_processor=processors,
         )
@@ -149,6 +151,28 @@ class HFEngine(InProcessWeightReceiver, GenerationEngine):
                 tokens = tokens[: stop + 1]
             results.append((tokens, logprobs[row, : len(tokens)].tolist(), stop is not None))
         return results
+
+    def _prompt_cache(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """The keys and values of every row's prompt but its last token, each distinct prompt run once: the G samples of
+        a prompt share it, so a chunk of G x n rows prefills n prompts. generate() then runs only the last prompt
+        token and the new ones. Taken for every chunk (even one of distinct prompts), so that a sequence's numbers do
+        not depend on what it is batched with. None for one-token prompts: nothing to cache."""
+        if input_ids.shape[1] < 2:
+            return None
+        prompts = torch.cat([input_ids, attention_mask], dim=1)
+        distinct, prompt_of_row = torch.unique(prompts, dim=0, return_inverse=True)
+        rows = input_ids.shape[0]
+        first_rows = torch.full((distinct.shape[0],), rows, dtype=torch.long, device=input_ids.device)
+        first_rows.scatter_reduce_(0, prompt_of_row, torch.arange(rows, device=input_ids.device), reduce="amin")
+        # The positions generate() gives left-padded rows (cumsum of the mask - 1, pads at 0).
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=input_ids[first_rows, :-1], attention_mask=attention_mask[first_rows, :-1],
+            position_ids=position_ids[first_rows, :-1], use_cache=True, logits_to_keep=1,
+        )
+        cache = out.past_key_values
+        cache.batch_select_indices(prompt_of_row)
+        return cache
 
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int | Sequence[int]) -> list[list[Completion]]:
         validate_sampling(sampling)

@@ -1,0 +1,61 @@
+"""rollout/engines/hf_engine.py: each distinct prompt of a chunk is prefilled once (its G samples share it), and the
+completions are those of generate() prefilling every row itself: the same tokens, log-probs within float rounding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
+from rollout.config import SamplingConfig
+from rollout.engines.hf_engine import HFEngine
+
+TEXTS = [f"Frame {i}: the {c} chair is {s} of you, the lamp ahead." for i in range(20) for c in ("red", "blue")
+         for s in ("left", "right")]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_prompt_cache")
+    tokenizer_dir = train_tokenizer(TEXTS, root / "tokenizer", vocab_size=512)
+    return HFEngine(build_tiny_causal_lm(tokenizer_dir, root / "policy", seed=0), generate_batch_size=8)
+
+
+def test_distinct_prompts_prefilled_once_and_completions_unchanged(engine, monkeypatch):
+    prompts = [engine.tokenizer(TEXTS[i])["input_ids"] for i in (0, 5, 9)]  # different lengths: left padding
+    sampling = SamplingConfig(num_samples=4, temperature=1.0, top_p=1.0, max_new_tokens=6)
+    prefill_rows = []
+    real_cache = engine._prompt_cache
+
+    def spy(input_ids, attention_mask):
+        cache = real_cache(input_ids, attention_mask)
+        prefill_rows.append((input_ids.shape[0], cache.layers[0].keys.shape[0]))
+        return cache
+
+    monkeypatch.setattr(engine, "_prompt_cache", spy)
+    shared = [c for group in engine.generate(prompts, sampling, seed=7) for c in group]
+    # 12 rows in chunks of 8: prompts (0, 0, 0, 0, 1, 1, 1, 1) then (2, 2, 2, 2); the cache then covers every row.
+    assert prefill_rows == [(8, 8), (4, 4)]
+    monkeypatch.setattr(engine, "_prompt_cache", lambda *_: None)  # generate() prefills each row itself
+    plain = [c for group in engine.generate(prompts, sampling, seed=7) for c in group]
+    assert [c.token_ids for c in shared] == [c.token_ids for c in plain]
+    for a, b in zip(shared, plain):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=1e-5)
+
+
+def test_distinct_prompt_count_of_the_prefill(engine, monkeypatch):
+    calls = []
+    real_forward = engine.model.forward
+
+    def forward(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "forward", forward)
+    input_ids = torch.tensor([[0, 5, 6, 7], [0, 5, 6, 7], [8, 9, 10, 11], [0, 5, 6, 7]])
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
+    cache = engine._prompt_cache(input_ids, mask)
+    assert calls == [torch.Size([2, 3])]  # two distinct prompts, all but their last token
+    assert cache.get_seq_length() == 3 and cache.layers[0].keys.shape[0] == 4
+    torch.testing.assert_close(cache.layers[0].keys[0], cache.layers[0].keys[3])
+    assert engine._prompt_cache(input_ids[:, -1:], mask[:, -1:]) is None  # one-token prompts: nothing to cache
