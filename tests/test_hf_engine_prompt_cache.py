@@ -27,8 +27,8 @@ def test_distinct_prompts_prefilled_once_and_completions_unchanged(engine, monke
     prefill_rows = []
     real_cache = engine._prompt_cache
 
-    def spy(input_ids, attention_mask):
-        cache = real_cache(input_ids, attention_mask)
+    def spy(input_ids, attention_mask, max_new_tokens):
+        cache = real_cache(input_ids, attention_mask, max_new_tokens)
         prefill_rows.append((input_ids.shape[0], cache.layers[0].keys.shape[0]))
         return cache
 
@@ -54,8 +54,11 @@ def test_distinct_prompt_count_of_the_prefill(engine, monkeypatch):
     monkeypatch.setattr(engine.model, "forward", forward)
     input_ids = torch.tensor([[0, 5, 6, 7], [0, 5, 6, 7], [8, 9, 10, 11], [0, 5, 6, 7]])
     mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
-    cache = engine._prompt_cache(input_ids, mask)
+    cache = engine._prompt_cache(input_ids, mask, 5)
     assert calls == [torch.Size([2, 3])]  # two distinct prompts, all but their last token
-    assert cache.get_seq_length() == 3 and cache.layers[0].keys.shape[0] == 4
-    torch.testing.assert_close(cache.layers[0].keys[0], cache.layers[0].keys[3])
-    assert engine._prompt_cache(input_ids[:, -1:], mask[:, -1:]) is None  # one-token prompts: nothing to cache
+    assert int(cache.get_seq_length()) == 3 and cache.layers[0].max_cache_len == 4 + 5  # room for the whole generation
+    keys = cache.layers[0].keys
+    assert keys.shape[0] == 4
+    torch.testing.assert_close(keys[0], keys[3])
+    assert not torch.equal(keys[0, :, :3], keys[2, :, :3])
+    assert engine._prompt_cache(input_ids[:, -1:], mask[:, -1:], 5) is None  # one-token prompts: nothing to cache
