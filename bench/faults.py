@@ -27,6 +27,8 @@ from pathlib import Path
 
 import psutil
 
+from cluster.failpoints import ENV as FAILPOINT_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "tiny.yaml"
 DRILLS = ("worker", "learner", "driver", "checkpoint")
@@ -73,13 +75,28 @@ def differences(rows: list[dict], expected: list[dict]) -> list[str]:
     return problems
 
 
-def start_run(run_dir: Path, spec: RunSpec, *extra: str) -> subprocess.Popen:
+def start_run(run_dir: Path, spec: RunSpec, *extra: str, failpoint: str = "") -> subprocess.Popen:
+    """Starts a driver; `failpoint` (NAME@STEP, cluster/failpoints.py) makes it stop there until it is killed."""
     run_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "cluster.train", "--config", str(spec.config), f"run_dir={run_dir}",
                *spec.overrides, *extra]
     log = (run_dir / "driver.out").open("ab")
-    return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")})
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    env.pop(FAILPOINT_ENV, None)
+    if failpoint:
+        env[FAILPOINT_ENV] = failpoint
+    return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def next_failpoint(kills: list[tuple[str, int]]) -> str:
+    """The failpoint the next driver needs: a checkpoint kill is made exact by stopping the driver between the
+    learner's write and the driver's completion mark (the window is otherwise a few milliseconds)."""
+    for name, step in kills:
+        if name == "checkpoint":
+            return f"checkpoint.before_driver_state@{step}"
+        if name == "driver":
+            return ""
+    return ""
 
 
 def kill_tree(pid: int) -> None:
@@ -211,11 +228,11 @@ def drill(kills: list[tuple[str, int]], run_dir: Path, baseline: Path, spec: Run
             raise ValueError(f"unknown drill {name!r}; expected one of {', '.join(DRILLS)}")
     prepared_run_dir(run_dir, baseline)
     started = time.perf_counter()
-    driver = start_run(run_dir, spec)
+    driver = start_run(run_dir, spec, failpoint=next_failpoint(kills))
     problems: list[str] = []
     leftover = 0
     counted = {"worker": 0, "learner": 0}  # kills the last driver process must count in faults/*
-    for name, step in kills:
+    for position, (name, step) in enumerate(kills):
         killed_driver_leftover = _wait_and_kill(name, step, driver, run_dir, spec)
         if name in counted:
             counted[name] += 1
@@ -223,7 +240,7 @@ def drill(kills: list[tuple[str, int]], run_dir: Path, baseline: Path, spec: Run
         leftover += killed_driver_leftover
         if killed_driver_leftover:
             problems.append(f"{killed_driver_leftover} process(es) of the driver killed in step {step} still running after 30 s")
-        driver = start_run(run_dir, spec, "trainer.resume=true")
+        driver = start_run(run_dir, spec, "trainer.resume=true", failpoint=next_failpoint(kills[position + 1:]))
         counted = dict.fromkeys(counted, 0)  # a new driver counts from 0
     finish(driver, run_dir, spec.timeout_s)
 

@@ -21,6 +21,7 @@ from cluster.checkpoints import checkpoint_dir, latest_checkpoint, prune, read_d
 from cluster.config import TrainConfig, resolved_yaml
 from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
 from cluster.dynamic_sampling import refill
+from cluster.failpoints import failpoint
 from cluster.learner_group import LearnerGroup
 from cluster.evaluate import TrainingEval, load_held_out, with_held_out
 from cluster.metrics import PhaseClock, read_metrics
@@ -297,6 +298,7 @@ def save_checkpoint(cfg: DictConfig, learner: LearnerGroup, sampler: EpochSample
         shutil.rmtree(target)
     state = {"step": step, "sampler": sampler.state()}
     learner.save_checkpoint(target, client_state=state)
+    failpoint("checkpoint.before_driver_state", step)  # the fault drills' place to kill a driver mid-checkpoint
     write_driver_state(target, state)  # written last: its presence marks the checkpoint complete
     prune(cfg.run_dir, cfg.trainer.keep_checkpoints)
     log.info("checkpoint %s", target)

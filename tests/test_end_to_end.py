@@ -28,6 +28,7 @@ def finished_run(tmp_path_factory):
             "trainer.verify_sync=true",
             "trainer.progress=false",
             "trainer.checkpoint_every=1",
+            "trainer.sft_warmup_steps=40",  # enough for the answer format, so step 2 has non-zero advantages
             "data.synthetic.scenes=2",
             "data.synthetic.questions_per_scene=4",
             # consistency on from the first step, so the judge pool is part of the run

@@ -60,14 +60,13 @@ def test_differences_name_the_step_and_the_metric():
     assert faults.differences([], rows) == ["steps [] instead of [1]"]
 
 
-@pytest.mark.parametrize("kills", [
-    # A rollout worker dies while generating in step 3: it is replaced, gets the weights, its shard is regenerated.
-    # Then the learner dies in step 5: the driver rebuilds it from the step-4 checkpoint and redoes step 5.
-    [("worker", 3), ("learner", 5)],
-    # The driver dies while writing step 4's checkpoint, leaving no process behind; resume skips the partial
-    # checkpoint (with a warning naming it), goes back to step 2 and rewrites what follows.
-    [("checkpoint", 4)],
-], ids=["worker-then-learner", "driver-during-checkpoint"])
+# One run loses every kind of process, so the suite pays one drill's start-ups: the driver dies while writing step 4's
+# checkpoint, leaving no process behind, and the resumed run skips the partial checkpoint (with a warning naming it)
+# and goes back to step 2; in that resumed run a rollout worker dies while generating step 3 (it is replaced, gets the
+# weights, its shard is generated again), then the learner dies in step 5 (the driver rebuilds it from the step-4
+# checkpoint the resumed run wrote, and does step 5 again).
+@pytest.mark.parametrize("kills", [[("checkpoint", 4), ("worker", 3), ("learner", 5)]],
+                         ids=["checkpoint-then-worker-then-learner"])
 def test_a_run_that_loses_processes_ends_with_the_uninterrupted_runs_metrics(tmp_path, baseline, kills):
     result = faults.drill(kills, tmp_path / "run", baseline, SPEC)
     assert result.problems == []
@@ -86,3 +85,21 @@ def test_kill_plans_are_parsed_and_checked():
     assert faults.parse_kills("worker@4,checkpoint@6") == [("worker", 4), ("checkpoint", 6)]
     with pytest.raises(Exception, match="VICTIM@STEP"):
         faults.parse_kills("judge@3")
+
+
+def test_failpoints_are_inert_unless_named_for_that_step(monkeypatch):
+    import threading
+
+    from cluster.failpoints import ENV, failpoint
+
+    monkeypatch.delenv(ENV, raising=False)
+    failpoint("checkpoint.before_driver_state", 4)  # returns at once
+    monkeypatch.setenv(ENV, "checkpoint.before_driver_state@4")
+    failpoint("checkpoint.before_driver_state", 3)
+    failpoint("other", 4)
+    stopped = threading.Thread(target=failpoint, args=("checkpoint.before_driver_state", 4), daemon=True)
+    stopped.start()
+    stopped.join(timeout=0.5)
+    assert stopped.is_alive(), "the named failpoint of that step must hold the driver until it is killed"
+    assert faults.next_failpoint([("worker", 3), ("checkpoint", 4)]) == "checkpoint.before_driver_state@4"
+    assert faults.next_failpoint([("driver", 2), ("checkpoint", 4)]) == ""
