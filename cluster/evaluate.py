@@ -196,18 +196,14 @@ def resolve_manifest(path: str) -> Path:
 
 def load_split(manifest: Path, split: str, max_records: int):
     """The manifest's records of `split` as the perception phase wants them (RunData), bad rows reported and skipped."""
-    from collections import Counter
-
     from cluster.data import RunData
-    from embodied_data.manifest import read_gt_captions, read_manifest
+    from embodied_data.manifest import read_gt_captions, read_manifest, records_of_split
 
     records, skipped = read_manifest(manifest)
-    if len(skipped):
-        log.warning("%s: %s", manifest, skipped.summary())
-    chosen = [r for r in records if r.split == split]
-    if not chosen:
-        counts = ", ".join(f"{s} {n}" for s, n in sorted(Counter(r.split for r in records).items())) or "no usable records"
-        raise ValueError(f"{manifest} has no records in split {split!r} (it has: {counts})")
+    try:
+        chosen = records_of_split(records, split, manifest, skipped)
+    except ValueError as error:
+        raise ValueError(f"{error}; another split: --split NAME, or every split: --split all") from None
     if max_records:
         chosen = chosen[:max_records]
     return RunData(records=chosen, manifest=str(manifest), gt_captions=read_gt_captions(manifest), skipped=skipped)
@@ -298,8 +294,8 @@ def run_eval(cfg, options: EvalOptions, progress: bool = True) -> dict:
     if temperature == 0 and options.samples > 1:
         log.warning("%d greedy samples per question are all the same completion; pass --temperature > 0", options.samples)
 
+    data = load_split(manifest, options.split, options.max_records)  # before Ray starts: a wrong split fails at once
     start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.namespace)
-    data = load_split(manifest, options.split, options.max_records)
     video_texts = describe_videos(cfg, data, _vlm_path(cfg, data, checkpoint))
     prompts = build_prompt_table(cfg, data.records, video_texts, checkpoint)
     sampling = SamplingConfig(
@@ -483,7 +479,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, help="HF policy folder, or a folder with policy/ in it (SFT output, train checkpoint)")
     parser.add_argument("--data", required=True, metavar="MANIFEST", help="manifest.parquet, or the folder holding it")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--split", default="test", help="which split of the manifest to evaluate (default test)")
+    parser.add_argument("--split", default="test", help="which split of the manifest to evaluate: a name (default test) or all")
     parser.add_argument("--samples", type=int, default=1, help="completions per question; scores are their mean (default 1)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature (default: greedy with 1 sample, sampling.temperature with more)")

@@ -93,7 +93,7 @@ def select_records(cfg, split: str) -> tuple[Path, list[Record], list[str], Skip
     Synthetic data is generated first (reused when already there), exactly as `train` does.  The corpus is the one
     `train` uses (its training split), so a tiny model built here is the one `train` would build.
     """
-    from embodied_data.manifest import read_gt_captions, read_manifest
+    from embodied_data.manifest import read_gt_captions, read_manifest, records_of_split
 
     if cfg.data.source == "synthetic":
         from cluster.data import load_run_data
@@ -106,11 +106,10 @@ def select_records(cfg, split: str) -> tuple[Path, list[Record], list[str], Skip
         if not manifest.is_file():
             raise FileNotFoundError(f"manifest {manifest} does not exist (pass --manifest PATH/manifest.parquet)")
     records, bad_rows = read_manifest(manifest)
-    chosen = records if split == "all" else [r for r in records if r.split == split]
-    if not chosen:
-        counts = ", ".join(f"{name} {n}" for name, n in sorted(Counter(r.split for r in records).items()))
-        raise ValueError(f"{manifest} has no usable records in split {split!r} (it has: {counts or 'none'}); "
-                         "pass --split NAME or --split all")
+    try:
+        chosen = records_of_split(records, split, manifest, bad_rows)
+    except ValueError as error:
+        raise ValueError(f"{error}; another split: --split NAME, or every split: --split all") from None
     if cfg.data.max_records:
         chosen = chosen[: cfg.data.max_records]
     train_split = [r for r in records if r.split == cfg.data.split][: cfg.data.max_records or None] or chosen

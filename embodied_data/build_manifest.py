@@ -55,7 +55,9 @@ class BuiltManifest:
             lines.append(f"  ... and {len(self.report) - show} more")
         if self.without_video:
             lines.append(f"kept without a video file (--keep-missing-videos): {len(self.without_video)} rows, "
-                         f"{len({r.video for r in self.without_video})} videos")
+                         f"{len({r.video for r in self.without_video})} videos; perceive, train and eval skip them until "
+                         f"the file is there (a relative path below is taken from the manifest's folder, "
+                         f"{Path(self.path).resolve().parent})")
             for record in self.without_video[:show]:
                 lines.append(f"  {record.id}: {record.video}")
         return "\n".join(lines)

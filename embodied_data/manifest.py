@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,6 +35,11 @@ RECORD_SCHEMA = pa.schema(
 REQUIRED_COLUMNS = ("id", "video", "question", "choices", "answer", "category", "scene")
 METADATA_KEY = b"embodied_data"
 GT_CAPTION_COLUMN = "gt_caption"
+# Skipped rows logged one by one when a manifest is read; the rest are counted in one line (a manifest kept with
+# --keep-missing-videos can miss thousands of videos).
+_LOG_SKIPPED = 5
+
+log = logging.getLogger(__name__)
 
 
 def write_table_atomically(table: pa.Table, path: str | os.PathLike) -> Path:
@@ -109,7 +116,7 @@ def read_manifest(path: str | os.PathLike, allow_missing_videos: bool = False) -
     if missing:
         raise ValueError(f"manifest {path}: missing columns {missing}; it has {table.column_names}")
     base = path.parent.resolve()
-    report = SkipReport()
+    report = SkipReport(log_each=False)
     records: list[Record] = []
     seen: set[str] = set()
     for position, row in enumerate(table.to_pylist()):
@@ -135,7 +142,31 @@ def read_manifest(path: str | os.PathLike, allow_missing_videos: bool = False) -
             continue
         seen.add(record.id)
         records.append(dataclasses.replace(record, video=video))
+    for record_id, reason in report.skipped[:_LOG_SKIPPED]:
+        log.warning("%s: skipped record %s: %s", path, record_id, reason)
+    if len(report) > _LOG_SKIPPED:
+        log.warning("%s: ... and %d more: %s", path, len(report) - _LOG_SKIPPED, report.summary())
     return records, report
+
+
+def records_of_split(records: list[Record], split: str, manifest: str | os.PathLike,
+                     skipped: SkipReport | None = None) -> list[Record]:
+    """The records of `split` ("all": every record), or a ValueError that says which splits the manifest has and,
+    when rows were skipped on reading (a missing video, most often), how many, why and where the videos were looked
+    for -- so "no records" is never mistaken for an empty manifest."""
+    chosen = list(records) if split == "all" else [r for r in records if r.split == split]
+    if chosen:
+        return chosen
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(Counter(r.split for r in records).items()))
+    message = f"{manifest} has no usable records in split {split!r} (usable records by split: {counts or 'none'})"
+    if skipped is not None and len(skipped):
+        first = "; ".join(f"{record_id}: {reason}" for record_id, reason in skipped.skipped[:3])
+        message += f"; {skipped.summary()} on reading it, first: {first}"
+        if skipped.counts_by_reason().get("missing video"):
+            message += (". A video is looked for at the path named (a relative path in the manifest is taken from the "
+                        "manifest's folder): put the videos there, or rebuild the manifest with "
+                        "`embodied-r data build-manifest FORMAT PATH --videos DIR`")
+    raise ValueError(message)
 
 
 def read_gt_captions(path: str | os.PathLike) -> dict[str, str]:

@@ -126,6 +126,32 @@ def test_eval_is_registered_on_the_cli():
     assert (args.command, args.split, args.samples, args.judge, args.overrides) == ("eval", "test", 1, "j", ["perception.source=ground_truth"])
 
 
+def test_a_split_without_records_is_refused_before_ray_starts(synthetic, tmp_path, monkeypatch):
+    import cluster.runtime
+    from cluster.config import load_config
+    from cluster.evaluate import load_split
+    from omegaconf import OmegaConf
+
+    manifest, records, _ = synthetic
+    assert len(load_split(manifest, "all", 0).records) == len(records)
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for a split the manifest does not have")
+
+    monkeypatch.setattr(cluster.runtime, "start_ray", no_ray)
+    cfg = OmegaConf.to_object(load_config(None, [f"run_dir={tmp_path}", "perception.source=ground_truth"]))
+    options = EvalOptions(checkpoint=str(_checkpoint(tmp_path)), manifest=str(manifest), out_dir=str(tmp_path / "out"), split="nosuch")
+    with pytest.raises(ValueError, match=r"no usable records in split 'nosuch' \(usable records by split: .*--split all"):
+        run_eval(cfg, options, progress=False)
+
+
+def _checkpoint(folder):
+    """A folder that passes for an HF checkpoint (config.json), for the checks that come before any model loads."""
+    (folder / "policy").mkdir(exist_ok=True)
+    (folder / "policy" / "config.json").write_text("{}")
+    return folder
+
+
 # ---- a real evaluation ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def evaluated(synthetic, tmp_path_factory):

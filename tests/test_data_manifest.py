@@ -111,3 +111,30 @@ def test_all_questions_of_a_scene_share_a_split() -> None:
     for scene in {r.scene for r in records}:
         assert len({r.split for r in split_records if r.scene == scene}) == 1
     assert {r.split for r in split_records} == {"train", "val", "test"}
+
+
+def test_a_split_with_no_usable_record_names_the_skipped_rows_and_where_their_videos_were_looked_for(tmp_path: Path, caplog) -> None:
+    from embodied_data.manifest import records_of_split
+
+    many = [Record(f"m{i}", f"scans/s{i}.mp4", "How many chair(s) are in this room?", (), 3.0, "object_counting", f"s{i}", "vsi_bench", "train")
+            for i in range(40)]
+    path = write_manifest(many, tmp_path / "manifest.parquet")  # no video exists
+    with caplog.at_level("WARNING", logger="embodied_data.manifest"):
+        records, report = read_manifest(path)
+    assert (records, len(report)) == ([], 40)
+    # Each missing video is kept in the report, but the log names only the first few, then one count.
+    assert 2 <= len(caplog.records) <= 10
+    assert "m0" in caplog.text and "40 records skipped (40 x missing video)" in caplog.text
+    with pytest.raises(ValueError) as refused:
+        records_of_split(records, "train", path, report)
+    message = str(refused.value)
+    assert "no usable records in split 'train'" in message and "40 x missing video" in message
+    assert str((tmp_path / "scans/s0.mp4").resolve()) in message and "--videos DIR" in message
+
+    touch_videos(tmp_path)
+    kept = write_manifest(sample_records(), tmp_path / "m2.parquet")
+    records, report = read_manifest(kept)
+    assert [r.id for r in records_of_split(records, "all", kept, report)] == ["q1", "q2", "q3"]
+    assert [r.id for r in records_of_split(records, "test", kept, report)] == ["q3"]
+    with pytest.raises(ValueError, match=r"split 'val' \(usable records by split: test 1, train 2\)"):
+        records_of_split(records, "val", kept, report)
