@@ -6,18 +6,17 @@ import logging
 import time
 
 import ray
-from omegaconf import DictConfig
 
 from cluster.learner_group import LearnerGroup
 
 log = logging.getLogger(__name__)
 
 
-def weight_backend(cfg: DictConfig) -> str:
+def weight_backend(cfg) -> str:
     """trainer.weight_backend with what the config alone decides: "auto" is nccl when both the learner and the rollout
     workers have GPUs; otherwise it stays "auto", which WeightSync resolves from where the actors run (shm when every
     worker shares learner rank 0's node, else gloo)."""
-    choice = cfg.trainer.get("weight_backend", "auto")
+    choice = cfg.trainer.weight_backend
     if choice == "auto" and cfg.rollout.num_gpus_per_worker > 0 and cfg.learner.num_gpus_per_rank > 0:
         return "nccl"
     return choice

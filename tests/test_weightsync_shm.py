@@ -7,6 +7,7 @@ import datetime
 import glob
 import multiprocessing as mp
 import os
+import time
 
 import pytest
 import torch
@@ -39,7 +40,7 @@ def _segment_files() -> set[str]:
     return set(glob.glob(os.path.join(SHM_DIR, FILE_PREFIX + "*")))
 
 
-def _receiver(port: int, rank: int, world: int, rounds: int, queue) -> None:
+def _receiver(port: int, rank: int, world: int, rounds: int, queue, linger_s: float = 0.0) -> None:
     try:
         group = create_weight_group("shm", "127.0.0.1", port, world, rank, timeout_s=60)
         metas = _metas()
@@ -49,6 +50,7 @@ def _receiver(port: int, rank: int, world: int, rounds: int, queue) -> None:
                 for name, tensor in bucket:
                     model[name].copy_(tensor)
             queue.put((rank, weights_digest(model.items())))
+        time.sleep(linger_s)
         group.close()
     except Exception as error:  # reported to the test, which would otherwise only see a timeout
         queue.put((rank, f"error: {error!r}"))
@@ -110,7 +112,7 @@ def test_sender_times_out_clearly_when_a_receiver_never_reads():
     port = free_port()
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_receiver, args=(port, 1, 2, 0, queue))  # joins, then receives nothing
+    proc = ctx.Process(target=_receiver, args=(port, 1, 2, 0, queue, 4.0))  # joins, then receives nothing
     proc.start()
     before = _segment_files()
     group = create_weight_group("shm", "127.0.0.1", port, 2, 0, timeout_s=60)
@@ -121,6 +123,22 @@ def test_sender_times_out_clearly_when_a_receiver_never_reads():
     group.close()
     proc.join(timeout=30)
     assert _segment_files() - before == set()  # the receiver never mapped it: close removed it
+
+
+def test_sender_fails_at_once_when_a_receiver_exits():
+    port = free_port()
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()  # held: the child unpickles it after start()
+    proc = ctx.Process(target=_receiver, args=(port, 1, 2, 0, queue))  # joins, then exits
+    proc.start()
+    group = create_weight_group("shm", "127.0.0.1", port, 2, 0, timeout_s=60)
+    proc.join(timeout=30)
+    weights = _weights(0)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"rank\(s\) \[1\] exited while this rank waited for 'done'"):
+        send_weights(group, _metas(), lambda bucket: [weights[m.name] for m in bucket], BUCKET_BYTES)
+    assert time.monotonic() - started < 10  # not the 60 s timeout
+    group.close()
 
 
 def test_join_times_out_naming_the_missing_rank():

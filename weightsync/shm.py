@@ -11,7 +11,8 @@ the segment's size, the sender writes a piece once every receiver has acknowledg
 before, and receivers copy each piece into a buffer of their own.
 
 All members must see the same /dev/shm (one node): at join, rank 0 writes a random token into a probe file there and
-every receiver must read it back, so a member on another node fails at once, saying why.
+every receiver must read it back, so a member on another node fails at once, saying why. On one node the members also
+see each other's processes: a member waiting on a peer that has exited fails within a second instead of at the timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import datetime
 import logging
 import os
 import socket
+import time
 import uuid
 import weakref
 from collections.abc import Iterable, Iterator
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 SHM_DIR = "/dev/shm"
 ALIGN = 64  # piece offsets are aligned so a piece can be viewed as any dtype
 FILE_PREFIX = "embodied-r-weights-"
+LIVENESS_CHECK_S = 1.0  # how often a waiting member checks that the peers it waits on still run
 
 
 @dataclass(frozen=True)
@@ -107,22 +110,44 @@ class ShmWeightGroup:
         self._segment_path: str | None = None
         self._path_to_unlink: str | None = None  # the sender's file, until every receiver has mapped it
         self._finalizer = None
+        self._peer_pids: dict[int, int] = {}  # rank -> pid of the peers this rank waits on
         self._join()
 
     # ---- set-up ------------------------------------------------------------------------------------------------
     def _wait(self, keys: list[str], what: str) -> None:
-        try:
-            self._store.wait(keys, self.timeout)
-        except dist.DistError as error:
-            missing = [k for k in keys if not self._store.check([k])]
-            raise TimeoutError(
-                f"shm weight group (rank {self.rank} of {self.world_size}): no {what} within "
-                f"{self.timeout.total_seconds():g} s (still missing: {', '.join(missing) or 'none'})"
-            ) from error
+        """Waits for `keys` within the group's timeout, in short slices between which it checks that the peers it
+        waits on are still running (a receiver that dies mid-broadcast fails the sender at once, as gloo would)."""
+        deadline = time.monotonic() + self.timeout.total_seconds()
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                self._store.wait(keys, datetime.timedelta(seconds=max(min(LIVENESS_CHECK_S, left), 0.001)))
+                return
+            except dist.DistError as error:
+                missing = [k for k in keys if not self._store.check([k])]
+                if not missing:
+                    return
+                dead = [rank for rank, pid in self._peer_pids.items() if not _alive(pid)]
+                if dead:
+                    raise RuntimeError(
+                        f"shm weight group (rank {self.rank}): rank(s) {dead} exited while this rank waited for {what}"
+                    ) from error
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"shm weight group (rank {self.rank} of {self.world_size}): no {what} within "
+                        f"{self.timeout.total_seconds():g} s (still missing: {', '.join(missing)})"
+                    ) from error
+
+    def _watch(self, rank: int) -> None:
+        """Watches `rank`'s process from now on, if this process can see it (one node, one pid namespace)."""
+        pid = int(self._store.get(f"pid/{rank}").decode())
+        if _alive(pid):
+            self._peer_pids[rank] = pid
 
     def _join(self) -> None:
         host = socket.gethostname()
         receivers = range(1, self.world_size)
+        self._store.set(f"pid/{self.rank}", str(os.getpid()))
         if self.rank == 0:
             token = uuid.uuid4().hex
             probe = os.path.join(SHM_DIR, f"{FILE_PREFIX}probe-{token}")
@@ -137,6 +162,8 @@ class ShmWeightGroup:
                     raise RuntimeError("weight backend 'shm': " + "; ".join(problems))
             finally:
                 os.unlink(probe)
+            for r in receivers:
+                self._watch(r)
             return
         self._wait(["probe"], "probe from rank 0")
         probe, token, sender_host = self._store.get("probe").decode().split("\n")
@@ -148,6 +175,7 @@ class ShmWeightGroup:
             )
             self._store.set(f"joined/{self.rank}", reason)
             raise RuntimeError(f"weight backend 'shm': {reason}")
+        self._watch(0)
         self._store.set(f"joined/{self.rank}", "ok")
 
     # ---- the segment -------------------------------------------------------------------------------------------
@@ -285,6 +313,15 @@ class ShmWeightGroup:
         self._drop_segment()
         self._store = None
         self._base_store = None
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, exited but not yet reaped by its parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _read_probe(path: str) -> str | None:
