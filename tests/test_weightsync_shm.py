@@ -195,3 +195,28 @@ def test_the_driver_picks_shm_only_when_every_worker_shares_the_learners_node():
     gpu = load_config(None, ["rollout.num_gpus_per_worker=1", "learner.num_gpus_per_rank=1"])
     assert weight_backend(gpu) == "nccl"
     assert weight_backend(load_config(None, ["trainer.weight_backend=shm"])) == "shm"
+
+
+def test_a_full_dev_shm_gives_a_smaller_ring_not_a_crash(monkeypatch):
+    """posix_fallocate refusing the whole broadcast (ENOSPC, as in a container's 64 MB /dev/shm) halves the segment."""
+    import errno
+
+    import weightsync.shm as shm
+
+    real = os.posix_fallocate
+    asked: list[int] = []
+
+    def fallocate(fd: int, offset: int, length: int) -> None:
+        asked.append(length)
+        if length > (1 << 20):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, offset, length)
+
+    monkeypatch.setattr(shm.os, "posix_fallocate", fallocate)
+    group = create_weight_group("shm", "127.0.0.1", free_port(), 1, 0, timeout_s=10)  # no receivers: nothing to wait on
+    metas = [ParamMeta("big", (1 << 20,), "float32")]  # 4 MiB
+    before = _segment_files()
+    send_weights(group, metas, lambda bucket: [torch.ones(1 << 20)], bucket_bytes=8 << 20)
+    assert asked == [4 << 20, 2 << 20, 1 << 20] and group.segment_bytes == 1 << 20
+    group.close()
+    assert _segment_files() - before == set()

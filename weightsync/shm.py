@@ -18,6 +18,7 @@ see each other's processes: a member waiting on a peer that has exited fails wit
 from __future__ import annotations
 
 import datetime
+import errno
 import logging
 import os
 import socket
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 SHM_DIR = "/dev/shm"
 ALIGN = 64  # piece offsets are aligned so a piece can be viewed as any dtype
 FILE_PREFIX = "embodied-r-weights-"
+MIN_RING_BYTES = 1 << 20  # the smallest ring tried when /dev/shm cannot hold the whole broadcast
 LIVENESS_CHECK_S = 1.0  # how often a waiting member checks that the peers it waits on still run
 
 
@@ -187,7 +189,11 @@ class ShmWeightGroup:
         path = os.path.join(SHM_DIR, f"{FILE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}")
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
-            os.ftruncate(fd, nbytes)
+            # Reserved now, not on first write: a full /dev/shm then fails here instead of killing the process by SIGBUS.
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError:
+            os.unlink(path)
+            raise
         finally:
             os.close(fd)
         self._segment = torch.from_file(path, shared=True, size=nbytes, dtype=torch.uint8)
@@ -221,8 +227,19 @@ class ShmWeightGroup:
         sizes = [bucket_nbytes(b) for b in buckets]
         total = sum(_align(s) for s in sizes)
         segment_bytes = _align(min(self.segment_bytes or total, total)) or ALIGN
+        while True:
+            try:
+                self._ensure_segment(segment_bytes)
+                break
+            except OSError as error:  # /dev/shm too small (containers often give 64 MB): a smaller ring
+                if error.errno != errno.ENOSPC or segment_bytes <= MIN_RING_BYTES:
+                    raise RuntimeError(f"weight backend 'shm': cannot reserve {segment_bytes} bytes in {SHM_DIR} "
+                                       f"({error}); enlarge it (docker --shm-size) or use gloo") from error
+                smaller = _align(max(segment_bytes // 2, MIN_RING_BYTES))
+                log.warning("%s has no room for a %.1f MB weight segment: using a %.1f MB ring", SHM_DIR,
+                            segment_bytes / 1e6, smaller / 1e6)
+                segment_bytes = self.segment_bytes = smaller
         pieces, ring = plan_pieces(sizes, segment_bytes)
-        self._ensure_segment(segment_bytes)
         assert self._segment is not None
         receivers = range(1, self.world_size)
         keys: list[str] = [f"{g}/segment"]
