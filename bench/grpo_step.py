@@ -80,7 +80,8 @@ def build_workload(root: Path, args: argparse.Namespace) -> tuple[str, list[str]
     # Made-up words as well as the prompt words, so that the BPE has enough distinct text to reach --vocab-size.
     letters = "abcdefghijklmnopqrstuvwxyz"
     coined = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(6000)]
-    corpus = [" ".join(rng.choice(coined + list(WORDS)) for _ in range(40)) for _ in range(1500)]
+    lines = 1500 if args.vocab_size > 1024 else 300  # a small vocabulary (--quick) needs less text
+    corpus = [" ".join(rng.choice(coined + list(WORDS)) for _ in range(40)) for _ in range(lines)]
     tokenizer_dir = train_tokenizer(corpus, root / "tokenizer", vocab_size=args.vocab_size)
     model_path = build_tiny_causal_lm(
         tokenizer_dir, root / "policy", seed=0, hidden_size=args.hidden_size, num_layers=args.layers,
@@ -371,10 +372,13 @@ def run_pairing(threads: int, model_path: str, prompt_ids, prompts_file: Path, s
             for system in order:
                 if system == "trl" and trl is not None:
                     seconds = trl.run(steps)
+                    print(f"[{threads} thread(s), block {index}] TRL: " + " ".join(f"{x:.2f}" for x in seconds), file=sys.stderr)
                     if counted:
                         result["trl"].extend(seconds)
                 elif system == "ours":
                     rows = ours.run(steps)
+                    print(f"[{threads} thread(s), block {index}] ours: " + " ".join(
+                        f"{r['step_s']:.2f} (rollout {r['rollout_s']:.2f} learn {r['learn_s']:.2f})" for r in rows), file=sys.stderr)
                     if counted:
                         result["ours"].extend(timed(rows, asynchronous) if steps > 1 else rows)
             if counted:
