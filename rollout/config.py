@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from configtypes import choice
 from dataclasses import dataclass
 from typing import Optional
 
 # The allowed values of each choice, checked by cluster.config.validate when the config is loaded.
 ROLLOUT_ENGINES = ("transformers", "vllm")  # RolloutConfig.engine
+RolloutEngine = choice("RolloutEngine", ROLLOUT_ENGINES, __name__)
 ENGINE_DTYPES = ("auto", "float32", "bfloat16", "float16")  # RolloutConfig.dtype (torch dtype names; auto: the model's)
+EngineDtype = choice("EngineDtype", ENGINE_DTYPES, __name__)
 
 
 @dataclass
@@ -22,12 +25,12 @@ class SamplingConfig:
 @dataclass
 class RolloutConfig:
     num_workers: int = 2
-    engine: str = "transformers"  # transformers | vllm
+    engine: RolloutEngine = RolloutEngine.transformers  # transformers | vllm
     num_cpus_per_worker: float = 0.5
     num_gpus_per_worker: float = 0.0
     tensor_parallel_size: int = 1  # vLLM only
     gpu_memory_utilization: float = 0.6  # vLLM only
-    dtype: str = "float32"  # the engine's weight dtype; the broadcast casts to it
+    dtype: EngineDtype = EngineDtype.float32  # the engine's weight dtype; the broadcast casts to it
     generate_batch_size: int = 16  # prompts*samples per forward batch (transformers engine)
     seed: int = 0
     enable_prefix_caching: bool = True  # vLLM only: the G samples of a prompt share its KV blocks
