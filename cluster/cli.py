@@ -22,6 +22,10 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "cluster.cli", "_register_train",
         "train the reasoning policy with GRPO (local Ray, or a cluster via ray.address / `ray job submit`)",
     ),
+    "config": (
+        "cluster.config_cmd", "register",
+        "check a config and print the resolved tree that train would run (defaults, file, overrides)",
+    ),
     "data": ("embodied_data.cli", "register", "data sets: synthetic egocentric videos, benchmark loaders and manifests"),
     "keyframes": ("perception.cli", "register", "print the key frames of a video as JSON"),
     "sft": ("cluster.sft", "register", "supervised fine-tuning of the policy on reasoning traces, before GRPO"),
@@ -102,7 +106,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         "config.yaml and checkpoints under run_dir.",
         epilog="Fixed names that tools rely on: --config FILE, run_dir, trainer.steps. "
         "Other knobs: rollout.num_workers, learner.num_ranks, learner.zero_stage, sampling.num_samples, "
-        "trainer.prompts_per_step, trainer.verify_sync, trainer.resume.",
+        "trainer.prompts_per_step, trainer.verify_sync, trainer.resume. `embodied-r config --print` shows the "
+        "resolved tree.",
     )
     build_arg_parser(train)
     train.set_defaults(func=run_from_args)
