@@ -17,6 +17,7 @@ def weight_backend(cfg) -> str:
     workers have GPUs; otherwise it stays "auto", which WeightSync resolves from where the actors run (shm when every
     worker shares learner rank 0's node, else gloo)."""
     choice = cfg.trainer.weight_backend
+    choice = str(getattr(choice, "value", choice))  # a plain str: it travels to the actors (the config may hold an enum)
     if choice == "auto" and cfg.rollout.num_gpus_per_worker > 0 and cfg.learner.num_gpus_per_rank > 0:
         return "nccl"
     return choice
