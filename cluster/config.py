@@ -71,7 +71,7 @@ class DataConfig:
 @dataclass
 class RayConfig:
     address: str = ""  # "": start a local Ray in-process; "auto" or host:port: join a cluster (ray job submit sets it)
-    num_cpus: int | None = None  # local Ray only
+    num_cpus: int | None = 2  # local Ray only (None: every core of the machine); the embedded default fits in 2
     namespace: str = "embodied-r"
 
 
@@ -81,18 +81,18 @@ WeightBackend = choice("WeightBackend", WEIGHT_BACKENDS, __name__)
 
 @dataclass
 class TrainerConfig:
-    steps: int = 100
-    prompts_per_step: int = 32  # the paper's batch of 32 prompts (x G samples)
+    steps: int = 5
+    prompts_per_step: int = 4  # the paper: 32 prompts (x G samples)
     seed: int = 0
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2
     resume: bool = False  # continue from the newest complete checkpoint in <run_dir>/checkpoints
-    verify_sync: bool = False  # after each broadcast, check every worker's weights equal the learner's
+    verify_sync: bool = True  # after each broadcast, check every worker's weights equal the learner's
     # Supervised steps on the training answers before GRPO (0: none). For random-weight policies, which never emit the
     # answer format on their own; a real instruct checkpoint needs none.
-    sft_warmup_steps: int = 0
+    sft_warmup_steps: int = 100
     sft_warmup_prompts_per_step: int = 8
-    sft_warmup_lr: float = 1e-5
+    sft_warmup_lr: float = 3e-3
     weight_bucket_mb: int = 64
     # The weight transport (weightsync/): auto = nccl on GPU pools, shm when every rollout worker is on learner rank 0's
     # node, else gloo.
@@ -145,7 +145,7 @@ class TrackingConfig:
 
 @dataclass
 class TrainConfig:
-    run_dir: str = "runs/default"
+    run_dir: str = "runs/tiny"
     ray: RayConfig = field(default_factory=RayConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     data: DataConfig = field(default_factory=DataConfig)

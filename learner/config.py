@@ -103,12 +103,12 @@ class LearnerConfig:
     num_gpus_per_rank: float = 0.0
     zero_stage: int = 2
     precision: Precision = Precision.fp32  # fp32 | bf16
-    lr: float = 5e-7
+    lr: float = 1e-4  # the embedded default's tiny random-weight policy (the paper: 5e-7)
     weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
+    warmup_ratio: float = 0.0  # (the paper: 0.05)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     grad_clip: float = 1.0
-    micro_batch_size: int = 4  # sequences per forward/backward on one rank
+    micro_batch_size: int = 8  # sequences per forward/backward on one rank
     gradient_checkpointing: bool = False
     backend: Backend = Backend.auto  # auto (gloo on CPU, nccl on GPU) | gloo | nccl
     # Custom Ray resources each rank's bundle asks for, e.g. {"learner_node": 1} to keep the ranks on nodes started

@@ -55,7 +55,7 @@ class KeyframeConfig:
 class VLMConfig:
     engine: VLMEngine = VLMEngine.transformers  # transformers | vllm | openai
     model: str = ""  # set by the driver from models.vlm (hub id or local path)
-    max_new_tokens: int = 48
+    max_new_tokens: int = 24
     temperature: float = 0.0  # greedy: descriptions are cached and must be reproducible
     image_size: int = 112  # key frames are resized to this square before the VLM sees them (no lossy re-encode)
     tensor_parallel_size: int = 1
@@ -81,7 +81,7 @@ class PerceptionConfig:
     vlm: VLMConfig = field(default_factory=VLMConfig)
     question_aware: bool = False  # False: describe each video once and reuse it for every question about it
     num_replicas: int = 1
-    num_cpus_per_replica: float = 0.5
+    num_cpus_per_replica: float = 1.0
     num_gpus_per_replica: float = 0.0
     cache_dir: str = "${run_dir}/perception_cache"
     source: PerceptionSource = PerceptionSource.vlm  # vlm | ground_truth (privileged simulator captions, synthetic data only)

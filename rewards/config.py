@@ -30,7 +30,7 @@ class JudgeConfig:
     enabled: bool = True
     model: str = ""  # set by the driver from models.judge (the frozen reference LM)
     num_replicas: int = 1
-    num_cpus_per_replica: float = 0.25
+    num_cpus_per_replica: float = 0.5
     num_gpus_per_replica: float = 0.0
     batch_size: int = 32
     timeout_s: float = 60.0
@@ -54,9 +54,14 @@ class JudgeConfig:
 
 @dataclass
 class RewardConfig:
-    # Stages sorted by start; one stage = fixed weights (the released scripts' 0.1/0.7/0.2).
-    stages: list[RewardStage] = field(default_factory=lambda: [RewardStage()])
-    schedule_unit: ScheduleUnit = ScheduleUnit.epoch  # epoch | step
+    # Stages sorted by start: the paper's staged weights (format, accuracy, consistency 7:3:0, 3:7:0, 1:7:2), here
+    # by step for the embedded default's 5 steps (the paper: by epoch, starts 0, 2, 4).
+    stages: list[RewardStage] = field(default_factory=lambda: [
+        RewardStage(start=0, format=0.7, accuracy=0.3, consistency=0.0),
+        RewardStage(start=2, format=0.3, accuracy=0.7, consistency=0.0),
+        RewardStage(start=4, format=0.1, accuracy=0.7, consistency=0.2),
+    ])
+    schedule_unit: ScheduleUnit = ScheduleUnit.step  # epoch | step (the paper counts epochs)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     # DAPO's soft overlong penalty (rewards/overlong.py), added to the total: 0 up to rollout.max_new_tokens -
     # overlong_cache_tokens, then falling linearly to -1 at max_new_tokens.

@@ -15,11 +15,11 @@ EngineDtype = choice("EngineDtype", ENGINE_DTYPES, __name__)
 
 @dataclass
 class SamplingConfig:
-    num_samples: int = 8  # G: completions per prompt
+    num_samples: int = 4  # G: completions per prompt (the paper: 8)
     temperature: float = 1.0
     top_p: float = 1.0
-    max_new_tokens: int = 2048
-    max_prompt_tokens: int = 6144  # longer prompts are cut from the left (the oldest frames) with a warning
+    max_new_tokens: int = 160  # room for an SFT reasoning trace (the paper: 2048)
+    max_prompt_tokens: int = 2048  # (the paper: 6144) longer prompts are cut from the left (the oldest frames) with a warning
 
 
 @dataclass

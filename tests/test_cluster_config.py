@@ -253,3 +253,10 @@ def test_cli_reports_a_bad_config_in_one_line(capsys):
     assert main(["train", "--config", "no/such.yaml"]) == 2
     err = capsys.readouterr().err
     assert "no/such.yaml does not exist" in err and "Traceback" not in err
+
+
+def test_the_schema_defaults_are_the_embedded_default():
+    """`embodied-r train` with no --config runs configs/tiny.yaml's job: the file only spells the defaults out."""
+    from omegaconf import OmegaConf
+
+    assert OmegaConf.to_container(load_config(None)) == OmegaConf.to_container(load_config(str(CONFIGS / "tiny.yaml")))

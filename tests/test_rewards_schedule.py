@@ -62,7 +62,7 @@ def test_invalid_schedules_fail_clearly(stages, unit, judge_enabled, message):
 
 
 def test_judge_disabled_is_fine_without_consistency_weight():
-    cfg = RewardConfig(stages=[RewardStage(0, 0.3, 0.7, 0.0)], judge=JudgeConfig(enabled=False))
+    cfg = RewardConfig(stages=[RewardStage(0, 0.3, 0.7, 0.0)], judge=JudgeConfig(enabled=False), schedule_unit="epoch")
     assert weights_at(cfg, 0, 0).consistency == 0.0
     with pytest.raises(ValueError, match="epoch must be >= 0"):
         weights_at(cfg, epoch=-1, step=0)
