@@ -178,7 +178,7 @@ def measure(transport: str, sender, receivers: list, bucket_bytes: int, repeats:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=float, default=100e6, help="fp32 parameters to broadcast (default 1e8)")
-    parser.add_argument("--bucket-mb", type=int, default=64, help="bucket size (trainer.weight_bucket_mb's default)")
+    parser.add_argument("--bucket-mb", type=int, default=64, help="bucket size (weight_sync.bucket_mb's default)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--receivers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--transports", nargs="+", default=list(TRANSPORTS), choices=TRANSPORTS)

@@ -283,15 +283,15 @@ class Ours:
         from learner.algo import make_algorithm
 
         overrides = [
-            "ray.num_cpus=2", "rollout.num_workers=1", "rollout.num_cpus_per_worker=1",
+            "ray.num_cpus=2", "rollout.num_replicas=1", "rollout.num_cpus_per_replica=1",
             f"rollout.generate_batch_size={args.prompts * args.samples}", f"sampling.num_samples={args.samples}",
             "sampling.temperature=1.0", "sampling.top_p=1.0", f"sampling.max_new_tokens={args.new_tokens}",
-            "sampling.max_prompt_tokens=4096", "learner.num_cpus_per_rank=1", "learner.lr=1e-5",
+            "sampling.max_prompt_tokens=4096", "learner.num_cpus_per_replica=1", "learner.lr=1e-5",
             "learner.warmup_ratio=0.0", f"learner.micro_batch_size={args.micro_batch_size}", "learner.grpo.beta=0.001",
             "rewards.judge.enabled=false", "rewards.stages=[{start: 0, format: 0.5, accuracy: 0.5, consistency: 0.0}]",
             f"trainer.max_staleness={1 if asynchronous else 0}",
             f"trainer.steps={10**6}", f"trainer.prompts_per_step={args.prompts}", "trainer.checkpoint_every=0",
-            "trainer.verify_sync=false", "trainer.progress=false",
+            "weight_sync.verify=false", "trainer.progress=false",
         ]
         # The typed DictConfig, as cluster code reads it (attribute access, and .get for keys a layer added lately).
         self.cfg = load_config(str(REPO / "configs" / "tiny.yaml"), overrides)

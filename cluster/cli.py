@@ -105,8 +105,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         description="Train the reasoning policy with GRPO through the whole pipeline; writes metrics.jsonl, "
         "config.yaml and checkpoints under run_dir.",
         epilog="Fixed names that tools rely on: --config FILE, run_dir, trainer.steps. "
-        "Other knobs: rollout.num_workers, learner.num_ranks, learner.zero_stage, sampling.num_samples, "
-        "trainer.prompts_per_step, trainer.verify_sync, trainer.resume. `embodied-r config --print` shows the "
+        "Other knobs: rollout.num_replicas, learner.num_replicas, learner.zero_stage, sampling.num_samples, "
+        "trainer.prompts_per_step, weight_sync.verify, trainer.resume. `embodied-r config --print` shows the "
         "resolved tree.",
     )
     build_arg_parser(train)

@@ -8,6 +8,7 @@ import functools
 import importlib.util
 import math
 import re
+import warnings
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +76,19 @@ class RayConfig:
     namespace: str = "embodied-r"
 
 
-WEIGHT_BACKENDS = ("auto", "gloo", "nccl", "shm")  # TrainerConfig.weight_backend, resolved in cluster/weight_sync.py
+WEIGHT_BACKENDS = ("auto", "gloo", "nccl", "shm")  # WeightSyncConfig.backend, resolved in cluster/weight_sync.py
 WeightBackend = choice("WeightBackend", WEIGHT_BACKENDS, __name__)
+
+
+@dataclass
+class WeightSyncConfig:
+    """The learner -> rollout workers weight broadcast after every update (cluster/weight_sync.py, weightsync/)."""
+
+    # The transport: auto = nccl on GPU pools, shm when every rollout worker is on learner rank 0's node, else gloo.
+    backend: WeightBackend = WeightBackend.auto
+    bucket_mb: int = 64  # tensors are sent in buckets of about this size (bounds the memory of a ZeRO-3 gather)
+    timeout_s: float = 300.0
+    verify: bool = True  # after each broadcast, check every worker's weights equal the learner's (sync/match)
 
 
 @dataclass
@@ -87,17 +99,11 @@ class TrainerConfig:
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2
     resume: bool = False  # continue from the newest complete checkpoint in <run_dir>/checkpoints
-    verify_sync: bool = True  # after each broadcast, check every worker's weights equal the learner's
     # Supervised steps on the training answers before GRPO (0: none). For random-weight policies, which never emit the
     # answer format on their own; a real instruct checkpoint needs none.
     sft_warmup_steps: int = 100
     sft_warmup_prompts_per_step: int = 8
     sft_warmup_lr: float = 3e-3
-    weight_bucket_mb: int = 64
-    # The weight transport (weightsync/): auto = nccl on GPU pools, shm when every rollout worker is on learner rank 0's
-    # node, else gloo.
-    weight_backend: WeightBackend = WeightBackend.auto
-    weight_sync_timeout_s: float = 300.0
     progress: bool = True
     # Faults: a lost learner rank sends the run back to its last complete checkpoint, at most this many times (then it
     # stops and names the resume command); dead rollout workers are replaced, at most this many over the run.
@@ -155,6 +161,7 @@ class TrainConfig:
     rewards: RewardConfig = field(default_factory=RewardConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -177,6 +184,7 @@ def load_config(config_file: str | None, overrides: list[str] | None = None) -> 
         if bad:
             raise ConfigError(f"overrides must look like key=value, got {bad}")
         layers.append(OmegaConf.from_dotlist(list(overrides)))
+    layers = [layers[0], *(_renamed_keys_moved(layer) for layer in layers[1:])]
     try:
         cfg = OmegaConf.merge(*layers)
     except OmegaConfBaseException:
@@ -190,6 +198,48 @@ def load_config(config_file: str | None, overrides: list[str] | None = None) -> 
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from None
     validate(cfg)
     return cfg
+
+
+# Keys renamed for one naming scheme (every pool: num_replicas, num_cpus_per_replica, num_gpus_per_replica; every
+# dtype a torch dtype name; the weight broadcast's settings in weight_sync): the old names still load, with a warning.
+RENAMED_KEYS = {
+    "learner.num_ranks": "learner.num_replicas",
+    "learner.num_cpus_per_rank": "learner.num_cpus_per_replica",
+    "learner.num_gpus_per_rank": "learner.num_gpus_per_replica",
+    "rollout.num_workers": "rollout.num_replicas",
+    "rollout.num_cpus_per_worker": "rollout.num_cpus_per_replica",
+    "rollout.num_gpus_per_worker": "rollout.num_gpus_per_replica",
+    "learner.precision": "learner.dtype",
+    "trainer.verify_sync": "weight_sync.verify",
+    "trainer.weight_backend": "weight_sync.backend",
+    "trainer.weight_bucket_mb": "weight_sync.bucket_mb",
+    "trainer.weight_sync_timeout_s": "weight_sync.timeout_s",
+}
+_RENAMED_VALUES = {"learner.precision": {"fp32": "float32", "bf16": "bfloat16"}}
+
+
+def _renamed_keys_moved(layer: DictConfig) -> DictConfig:
+    """`layer` with each old key of RENAMED_KEYS moved to its new name (a warning says so); the new name wins when a
+    layer sets both."""
+    tree = OmegaConf.to_container(layer, resolve=False)
+    moved = False
+    for old, new in RENAMED_KEYS.items():
+        *parents, leaf = old.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        value = node.pop(leaf)
+        value = _RENAMED_VALUES.get(old, {}).get(value, value)
+        *new_parents, new_leaf = new.split(".")
+        target = tree
+        for part in new_parents:
+            target = target.setdefault(part, {})
+        target.setdefault(new_leaf, value)
+        warnings.warn(f"config key {old} is now {new} (the old name still works)", FutureWarning, stacklevel=3)
+        moved = True
+    return OmegaConf.create(tree) if moved else layer
 
 
 def _leaves(node, prefix: str = ""):
@@ -232,7 +282,7 @@ def _typed_problem(err: OmegaConfBaseException, key: str) -> str:
 # Bounds checked at load, one table per rule: the key (a dotted path in the tree) and, for counts, the least value.
 _AT_LEAST = {
     "trainer.steps": 1, "trainer.prompts_per_step": 1, "trainer.checkpoint_every": 0, "trainer.keep_checkpoints": 1,
-    "trainer.sft_warmup_steps": 0, "trainer.sft_warmup_prompts_per_step": 1, "trainer.weight_bucket_mb": 1,
+    "trainer.sft_warmup_steps": 0, "trainer.sft_warmup_prompts_per_step": 1, "weight_sync.bucket_mb": 1,
     "trainer.max_restarts": 0, "trainer.max_worker_replacements": 0, "trainer.dynamic_sampling_rounds": 0,
     "trainer.eval_every": 0, "trainer.eval_max_questions": 0,
     "models.tiny.vocab_size": 1, "models.tiny.hidden_size": 1, "models.tiny.num_layers": 1, "models.tiny.num_heads": 1,
@@ -247,26 +297,26 @@ _AT_LEAST = {
     "perception.vlm.max_new_tokens": 1, "perception.vlm.image_size": 1, "perception.vlm.tensor_parallel_size": 1,
     "perception.vlm.max_model_len": 1, "perception.vlm.max_concurrency": 1, "perception.vlm.max_retries": 0,
     "perception.vlm.batch_size": 1,
-    "rollout.num_workers": 1, "rollout.tensor_parallel_size": 1, "rollout.generate_batch_size": 1,
+    "rollout.num_replicas": 1, "rollout.tensor_parallel_size": 1, "rollout.generate_batch_size": 1,
     "rollout.max_model_len": 1,
     "sampling.max_new_tokens": 1, "sampling.max_prompt_tokens": 1,
     "rewards.judge.num_replicas": 1, "rewards.judge.batch_size": 1, "rewards.judge.max_think_tokens": 1,
     "rewards.judge.max_restarts": -1,  # Ray's max_restarts: -1 restarts without limit
     "rewards.judge.max_retries": 0, "rewards.judge.max_concurrency": 1, "rewards.judge.top_logprobs": 1,
     "rewards.overlong_cache_tokens": 0,
-    "learner.num_ranks": 1, "learner.micro_batch_size": 1, "learner.lora.r": 1,
+    "learner.num_replicas": 1, "learner.micro_batch_size": 1, "learner.lora.r": 1,
 }
 # Resources, rates and weights that may be 0 but not negative.
 _NON_NEGATIVE = (
     "perception.num_cpus_per_replica", "perception.num_gpus_per_replica", "perception.vlm.temperature",
-    "rollout.num_cpus_per_worker", "rollout.num_gpus_per_worker",
+    "rollout.num_cpus_per_replica", "rollout.num_gpus_per_replica",
     "sampling.temperature",
     "rewards.judge.num_cpus_per_replica", "rewards.judge.num_gpus_per_replica",
-    "learner.num_cpus_per_rank", "learner.num_gpus_per_rank", "learner.weight_decay", "learner.grad_clip",
+    "learner.num_cpus_per_replica", "learner.num_gpus_per_replica", "learner.weight_decay", "learner.grad_clip",
 )
 # Timeouts, rates and learning rates where 0 makes no sense.
 _POSITIVE = (
-    "trainer.weight_sync_timeout_s", "trainer.sft_warmup_lr",
+    "weight_sync.timeout_s", "trainer.sft_warmup_lr",
     "ray.num_cpus",
     "data.synthetic.fps",
     "perception.keyframes.sample_fps", "perception.keyframes.ransac_reproj_threshold", "perception.vlm.timeout_s",
@@ -303,7 +353,7 @@ def _choices() -> dict[str, tuple]:
         "rewards.schedule_unit": rewards.SCHEDULE_UNITS,
         "rewards.judge.engine": rewards.JUDGE_ENGINES,
         "rewards.judge.dtype": rewards.JUDGE_DTYPES,
-        "learner.precision": learner.PRECISIONS,
+        "learner.dtype": learner.LEARNER_DTYPES,
         "learner.backend": learner.BACKENDS,
         "learner.zero_stage": learner.ZERO_STAGES,
         "learner.grpo.algorithm": learner.GRPO_ALGORITHMS,
@@ -313,7 +363,7 @@ def _choices() -> dict[str, tuple]:
         "learner.grpo.old_logprobs": learner.OLD_LOGPROBS_SOURCES,
         "learner.offload.optimizer": learner.OFFLOAD_DEVICES,
         "learner.offload.param": learner.OFFLOAD_DEVICES,
-        "trainer.weight_backend": WEIGHT_BACKENDS,
+        "weight_sync.backend": WEIGHT_BACKENDS,
         "trainer.max_staleness": (0, 1),  # 0: synchronous; 1: the next step's rollouts overlap this step's learning
         "sft.trace_source": TRACE_SOURCES,
     }

@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="check a config and print the resolved tree that train would run (defaults, file, overrides)",
         description="Loads the config as `embodied-r train` does (schema defaults, then --config FILE, then key=value "
         "overrides), checks every choice and bound, and with --print writes the resolved YAML to stdout.",
-        epilog="Example: embodied-r config --print --config configs/paper.yaml rollout.num_workers=8",
+        epilog="Example: embodied-r config --print --config configs/paper.yaml rollout.num_replicas=8",
     )
     parser.add_argument("--config", default=None, help="a YAML config (omit for the schema defaults, the embedded default)")
     parser.add_argument("--print", dest="print_tree", action="store_true", help="print the resolved config as YAML")

@@ -230,7 +230,7 @@ def generate(cfg, checkpoint: str, prompts, sampling, workers: int, progress: bo
     from rollout.engines.base import derive_seed
     from rollout.pool import RolloutPool, reserve_rollout_pool
 
-    rollout_cfg = dataclasses.replace(cfg.rollout, num_workers=workers)
+    rollout_cfg = dataclasses.replace(cfg.rollout, num_replicas=workers)
     pool_resources = reserve_rollout_pool("eval-rollout", rollout_cfg)
     pool = RolloutPool(rollout_cfg, checkpoint, pool=pool_resources)
     chunk = max(1, workers * max(1, rollout_cfg.generate_batch_size // sampling.num_samples))

@@ -14,7 +14,7 @@ from learner.config import LearnerConfig
 
 
 class LearnerGroup:
-    """`cfg.num_ranks` Learner actors. Rank 0 hosts the process group's rendezvous on its own node (its node IP and a
+    """`cfg.num_replicas` Learner actors. Rank 0 hosts the process group's rendezvous on its own node (its node IP and a
     port it bound there), so the group forms wherever Ray placed it, whichever node the driver runs on."""
 
     def __init__(self, cfg: LearnerConfig, model_path: str, pool: Pool, total_steps: int, seed: int,
@@ -23,8 +23,8 @@ class LearnerGroup:
         self.cfg = cfg
         self.actors = ActorGroup(
             "learner", Learner,
-            lambda rank: (cfg, model_path, rank, cfg.num_ranks, total_steps, seed, rendezvous_timeout_s, max_new_tokens),
-            cfg.num_ranks, pool=pool,
+            lambda rank: (cfg, model_path, rank, cfg.num_replicas, total_steps, seed, rendezvous_timeout_s, max_new_tokens),
+            cfg.num_replicas, pool=pool,
         )
         self.master = ray.get(self.ranks[0].host_rendezvous.remote())
         self.info = self.actors.run("setup", *self.master)[0]

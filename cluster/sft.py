@@ -137,11 +137,11 @@ def run_sft(cfg) -> Path:
 
     # SFT needs no KL reference: beta 0 keeps the learner from loading a second copy of the model.
     learner_cfg = dataclasses.replace(cfg.learner, grpo=dataclasses.replace(cfg.learner.grpo, beta=0.0))
-    learner_pool = reserve_pool("learner", learner_cfg.num_ranks, learner_cfg.num_cpus_per_rank, learner_cfg.num_gpus_per_rank)
+    learner_pool = reserve_pool("learner", learner_cfg.num_replicas, learner_cfg.num_cpus_per_replica, learner_cfg.num_gpus_per_replica)
     learner = LearnerGroup(learner_cfg, models.policy, learner_pool, total_steps=steps, seed=cfg.trainer.seed)
     log.info(
         "learner: %d rank(s), DeepSpeed %s ZeRO-%d, %s on %s, %s", learner.info["world_size"], learner.info["deepspeed"],
-        learner.info["zero_stage"], learner.info["backend"], learner.info["device"], learner.info["precision"],
+        learner.info["zero_stage"], learner.info["backend"], learner.info["device"], learner.info["dtype"],
     )
     sampler = EpochSampler(len(traces), cfg.trainer.seed)
     metrics = MetricsWriter(out / "sft_metrics.jsonl", truncate_after_step=0)  # a fresh file: SFT does not resume

@@ -216,19 +216,19 @@ class RolloutPipeline:
 
     def learned(self, step: int, updated: bool) -> dict:
         """The learner finished `step`: its new weights go to the workers now if they are idle (and are checked, with
-        trainer.verify_sync), else once they are. Returns the metrics of what was done now."""
+        weight_sync.verify), else once they are. Returns the metrics of what was done now."""
         self.learner_version = step
         self._owed = self._owed or updated
         if self._in_flight is not None:
             return {}
-        return self._send_owed(verify_anyway=self.cfg.trainer.verify_sync)
+        return self._send_owed(verify_anyway=self.cfg.weight_sync.verify)
 
     def _send_owed(self, verify_anyway: bool) -> dict:
         synced: dict = {}
         if self._owed:
             synced = self.pools.sync.broadcast()
             self._owed = False
-            verify_anyway = self.cfg.trainer.verify_sync
+            verify_anyway = self.cfg.weight_sync.verify
         if verify_anyway:
             synced.update(self.pools.sync.verify())
         self.policy_version = self.learner_version

@@ -150,7 +150,7 @@ class TrainingPools:
         the rollout workers and the judges may still be loading their models (`connect_workers` waits for them)."""
         cfg = self.cfg
         self.learner_pool = reserve_pool(
-            "learner", cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank,
+            "learner", cfg.learner.num_replicas, cfg.learner.num_cpus_per_replica, cfg.learner.num_gpus_per_replica,
             resources=dict(cfg.learner.resources) or None,
         )
         self.rollout_pool = reserve_rollout_pool("rollout", cfg.rollout)
@@ -161,7 +161,7 @@ class TrainingPools:
         info = self.learner.info
         log.info(
             "learner: %d rank(s), DeepSpeed %s ZeRO-%d, %s on %s, %s%s", info["world_size"], info["deepspeed"],
-            info["zero_stage"], info["backend"], info["device"], info["precision"],
+            info["zero_stage"], info["backend"], info["device"], info["dtype"],
             ", frozen reference for KL" if info["reference"] else "",
         )
 
@@ -185,8 +185,8 @@ class TrainingPools:
     def connect_sync(self) -> None:
         cfg = self.cfg
         self.sync = WeightSync(
-            self.learner, self.rollout, backend=weight_backend(cfg), bucket_mb=cfg.trainer.weight_bucket_mb,
-            timeout_s=cfg.trainer.weight_sync_timeout_s, wire_dtype=cfg.rollout.dtype, verify=cfg.trainer.verify_sync,
+            self.learner, self.rollout, backend=weight_backend(cfg), bucket_mb=cfg.weight_sync.bucket_mb,
+            timeout_s=cfg.weight_sync.timeout_s, wire_dtype=cfg.rollout.dtype, verify=cfg.weight_sync.verify,
         )
 
         def resend(replaced: list[int]) -> None:

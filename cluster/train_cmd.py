@@ -16,7 +16,7 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     parser.add_argument("--config", metavar="FILE", help="YAML config (e.g. configs/tiny.yaml); defaults to the built-in schema")
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value",
-        help="config overrides in OmegaConf dot notation, e.g. run_dir=runs/a trainer.steps=10 rollout.num_workers=4",
+        help="config overrides in OmegaConf dot notation, e.g. run_dir=runs/a trainer.steps=10 rollout.num_replicas=4",
     )
     return parser
 

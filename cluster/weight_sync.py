@@ -13,12 +13,12 @@ log = logging.getLogger(__name__)
 
 
 def weight_backend(cfg) -> str:
-    """trainer.weight_backend with what the config alone decides: "auto" is nccl when both the learner and the rollout
+    """weight_sync.backend with what the config alone decides: "auto" is nccl when both the learner and the rollout
     workers have GPUs; otherwise it stays "auto", which WeightSync resolves from where the actors run (shm when every
     worker shares learner rank 0's node, else gloo)."""
-    choice = cfg.trainer.weight_backend
+    choice = cfg.weight_sync.backend
     choice = str(getattr(choice, "value", choice))  # a plain str: it travels to the actors (the config may hold an enum)
-    if choice == "auto" and cfg.rollout.num_gpus_per_worker > 0 and cfg.learner.num_gpus_per_rank > 0:
+    if choice == "auto" and cfg.rollout.num_gpus_per_replica > 0 and cfg.learner.num_gpus_per_replica > 0:
         return "nccl"
     return choice
 
@@ -33,9 +33,9 @@ def placement_backend(choice: str, learner_node: str, worker_nodes: list[str]) -
     elsewhere = [i for i, node in enumerate(worker_nodes) if node != learner_node]
     if choice == "shm" and elsewhere:
         raise RuntimeError(
-            f"trainer.weight_backend=shm needs every rollout worker on learner rank 0's node ({learner_node[:12]}), "
+            f"weight_sync.backend=shm needs every rollout worker on learner rank 0's node ({learner_node[:12]}), "
             f"but worker(s) {elsewhere} run on {sorted({worker_nodes[i][:12] for i in elsewhere})}: shared memory does "
-            "not cross nodes; use trainer.weight_backend=auto (gloo then) or gloo"
+            "not cross nodes; use weight_sync.backend=auto (gloo then) or gloo"
         )
     if choice == "auto":
         return "gloo" if elsewhere else "shm"
@@ -79,7 +79,7 @@ class WeightSync:
             return self.backend
         nodes = ray.get([_node_id(self.learner.ranks[0])] + [_node_id(w) for w in self.rollout.workers], timeout=self.timeout_s)
         transport = placement_backend(self.backend, nodes[0], nodes[1:])
-        log.info("weight transport: %s (trainer.weight_backend=%s; %d of %d rollout workers on learner rank 0's node)",
+        log.info("weight transport: %s (weight_sync.backend=%s; %d of %d rollout workers on learner rank 0's node)",
                  transport, self.backend, sum(n == nodes[0] for n in nodes[1:]), len(nodes) - 1)
         return transport
 

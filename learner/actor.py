@@ -39,7 +39,7 @@ class Learner:
         self, cfg: LearnerConfig, model_path: str, rank: int, world_size: int, total_steps: int, seed: int = 0,
         rendezvous_timeout_s: float = 600.0, max_new_tokens: int | None = None,
     ):
-        torch.set_num_threads(max(1, int(cfg.num_cpus_per_rank)))
+        torch.set_num_threads(max(1, int(cfg.num_cpus_per_replica)))
         torch.manual_seed(seed + rank)
         check_grpo_config(cfg.grpo)
         make_algorithm(cfg.grpo, max_new_tokens)  # fails here, before any work, if the variant cannot be built
@@ -427,7 +427,7 @@ class Learner:
             "zero_stage": int(self.engine.zero_optimization_stage()),
             "backend": dist.get_backend() if dist.is_initialized() else "none",
             "device": str(self.engine.device),
-            "precision": self.cfg.precision,
+            "dtype": self.cfg.dtype,
             "world_size": self.world_size,
             "reference": self.has_reference,
             "lora": self.cfg.lora.enabled,

@@ -17,8 +17,8 @@ OLD_LOGPROBS_SOURCES = ("learner", "rollout")  # GRPOConfig.old_logprobs
 OldLogprobsSource = choice("OldLogprobsSource", OLD_LOGPROBS_SOURCES, __name__)
 GRPO_ALGORITHMS = ("grpo", "gspo", "dr_grpo")  # GRPOConfig.algorithm (= learner.algo.checks.ALGORITHM_NAMES)
 GRPOAlgorithm = choice("GRPOAlgorithm", GRPO_ALGORITHMS, __name__)
-PRECISIONS = ("fp32", "bf16")  # LearnerConfig.precision (learner/ds_config.py)
-Precision = choice("Precision", PRECISIONS, __name__)
+LEARNER_DTYPES = ("float32", "bfloat16")  # LearnerConfig.dtype (learner/ds_config.py; the rollout and judge name dtypes alike)
+LearnerDtype = choice("LearnerDtype", LEARNER_DTYPES, __name__)
 BACKENDS = ("auto", "gloo", "nccl")  # LearnerConfig.backend
 Backend = choice("Backend", BACKENDS, __name__)
 ZERO_STAGES = (0, 1, 2, 3)  # LearnerConfig.zero_stage (DeepSpeed ZeRO)
@@ -98,11 +98,11 @@ class OffloadConfig:
 
 @dataclass
 class LearnerConfig:
-    num_ranks: int = 1
-    num_cpus_per_rank: float = 0.5
-    num_gpus_per_rank: float = 0.0
+    num_replicas: int = 1
+    num_cpus_per_replica: float = 0.5
+    num_gpus_per_replica: float = 0.0
     zero_stage: int = 2
-    precision: Precision = Precision.fp32  # fp32 | bf16
+    dtype: LearnerDtype = LearnerDtype.float32  # float32 | bfloat16: the weights and the compute (bf16 mixed precision)
     lr: float = 1e-4  # the embedded default's tiny random-weight policy (the paper: 5e-7)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0  # (the paper: 0.05)

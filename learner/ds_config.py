@@ -34,10 +34,10 @@ def policy_ds_config(cfg: LearnerConfig, micro_batch_size: int, grad_accum_steps
                 "warmup_type": "linear",
             },
         }
-    if cfg.precision == "bf16":
+    if cfg.dtype == "bfloat16":
         config["bf16"] = {"enabled": True}
-    elif cfg.precision != "fp32":
-        raise ValueError(f"learner.precision must be fp32 or bf16, got {cfg.precision!r}")
+    elif cfg.dtype != "float32":
+        raise ValueError(f"learner.dtype must be float32 or bfloat16, got {cfg.dtype!r}")
     return config
 
 
@@ -53,7 +53,7 @@ def reference_ds_config(cfg: LearnerConfig, micro_batch_size: int) -> dict:
         "zero_optimization": zero,
         "steps_per_print": 10**9,
     }
-    if cfg.precision == "bf16":
+    if cfg.dtype == "bfloat16":
         config["bf16"] = {"enabled": True}
     return config
 

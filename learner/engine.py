@@ -55,13 +55,13 @@ def skip_inference_comm_op() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def load_causal_lm(model_path: str, ds_config: dict, precision: str) -> torch.nn.Module:
+def load_causal_lm(model_path: str, ds_config: dict, dtype_name: str) -> torch.nn.Module:
     """Loads by path; under ZeRO-3 the weights are partitioned as they load (HfDeepSpeedConfig must outlive the load)."""
     import torch._dynamo  # noqa: F401  (STACK.md: avoids a crash when transformers lazily imports inside zero.Init)
     from transformers import AutoModelForCausalLM
     from transformers.integrations import HfDeepSpeedConfig
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = torch.bfloat16 if dtype_name == "bfloat16" else torch.float32
     keep_alive = HfDeepSpeedConfig(ds_config) if ds_config["zero_optimization"]["stage"] == 3 else None
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     del keep_alive
@@ -76,7 +76,7 @@ def build_engines(cfg: LearnerConfig, model_path: str, total_steps: int):
     deepspeed.init_distributed(dist_backend=resolve_backend(cfg), auto_mpi_discovery=False)
     # The LR schedule counts optimiser steps, and every GRPO step takes updates_per_batch of them.
     policy_config = policy_ds_config(cfg, cfg.micro_batch_size, 1, total_steps * cfg.grpo.updates_per_batch)
-    policy = load_causal_lm(model_path, policy_config, cfg.precision)
+    policy = load_causal_lm(model_path, policy_config, cfg.dtype)
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
         if cfg.lora.enabled:
@@ -91,7 +91,7 @@ def build_engines(cfg: LearnerConfig, model_path: str, total_steps: int):
     # With LoRA the reference is the policy with its adapters disabled (learner/lora.py): no second model.
     if cfg.grpo.beta > 0 and not cfg.lora.enabled:
         ref_config = reference_ds_config(cfg, cfg.micro_batch_size)
-        ref_model = load_causal_lm(model_path, ref_config, cfg.precision)
+        ref_model = load_causal_lm(model_path, ref_config, cfg.dtype)
         # The reference stays frozen because it has no optimizer and only runs under no_grad. Its parameters keep
         # requires_grad=True on purpose: torch picks a different matmul path for weights that do not require grad
         # (the tied lm_head differs by ~5e-7), so a reference equal to the policy would give a non-zero KL gradient

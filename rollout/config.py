@@ -24,10 +24,10 @@ class SamplingConfig:
 
 @dataclass
 class RolloutConfig:
-    num_workers: int = 2
+    num_replicas: int = 2
     engine: RolloutEngine = RolloutEngine.transformers  # transformers | vllm
-    num_cpus_per_worker: float = 0.5
-    num_gpus_per_worker: float = 0.0
+    num_cpus_per_replica: float = 0.5
+    num_gpus_per_replica: float = 0.0
     tensor_parallel_size: int = 1  # vLLM only
     gpu_memory_utilization: float = 0.6  # vLLM only
     dtype: EngineDtype = EngineDtype.float32  # the engine's weight dtype; the broadcast casts to it

@@ -51,13 +51,13 @@ def worker_tensor_parallel_size(cfg: RolloutConfig) -> int:
 
 
 def reserve_rollout_pool(name: str, cfg: RolloutConfig, timeout_s: float = 120.0) -> Pool:
-    """The bundles of `cfg.num_workers` rollout workers: one each, or one per tensor-parallel GPU."""
-    return reserve_pool(name, cfg.num_workers, cfg.num_cpus_per_worker, cfg.num_gpus_per_worker,
+    """The bundles of `cfg.num_replicas` rollout workers: one each, or one per tensor-parallel GPU."""
+    return reserve_pool(name, cfg.num_replicas, cfg.num_cpus_per_replica, cfg.num_gpus_per_replica,
                         timeout_s=timeout_s, tensor_parallel_size=worker_tensor_parallel_size(cfg))
 
 
 class RolloutPool:
-    """`cfg.num_workers` RolloutWorker actors.
+    """`cfg.num_replicas` RolloutWorker actors.
 
     `pool` is the driver's reservation (`actors.reserve_pool` with the rollout's tensor-parallel size): worker i takes
     replica i's bundles, one per tensor-parallel shard. Without one, transformers and single-GPU vLLM workers are
@@ -72,8 +72,8 @@ class RolloutPool:
                  wait: bool = True):
         """`wait=False` returns as soon as the workers are created (their engines load meanwhile, e.g. while the
         driver starts the learner); `wait_ready()` then waits for them."""
-        if cfg.num_workers < 1:
-            raise ValueError(f"num_workers must be at least 1, got {cfg.num_workers}")
+        if cfg.num_replicas < 1:
+            raise ValueError(f"num_replicas must be at least 1, got {cfg.num_replicas}")
         self.cfg = cfg
         self.model_path = model_path
         tp = worker_tensor_parallel_size(cfg)
@@ -92,8 +92,8 @@ class RolloutPool:
             return (model_path, cfg, index, pool.bundle_indices(index) if tp > 1 else None)
 
         self.actors = ActorGroup(
-            "rollout", RolloutWorker, worker_args, cfg.num_workers, num_cpus=cfg.num_cpus_per_worker,
-            num_gpus=cfg.num_gpus_per_worker, pool=pool, max_replacements=max_replacements, start=False,
+            "rollout", RolloutWorker, worker_args, cfg.num_replicas, num_cpus=cfg.num_cpus_per_replica,
+            num_gpus=cfg.num_gpus_per_replica, pool=pool, max_replacements=max_replacements, start=False,
         )
         self.actors.launch()
         self.on_replaced: Callable[[list[int]], None] | None = None
@@ -103,8 +103,8 @@ class RolloutPool:
 
     def wait_ready(self) -> None:
         """Waits until every worker has loaded its engine (ActorGroupError names a worker that failed or is slow)."""
-        self.actors.wait_ready(range(self.cfg.num_workers))
-        log.info("rollout pool: %d %s workers ready", self.cfg.num_workers, self.cfg.engine)
+        self.actors.wait_ready(range(self.cfg.num_replicas))
+        log.info("rollout pool: %d %s workers ready", self.cfg.num_replicas, self.cfg.engine)
 
     @property
     def workers(self) -> list:
@@ -117,7 +117,7 @@ class RolloutPool:
     @property
     def weight_group_world_size(self) -> int:
         """Members of the weight group: the learner (rank 0) and every rank of every worker."""
-        return 1 + self.cfg.num_workers * self.ranks_per_worker
+        return 1 + self.cfg.num_replicas * self.ranks_per_worker
 
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int | list[int]) -> list[list[Completion]]:
         """G completions per prompt, in prompt order: `collect(submit(...))`."""

@@ -23,10 +23,10 @@ class RolloutWorker:
         self.rank = rank
         self.cfg = cfg
         self.model_path = model_path
-        on_gpu = cfg.num_gpus_per_worker > 0 and torch.cuda.is_available()
+        on_gpu = cfg.num_gpus_per_replica > 0 and torch.cuda.is_available()
         if not on_gpu:
             # Ray sets no thread limit; torch would otherwise start one thread per core in every worker.
-            torch.set_num_threads(max(1, int(cfg.num_cpus_per_worker)))
+            torch.set_num_threads(max(1, int(cfg.num_cpus_per_replica)))
         self.engine = create_engine(model_path, cfg, device="cuda" if on_gpu else "cpu", bundle_indices=bundle_indices)
         if not isinstance(self.engine, WeightReceiver):
             raise TypeError(f"rollout engine {type(self.engine).__name__} does not implement engines.weights.WeightReceiver")

@@ -22,8 +22,8 @@ CONFIGS = ROOT / "configs"
 def test_tiny_config_is_the_embedded_default():
     cfg = OmegaConf.to_object(load_config(str(CONFIGS / "tiny.yaml")))
     assert isinstance(cfg, TrainConfig)
-    assert cfg.ray.address == "" and cfg.rollout.num_workers == 2 and cfg.learner.num_ranks == 1
-    assert cfg.rollout.engine == "transformers" and cfg.rollout.num_gpus_per_worker == 0
+    assert cfg.ray.address == "" and cfg.rollout.num_replicas == 2 and cfg.learner.num_replicas == 1
+    assert cfg.rollout.engine == "transformers" and cfg.rollout.num_gpus_per_replica == 0
     assert cfg.models.policy == cfg.models.vlm == cfg.models.judge == "tiny"
     assert cfg.data.source == "synthetic" and cfg.trainer.steps >= 5
 
@@ -37,7 +37,7 @@ def test_paper_config_holds_the_papers_settings():
     assert cfg.trainer.prompts_per_step == 32
     assert cfg.learner.lr == pytest.approx(5e-7) and cfg.learner.warmup_ratio == pytest.approx(0.05)
     assert cfg.learner.grpo.beta == pytest.approx(0.001) and cfg.learner.grpo.kl_estimator == "k3"
-    assert cfg.learner.zero_stage == 3 and cfg.learner.precision == "bf16"
+    assert cfg.learner.zero_stage == 3 and cfg.learner.dtype == "bfloat16"
     assert cfg.rollout.engine == "vllm"
     # Stages by epoch: 1-2 7:3:0, 3-4 3:7:0, 5-12 1:7:2 (epochs are 0-based in the config).
     expected = {0: (0.7, 0.3, 0.0), 1: (0.7, 0.3, 0.0), 2: (0.3, 0.7, 0.0), 3: (0.3, 0.7, 0.0), 4: (0.1, 0.7, 0.2), 11: (0.1, 0.7, 0.2)}
@@ -47,8 +47,8 @@ def test_paper_config_holds_the_papers_settings():
 
 
 def test_overrides_apply_and_interpolate():
-    cfg = load_config(str(CONFIGS / "tiny.yaml"), ["run_dir=/tmp/somewhere", "trainer.steps=7", "rollout.num_workers=3"])
-    assert cfg.trainer.steps == 7 and cfg.rollout.num_workers == 3
+    cfg = load_config(str(CONFIGS / "tiny.yaml"), ["run_dir=/tmp/somewhere", "trainer.steps=7", "rollout.num_replicas=3"])
+    assert cfg.trainer.steps == 7 and cfg.rollout.num_replicas == 3
     assert cfg.perception.cache_dir == "/tmp/somewhere/perception_cache"
 
 
@@ -75,7 +75,7 @@ BAD_CHOICES = [
     ("learner.grpo.loss_aggregation", "token_sum", "token_mean, sequence_mean"),
     ("learner.grpo.old_logprobs", "reference", "learner, rollout"),
     ("learner.grpo.algorithm", "ppo", "grpo, gspo, dr_grpo"),
-    ("learner.precision", "fp16", "fp32, bf16"),
+    ("learner.dtype", "fp16", "float32, bfloat16"),
     ("learner.backend", "mpi", "auto, gloo, nccl"),
     ("learner.zero_stage", "4", "0, 1, 2, 3"),
     ("rollout.engine", "sglang", "transformers, vllm"),
@@ -107,7 +107,7 @@ def test_every_choice_is_checked_at_load_naming_the_key_and_the_allowed_values(k
 BAD_BOUNDS = [
     ("trainer.steps", "0"), ("trainer.prompts_per_step", "0"), ("trainer.checkpoint_every", "-1"),
     ("trainer.keep_checkpoints", "0"), ("trainer.sft_warmup_steps", "-1"), ("trainer.sft_warmup_prompts_per_step", "0"),
-    ("trainer.sft_warmup_lr", "0"), ("trainer.weight_bucket_mb", "0"), ("trainer.weight_sync_timeout_s", "0"),
+    ("trainer.sft_warmup_lr", "0"), ("weight_sync.bucket_mb", "0"), ("weight_sync.timeout_s", "0"),
     ("trainer.max_restarts", "-1"), ("trainer.max_worker_replacements", "-1"),
     ("ray.num_cpus", "0"),
     ("models.tiny.hidden_size", "0"), ("models.tiny.num_heads", "3"), ("models.tiny.vocab_size", "0"),
@@ -122,7 +122,7 @@ BAD_BOUNDS = [
     ("perception.vlm.tensor_parallel_size", "0"), ("perception.vlm.gpu_memory_utilization", "0"),
     ("perception.vlm.gpu_memory_utilization", "1.2"), ("perception.vlm.max_concurrency", "0"),
     ("perception.vlm.timeout_s", "0"), ("perception.vlm.max_retries", "-1"), ("perception.vlm.batch_size", "0"),
-    ("rollout.num_workers", "0"), ("rollout.num_cpus_per_worker", "-1"), ("rollout.num_gpus_per_worker", "-1"),
+    ("rollout.num_replicas", "0"), ("rollout.num_cpus_per_replica", "-1"), ("rollout.num_gpus_per_replica", "-1"),
     ("rollout.tensor_parallel_size", "0"), ("rollout.gpu_memory_utilization", "0"), ("rollout.gpu_memory_utilization", "1.5"),
     ("rollout.generate_batch_size", "0"), ("rollout.max_model_len", "0"),
     ("sampling.num_samples", "1"), ("sampling.temperature", "-1"), ("sampling.top_p", "0"), ("sampling.top_p", "1.1"),
@@ -132,7 +132,7 @@ BAD_BOUNDS = [
     ("rewards.judge.gpu_memory_utilization", "0"), ("rewards.judge.request_timeout_s", "0"),
     ("rewards.judge.max_retries", "-1"), ("rewards.judge.max_concurrency", "0"), ("rewards.judge.top_logprobs", "0"),
     ("rewards.judge.max_restarts", "-2"),
-    ("learner.num_ranks", "0"), ("learner.num_cpus_per_rank", "-1"), ("learner.num_gpus_per_rank", "-1"),
+    ("learner.num_replicas", "0"), ("learner.num_cpus_per_replica", "-1"), ("learner.num_gpus_per_replica", "-1"),
     ("learner.lr", "0"), ("learner.weight_decay", "-0.1"), ("learner.warmup_ratio", "1.5"), ("learner.warmup_ratio", "-0.1"),
     ("learner.grad_clip", "-1"), ("learner.micro_batch_size", "0"), ("learner.betas", "[0.9]"), ("learner.betas", "[0.9,1.0]"),
     ("learner.resources.learner_node", "-1"),
@@ -188,7 +188,7 @@ def test_one_error_lists_every_problem():
         load_config(str(CONFIGS / "tiny.yaml"), overrides)
     text = str(refused.value)
     assert "learner.grpo.kl_estimator must be one of k1, k2, k3; got 'k9'" in text
-    for key in ("rewards.schedule_unit", "rollout.dtype", "learner.precision", "rewards.judge.timeout_s", "learner.grpo.beta"):
+    for key in ("rewards.schedule_unit", "rollout.dtype", "learner.dtype", "rewards.judge.timeout_s", "learner.grpo.beta"):
         assert key in text, key
 
 
@@ -260,3 +260,18 @@ def test_the_schema_defaults_are_the_embedded_default():
     from omegaconf import OmegaConf
 
     assert OmegaConf.to_container(load_config(None)) == OmegaConf.to_container(load_config(str(CONFIGS / "tiny.yaml")))
+
+
+def test_renamed_keys_still_load_under_their_new_names():
+    """One naming scheme (num_replicas / num_cpus_per_replica everywhere, torch dtype names, a weight_sync section); a
+    config written with the old names loads as before, with a warning naming the new key."""
+    old = ["learner.num_ranks=2", "rollout.num_workers=3", "rollout.num_cpus_per_worker=0.25", "learner.precision=bf16",
+           "trainer.verify_sync=false", "trainer.weight_bucket_mb=8", "trainer.weight_backend=gloo"]
+    with pytest.warns(FutureWarning, match="trainer.verify_sync is now weight_sync.verify"):
+        cfg = load_config(str(CONFIGS / "tiny.yaml"), old)
+    assert (cfg.learner.num_replicas, cfg.rollout.num_replicas, cfg.rollout.num_cpus_per_replica) == (2, 3, 0.25)
+    assert cfg.learner.dtype == "bfloat16" and cfg.weight_sync.verify is False
+    assert (cfg.weight_sync.bucket_mb, cfg.weight_sync.backend) == (8, "gloo")
+    with pytest.raises(ConfigError, match="learner.dtype must be one of float32, bfloat16; got 'fp16'"):
+        with pytest.warns(FutureWarning):
+            load_config(None, ["learner.precision=fp16"])

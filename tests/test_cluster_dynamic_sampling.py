@@ -41,7 +41,8 @@ def setup(monkeypatch, informative: set[int], rounds: int, per_step: int = 4, nu
     monkeypatch.setattr(dynamic_sampling, "score", lambda cfg, scorer, rollouts: scored_for(rollouts, informative))
     cfg = SimpleNamespace(
         trainer=SimpleNamespace(max_staleness=0, steps=5, checkpoint_every=0, prompts_per_step=per_step, seed=0,
-                                verify_sync=False, dynamic_sampling_rounds=rounds),
+                                dynamic_sampling_rounds=rounds),
+        weight_sync=SimpleNamespace(verify=False),
         sampling=SimpleNamespace(num_samples=GROUP),
         learner=SimpleNamespace(grpo=SimpleNamespace(filter_equal_reward_groups=True)),
     )

@@ -169,7 +169,7 @@ def evaluated(synthetic, tmp_path_factory):
     judge = build_tiny_causal_lm(tokenizer, work / "judge", seed=1)
     cfg = OmegaConf.to_object(load_config(None, [
         f"run_dir={work}", "perception.source=ground_truth", "sampling.max_new_tokens=16",
-        "rollout.num_cpus_per_worker=0.5", "rewards.judge.num_cpus_per_replica=0.5",
+        "rollout.num_cpus_per_replica=0.5", "rewards.judge.num_cpus_per_replica=0.5",
     ]))
     env = actor_env()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

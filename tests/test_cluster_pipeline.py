@@ -52,7 +52,8 @@ class Recorder:
 def make_pipeline(max_staleness: int, steps: int = 5, checkpoint_every: int = 0, start_step: int = 0):
     cfg = SimpleNamespace(
         trainer=SimpleNamespace(max_staleness=max_staleness, steps=steps, checkpoint_every=checkpoint_every,
-                                prompts_per_step=2, seed=0, verify_sync=True),
+                                prompts_per_step=2, seed=0),
+        weight_sync=SimpleNamespace(verify=True),
         sampling=SimpleNamespace(),
     )
     recorder = Recorder()
@@ -161,7 +162,7 @@ def test_one_step_off_training_end_to_end(tmp_path):
 
     overrides = [
         "trainer.steps=4", "trainer.checkpoint_every=2", "trainer.max_staleness=1", "learner.grpo.tis_cap=2.0",
-        "trainer.verify_sync=true", "trainer.progress=false", "trainer.prompts_per_step=2", "trainer.sft_warmup_steps=30",
+        "weight_sync.verify=true", "trainer.progress=false", "trainer.prompts_per_step=2", "trainer.sft_warmup_steps=30",
         "data.synthetic.scenes=2", "data.synthetic.questions_per_scene=4", "sampling.max_new_tokens=48",
         "perception.source=ground_truth",
         "rewards.judge.enabled=false", "rewards.stages=[{start: 0, format: 0.3, accuracy: 0.7, consistency: 0.0}]",

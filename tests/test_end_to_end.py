@@ -25,7 +25,7 @@ def finished_run(tmp_path_factory):
         [
             f"run_dir={run_dir}",
             "trainer.steps=2",
-            "trainer.verify_sync=true",
+            "weight_sync.verify=true",
             "trainer.progress=false",
             "trainer.checkpoint_every=1",
             "trainer.sft_warmup_steps=40",  # enough for the answer format, so step 2 has non-zero advantages

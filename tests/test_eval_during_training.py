@@ -73,7 +73,7 @@ def test_training_writes_eval_metrics_tensorboard_events_and_plots(tmp_path):
     cfg = load_config(str(ROOT / "configs" / "tiny.yaml"), [
         f"run_dir={run_dir}", "trainer.steps=2", "trainer.checkpoint_every=1", "trainer.sft_warmup_steps=10",
         "trainer.eval_every=1", "trainer.eval_max_questions=4", "trainer.progress=false", "trainer.prompts_per_step=2",
-        "trainer.verify_sync=false", "perception.source=ground_truth", "data.synthetic.scenes=2",
+        "weight_sync.verify=false", "perception.source=ground_truth", "data.synthetic.scenes=2",
         "data.synthetic.questions_per_scene=4", "sampling.max_new_tokens=32", "rewards.judge.enabled=false",
         "rewards.stages=[{start: 0, format: 0.5, accuracy: 0.5, consistency: 0.0}]",
     ])

@@ -40,12 +40,12 @@ LR = 1e-2
 TEXTS = [f"Frame {i}: After rotate {d}, Observe: a {c} lamp is {d} of you." for i in range(20) for d in ("left", "right") for c in ("red", "blue")]
 
 
-def _config(num_ranks: int, zero_stage: int, grpo: GRPOConfig | None = None) -> LearnerConfig:
+def _config(num_replicas: int, zero_stage: int, grpo: GRPOConfig | None = None) -> LearnerConfig:
     return LearnerConfig(
-        num_ranks=num_ranks,
-        num_cpus_per_rank=0.25,  # 6 ranks are alive at once on a 2-CPU Ray; each still gets one torch thread
+        num_replicas=num_replicas,
+        num_cpus_per_replica=0.25,  # 6 ranks are alive at once on a 2-CPU Ray; each still gets one torch thread
         zero_stage=zero_stage,
-        precision="fp32",
+        dtype="float32",
         lr=LR,
         warmup_ratio=0.0,
         grad_clip=1e6,  # never clips: the comparisons below are of unclipped Adam steps
@@ -170,10 +170,10 @@ class Groups:
         self.live: list[tuple[LearnerGroup, object]] = []
         self.created = 0  # placement-group names stay unique even after a group is destroyed
 
-    def create(self, num_ranks: int, zero_stage: int, grpo: GRPOConfig | None = None) -> LearnerGroup:
-        cfg = _config(num_ranks, zero_stage, grpo)
+    def create(self, num_replicas: int, zero_stage: int, grpo: GRPOConfig | None = None) -> LearnerGroup:
+        cfg = _config(num_replicas, zero_stage, grpo)
         self.created += 1
-        pool = reserve_pool(f"{self.prefix}-z{zero_stage}x{num_ranks}-{self.created}", num_ranks, cfg.num_cpus_per_rank, 0.0, timeout_s=30)
+        pool = reserve_pool(f"{self.prefix}-z{zero_stage}x{num_replicas}-{self.created}", num_replicas, cfg.num_cpus_per_replica, 0.0, timeout_s=30)
         try:
             group = LearnerGroup(cfg, self.model_path, pool, total_steps=10, seed=0)
         except Exception:

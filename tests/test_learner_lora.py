@@ -115,7 +115,7 @@ def test_reference_is_the_base_model_and_fold_keeps_the_policy(model_path):
 # ---- a real DeepSpeed rank (in this process, world size 1, gloo) -----------------------------------------------------
 def _config(zero_stage: int, beta: float = 0.05) -> LearnerConfig:
     return LearnerConfig(
-        zero_stage=zero_stage, lr=1e-2, warmup_ratio=0.0, micro_batch_size=2, num_cpus_per_rank=1, grad_clip=1e6,
+        zero_stage=zero_stage, lr=1e-2, warmup_ratio=0.0, micro_batch_size=2, num_cpus_per_replica=1, grad_clip=1e6,
         grpo=GRPOConfig(beta=beta), lora=LoRAConfig(enabled=True, r=4, alpha=8.0),
     )
 

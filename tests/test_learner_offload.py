@@ -81,7 +81,7 @@ def test_config_accepts_offload_where_deepspeed_has_it():
 # ---- real engines on the CPU (in this process, world size 1, gloo) --------------------------------------------------
 def _engine_cfg(zero_stage: int, **offload) -> LearnerConfig:
     return LearnerConfig(
-        zero_stage=zero_stage, lr=1e-2, warmup_ratio=0.0, micro_batch_size=2, num_cpus_per_rank=1, grad_clip=1e6,
+        zero_stage=zero_stage, lr=1e-2, warmup_ratio=0.0, micro_batch_size=2, num_cpus_per_replica=1, grad_clip=1e6,
         grpo=GRPOConfig(beta=0.05), offload=OffloadConfig(**offload),
     )
 

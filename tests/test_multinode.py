@@ -124,7 +124,7 @@ def test_two_steps_on_two_nodes_with_every_rendezvous_on_its_hosts_node(tmp_path
         f"ray.address={address}",
         "learner.resources={learner_node: 1}",  # rank 0 on the second node, away from the driver
         "trainer.steps=2", "trainer.prompts_per_step=2", "trainer.sft_warmup_steps=2", "trainer.progress=false",
-        "trainer.verify_sync=true", "data.synthetic.scenes=1", "data.synthetic.questions_per_scene=2",
+        "weight_sync.verify=true", "data.synthetic.scenes=1", "data.synthetic.questions_per_scene=2",
         "sampling.max_new_tokens=16",
         "perception.source=ground_truth",  # what is tested is placement and rendezvous, not the VLM
     ]

@@ -30,8 +30,8 @@ def test_tensor_parallel_replicas_get_one_gpu_bundle_per_shard(logical_gpus):
     from rollout.config import RolloutConfig
     from rollout.pool import reserve_rollout_pool
 
-    rollout = reserve_rollout_pool("tp-rollout", RolloutConfig(num_workers=2, engine="vllm", tensor_parallel_size=2,
-                                                               num_cpus_per_worker=0.5, num_gpus_per_worker=1))
+    rollout = reserve_rollout_pool("tp-rollout", RolloutConfig(num_replicas=2, engine="vllm", tensor_parallel_size=2,
+                                                               num_cpus_per_replica=0.5, num_gpus_per_replica=1))
     try:
         assert rollout.bundles == [{"CPU": 0.5, "GPU": 1.0}, {"GPU": 1.0}] * 2
         assert [rollout.bundle_indices(i) for i in range(2)] == [[0, 1], [2, 3]]
@@ -50,8 +50,8 @@ def test_tensor_parallel_replicas_get_one_gpu_bundle_per_shard(logical_gpus):
     finally:
         reserved.release()
     # A transformers engine ignores tensor_parallel_size: one bundle per worker.
-    single = reserve_rollout_pool("tp-ignored", RolloutConfig(num_workers=2, engine="transformers", tensor_parallel_size=4,
-                                                              num_cpus_per_worker=0.5))
+    single = reserve_rollout_pool("tp-ignored", RolloutConfig(num_replicas=2, engine="transformers", tensor_parallel_size=4,
+                                                              num_cpus_per_replica=0.5))
     try:
         assert single.bundles == [{"CPU": 0.5}] * 2 and single.bundles_per_replica == 1
     finally:

@@ -33,7 +33,7 @@ def pool(models):
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    cfg = RolloutConfig(num_workers=2, num_cpus_per_worker=0.5, generate_batch_size=8)
+    cfg = RolloutConfig(num_replicas=2, num_cpus_per_replica=0.5, generate_batch_size=8)
     pool = RolloutPool(cfg, models[0])
     yield pool
     pool.shutdown()
@@ -117,7 +117,7 @@ def test_pool_in_a_driver_placement_group(models, pool, prompts):
 
     from actors import reserve_pool
 
-    cfg = RolloutConfig(num_workers=2, num_cpus_per_worker=0.25, generate_batch_size=8)
+    cfg = RolloutConfig(num_replicas=2, num_cpus_per_replica=0.25, generate_batch_size=8)
     too_small = reserve_pool("rollout-too-small", 1, 0.25, 0.0)
     try:
         with pytest.raises(ValueError, match="2 actors but its pool reserved 1"):
@@ -147,7 +147,7 @@ def test_a_killed_worker_is_replaced_and_its_shard_regenerated(models, pool, pro
     sampling = SamplingConfig(num_samples=2, max_new_tokens=48)
     local = HFEngine(models[0], generate_batch_size=8)
     expected = _tokens(_as_the_pool_shards(local, prompts, sampling, 11))
-    cfg = RolloutConfig(num_workers=2, num_cpus_per_worker=0.5, generate_batch_size=8)
+    cfg = RolloutConfig(num_replicas=2, num_cpus_per_replica=0.5, generate_batch_size=8)
     faulty = RolloutPool(cfg, models[0], max_replacements=1)
     try:
         replaced: list[list[int]] = []

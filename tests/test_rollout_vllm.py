@@ -214,7 +214,7 @@ def test_vllm_pool_receives_a_broadcast_and_reports_its_digest(tiny_model):
     ray.init(num_cpus=2, num_gpus=2 if on_gpu else 0, include_dashboard=False, log_to_driver=False)
     try:
         cfg = RolloutConfig(
-            num_workers=1, engine="vllm", num_gpus_per_worker=1 if on_gpu else 0, num_cpus_per_worker=1, dtype=DTYPE,
+            num_replicas=1, engine="vllm", num_gpus_per_replica=1 if on_gpu else 0, num_cpus_per_replica=1, dtype=DTYPE,
             gpu_memory_utilization=0.3, enforce_eager=True,
         )
         pool = RolloutPool(cfg, tiny_model[0])

@@ -58,7 +58,7 @@ class DuckEngine:
 
 def _worker(monkeypatch, engine, rank: int = 3) -> RolloutWorker:
     monkeypatch.setattr("rollout.worker.create_engine", lambda *args, **kwargs: engine)
-    return RolloutWorker("unused", RolloutConfig(engine="vllm", num_workers=1), rank=rank)
+    return RolloutWorker("unused", RolloutConfig(engine="vllm", num_replicas=1), rank=rank)
 
 
 def test_the_worker_delegates_every_weight_call_to_the_interface(monkeypatch):
@@ -97,7 +97,7 @@ def test_a_transformers_worker_receives_a_gloo_broadcast_in_process(models):
     from weightsync import create_weight_group, metas_of, send_weights, weights_digest
     from weightsync.group import free_port
 
-    worker = RolloutWorker(models[0], RolloutConfig(engine="transformers", num_workers=1, num_cpus_per_worker=1), rank=1)
+    worker = RolloutWorker(models[0], RolloutConfig(engine="transformers", num_replicas=1, num_cpus_per_replica=1), rank=1)
     with pytest.raises(RuntimeError, match="rollout worker 1: receive_weights called before init_weight_group"):
         worker.receive_weights([], 1 << 16)
     source = AutoModelForCausalLM.from_pretrained(models[1], dtype=torch.float32)

@@ -175,7 +175,7 @@ def test_a_receiver_that_cannot_see_the_segment_says_it_is_on_another_node(monke
     thread = threading.Thread(target=sender)
     thread.start()
     monkeypatch.setattr(shm, "_read_probe", lambda path: None)  # as a process on another node finds /dev/shm
-    with pytest.raises(RuntimeError, match="another node.*trainer.weight_backend=gloo"):
+    with pytest.raises(RuntimeError, match="another node.*weight_sync.backend=gloo"):
         create_weight_group("shm", "127.0.0.1", port, 2, 1, timeout_s=10)
     thread.join(timeout=20)
     assert "cannot see rank 0's shared memory" in str(errors["sender"])
@@ -188,13 +188,13 @@ def test_the_driver_picks_shm_only_when_every_worker_shares_the_learners_node():
     assert placement_backend("auto", "n0", ["n0", "n0"]) == "shm"
     assert placement_backend("auto", "n0", ["n0", "n1"]) == "gloo"
     assert placement_backend("gloo", "n0", ["n0"]) == "gloo"
-    with pytest.raises(RuntimeError, match=r"worker\(s\) \[1\] run on \['n1'\].*trainer.weight_backend=auto"):
+    with pytest.raises(RuntimeError, match=r"worker\(s\) \[1\] run on \['n1'\].*weight_sync.backend=auto"):
         placement_backend("shm", "n0", ["n0", "n1"])
     cpu = load_config(None, [])
     assert weight_backend(cpu) == "auto"  # left to the placement
-    gpu = load_config(None, ["rollout.num_gpus_per_worker=1", "learner.num_gpus_per_rank=1"])
+    gpu = load_config(None, ["rollout.num_gpus_per_replica=1", "learner.num_gpus_per_replica=1"])
     assert weight_backend(gpu) == "nccl"
-    assert weight_backend(load_config(None, ["trainer.weight_backend=shm"])) == "shm"
+    assert weight_backend(load_config(None, ["weight_sync.backend=shm"])) == "shm"
 
 
 def test_a_full_dev_shm_gives_a_smaller_ring_not_a_crash(monkeypatch):

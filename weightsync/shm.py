@@ -173,7 +173,7 @@ class ShmWeightGroup:
             reason = (
                 f"rank {self.rank} (host {host}) cannot see rank 0's shared memory {probe} (host {sender_host}): it "
                 "runs on another node or in another /dev/shm; 'shm' needs every rollout worker on the learner rank 0's "
-                "node, use trainer.weight_backend=gloo (or auto, which picks gloo then)"
+                "node, use weight_sync.backend=gloo (or auto, which picks gloo then)"
             )
             self._store.set(f"joined/{self.rank}", reason)
             raise RuntimeError(f"weight backend 'shm': {reason}")
