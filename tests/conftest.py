@@ -38,3 +38,18 @@ def tiny_vlm(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("tiny_vlm")
     tokenizer = train_tokenizer(["a red building to the left of the agent"] * 20, root / "tokenizer", vocab_size=1024)
     return build_tiny_vlm(tokenizer, root / "vlm", seed=0)
+
+
+@pytest.fixture
+def without_vllm(monkeypatch) -> None:
+    """`import vllm` (and its submodules) fails for the test, as on a machine without the gpu extra."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_vllm(name, *args, **kwargs):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ImportError("No module named 'vllm'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vllm)

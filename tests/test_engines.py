@@ -91,17 +91,7 @@ def test_vllm_device_kwargs_differ_where_the_builds_do(monkeypatch):
         vllm_device_kwargs("tpu")
 
 
-def test_build_llm_without_vllm_names_the_engine_key(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_vllm(name, *args, **kwargs):
-        if name == "vllm" or name.startswith("vllm."):
-            raise ImportError("No module named 'vllm'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_vllm)
+def test_build_llm_without_vllm_names_the_engine_key(without_vllm):
     with pytest.raises(VLLMUnavailableError, match=r"judge.engine=vllm needs vLLM 0.30-0.32: pip install '.\[gpu\]'") as caught:
         build_llm("some/model", "judge.engine", device="cuda")
     assert isinstance(caught.value, ImportError) and isinstance(caught.value, RuntimeError)

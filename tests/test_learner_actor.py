@@ -24,6 +24,7 @@ from cluster.learner_group import LearnerGroup  # noqa: E402
 from actors import reserve_pool  # noqa: E402
 from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer  # noqa: E402
 from learner.batch import Sample, completion_logprobs, pack  # noqa: E402
+from learner_inproc import make_samples  # noqa: E402  (packed-batch samples shared with the in-process learner tests)
 from learner.broadcast import iter_full_buckets  # noqa: E402
 from learner.config import GRPOConfig, LearnerConfig  # noqa: E402
 from weightsync import create_weight_group, plan_buckets, receive_weights, weights_digest  # noqa: E402
@@ -116,24 +117,6 @@ def assert_weights_equal(actual: dict, expected: dict) -> None:
 
 def max_change(after: dict, before: dict) -> float:
     return max((after[n] - before[n]).abs().max().item() for n in before)
-
-
-def make_samples(vocab: int, advantages: list[float], seed: int) -> list[Sample]:
-    """Prompts and completions of different lengths, so packing pads both sides."""
-    gen = torch.Generator().manual_seed(seed)
-    samples = []
-    for index, advantage in enumerate(advantages):
-        prompt_len, completion_len = 3 + (index * 2) % 7, 2 + (index * 3) % 6
-        tokens = torch.randint(10, vocab - 10, (prompt_len + completion_len,), generator=gen).tolist()
-        samples.append(
-            Sample(
-                prompt_ids=tokens[:prompt_len],
-                completion_ids=tokens[prompt_len:],
-                rollout_logprobs=(-torch.rand(completion_len, generator=gen) * 5).tolist(),
-                advantage=advantage,
-            )
-        )
-    return samples
 
 
 # ---- fixtures -------------------------------------------------------------------------------------------------------

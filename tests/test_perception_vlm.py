@@ -140,17 +140,7 @@ def test_vllm_engine_on_gpu(tiny_vlm, keyframes):
     assert engine.generate(requests) == texts
 
 
-def test_vllm_engine_without_vllm_says_why(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_vllm(name, *args, **kwargs):
-        if name == "vllm" or name.startswith("vllm."):
-            raise ImportError("No module named 'vllm'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_vllm)
+def test_vllm_engine_without_vllm_says_why(without_vllm):
     with pytest.raises(RuntimeError, match="gpu"):
         make_vlm_engine(VLMConfig(engine="vllm"), "some/model")
 
