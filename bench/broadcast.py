@@ -2,7 +2,9 @@
 shm backends, and Ray's object store as a reference), against a memcpy of the same bytes measured in the same run.
 
 Every process runs one torch thread (as a rollout worker with one CPU does). A receiver loads each bucket into weights
-of its own (preallocated, like a rollout engine's parameters) and must end with the sender's digest. A broadcast's time
+of its own (preallocated, like a rollout engine's parameters) and must end with the sender's digest; with
+`shm-shared` it takes the segment's views as its weights instead (what a transformers rollout engine does over shm:
+`bind_weights`), so rank 0's one write is the whole broadcast. A broadcast's time
 runs from the sender's start to the end of the last receiver (or of the sender, if later); each figure is the median
 of `--repeats` broadcasts after one warm-up, set against a memcpy of the same bytes timed just before it.
 
@@ -23,7 +25,7 @@ import torch
 from weightsync import create_weight_group, metas_of, plan_buckets, receive_weights, send_weights, weights_digest
 from weightsync.rendezvous import host_store
 
-TRANSPORTS = ("gloo", "shm", "ray")
+TRANSPORTS = ("gloo", "shm", "shm-shared", "ray")  # shm-shared: receivers use the segment as their weights
 
 
 def make_weights(num_params: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -114,16 +116,20 @@ class Receiver:
         self.group = None
 
     def reset(self) -> None:
-        for tensor in self.model.values():
-            tensor.zero_()
+        """Back to weights of its own, zeroed (a shm-shared run left them pointing into its segment)."""
+        self.model = {m.name: torch.zeros(m.shape, dtype=m.torch_dtype) for m in self.metas}
 
     def join(self, backend: str, host: str, port: int, world_size: int, rank: int, timeout_s: float) -> None:
         self.group = create_weight_group(backend, host, port, world_size, rank, timeout_s)
 
-    def receive(self, bucket_bytes: int) -> float:
+    def receive(self, bucket_bytes: int, bind: bool = False) -> float:
         for bucket in receive_weights(self.group, self.metas, bucket_bytes):
             for name, tensor in bucket:
-                self.model[name].copy_(tensor)  # what a rollout engine's load_weights does
+                if bind and self.group.persistent_views:  # what a transformers engine's bind_weights does
+                    if self.model[name].data_ptr() != tensor.data_ptr():
+                        self.model[name] = tensor
+                else:
+                    self.model[name].copy_(tensor)  # what a rollout engine's load_weights does
         return time.time()
 
     def get(self, holder: list, bucket_bytes: int) -> float:
@@ -151,7 +157,7 @@ def broadcast_once(transport: str, sender, receivers: list, bucket_bytes: int) -
         del refs
         return max(ends) - start
     send = sender.send.remote(bucket_bytes)
-    ends = ray.get([r.receive.remote(bucket_bytes) for r in receivers])
+    ends = ray.get([r.receive.remote(bucket_bytes, bind=transport == "shm-shared") for r in receivers])
     start, sender_end = ray.get(send)
     return max(max(ends), sender_end) - start
 
@@ -161,8 +167,9 @@ def measure(transport: str, sender, receivers: list, bucket_bytes: int, repeats:
     if transport != "ray":
         world = len(receivers) + 1
         host, port = ray.get(sender.host.remote(world, timeout_s))
-        joins = [sender.join.remote(transport, host, port, world, timeout_s)]
-        joins += [r.join.remote(transport, host, port, world, rank, timeout_s) for rank, r in enumerate(receivers, 1)]
+        backend = "shm" if transport == "shm-shared" else transport
+        joins = [sender.join.remote(backend, host, port, world, timeout_s)]
+        joins += [r.join.remote(backend, host, port, world, rank, timeout_s) for rank, r in enumerate(receivers, 1)]
         ray.get(joins)
     try:
         times = [broadcast_once(transport, sender, receivers, bucket_bytes) for _ in range(repeats + 1)][1:]

@@ -37,7 +37,8 @@ class WeightReceiver(ABC):
 
 class InProcessWeightReceiver(WeightReceiver):
     """For an engine holding its model in this process: one group rank, each bucket copied into the model with
-    `load_weights`, the digest read back from the model's own parameters (`named_weights`)."""
+    `load_weights` (or, where the transport's tensors persist across broadcasts, taken as the model's own storage
+    with `bind_weights`), the digest read back from the model's own parameters (`named_weights`)."""
 
     _weight_group: Any = None
 
@@ -48,6 +49,11 @@ class InProcessWeightReceiver(WeightReceiver):
     @abstractmethod
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """The model's parameters as (Hugging Face name, tensor)."""
+
+    def bind_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Takes tensors that the transport rewrites in place at every broadcast (weightsync's shm segment) as the
+        model's parameters, where the engine can; this default copies them, as `load_weights` does."""
+        self.load_weights(named_tensors)
 
     def init_weight_group(self, backend: str, host: str, port: int, world_size: int, first_rank: int, timeout_s: float) -> list[int]:
         from weightsync import create_weight_group
@@ -64,7 +70,10 @@ class InProcessWeightReceiver(WeightReceiver):
         start = time.perf_counter()
         received_bytes, num_buckets = 0, 0
         for bucket in receive_weights(group, metas, bucket_bytes):
-            self.load_weights(bucket)  # before the next bucket arrives: one bucket's buffer in memory at a time
+            if group.persistent_views:  # views into a segment every later broadcast rewrites: share them, no copy
+                self.bind_weights(bucket)
+            else:  # before the next bucket arrives: one bucket's buffer in memory at a time
+                self.load_weights(bucket)
             received_bytes += sum(t.numel() * t.element_size() for _, t in bucket)
             num_buckets += 1
         receipt = {"rank": group.rank, "seconds": time.perf_counter() - start, "bytes": received_bytes, "buckets": num_buckets}

@@ -119,3 +119,44 @@ def test_a_transformers_worker_receives_a_gloo_broadcast_in_process(models):
     assert result["digest"] == weights_digest(named.items()) == worker.weights_digest()
     worker.close()
     assert worker.engine._weight_group is None  # left the group
+
+
+def test_a_transformers_worker_over_shm_shares_the_segment_and_owns_its_weights_again_after(models):
+    """Over shm (a segment holding the whole broadcast) the engine's parameters become the segment's views, so the
+    next broadcast updates them with no copy on the worker; a plain load afterwards gives them storage of their own."""
+    from transformers import AutoModelForCausalLM
+
+    from weightsync import create_weight_group, metas_of, send_weights, weights_digest
+    from weightsync.group import free_port
+
+    worker = RolloutWorker(models[0], RolloutConfig(engine="transformers", num_replicas=1, num_cpus_per_replica=1), rank=1)
+    sources = [dict(AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32).named_parameters()) for m in models]
+    metas = metas_of((n, p.shape, p.dtype) for n, p in sources[1].items())
+    port, bucket_bytes = free_port(), 1 << 14
+    checked, ready = threading.Event(), threading.Event()
+
+    def learner() -> None:
+        group = create_weight_group("shm", "127.0.0.1", port, 2, 0, timeout_s=60)
+        for named, then in ((sources[1], checked), (sources[0], ready)):  # two broadcasts of different weights
+            send_weights(group, metas, lambda bucket: [named[m.name] for m in bucket], bucket_bytes)
+            then.wait(60)  # as the driver: the next broadcast only once the worker is done with this one
+        group.close()
+
+    thread = threading.Thread(target=learner, daemon=True)
+    thread.start()
+    assert worker.init_weight_group("shm", "127.0.0.1", port, 2, 1, 60) == [1]
+    engine = worker.engine
+    first = worker.receive_weights(metas, bucket_bytes, digest=True)
+    assert first["digest"] == weights_digest(sources[1].items())
+    bound = {name: p.data_ptr() for name, p in engine.model.named_parameters()}
+    assert engine._bound, "the parameters should now be the segment's views"
+    checked.set()
+    second = worker.receive_weights(metas, bucket_bytes, digest=True)
+    assert second["digest"] == weights_digest(sources[0].items())  # the second broadcast reached the model ...
+    assert {name: p.data_ptr() for name, p in engine.model.named_parameters()} == bound  # ... in the same storage
+    ready.set()
+    thread.join(60)
+    worker.close()
+    engine.load_weights(sources[1].items())  # e.g. a ring segment or gloo later: copies into storage of its own
+    assert not engine._bound and worker.weights_digest() == weights_digest(sources[1].items())
+    assert all(p.data_ptr() != bound[name] for name, p in engine.model.named_parameters())

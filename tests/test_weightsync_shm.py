@@ -220,3 +220,59 @@ def test_a_full_dev_shm_gives_a_smaller_ring_not_a_crash(monkeypatch):
     assert asked == [4 << 20, 2 << 20, 1 << 20] and group.segment_bytes == 1 << 20
     group.close()
     assert _segment_files() - before == set()
+
+
+def _binding_receiver(port: int, rank: int, world: int, rounds: int, queue) -> None:
+    """Takes the views as its weights when the transport says they persist (a transformers engine's bind_weights)."""
+    try:
+        group = create_weight_group("shm", "127.0.0.1", port, world, rank, timeout_s=60)
+        metas = _metas()
+        model = {m.name: torch.zeros(m.shape, dtype=m.torch_dtype) for m in metas}
+        for _ in range(rounds):
+            rebound = 0
+            for bucket in receive_weights(group, metas, BUCKET_BYTES):
+                for name, tensor in bucket:
+                    if not group.persistent_views:
+                        model[name].copy_(tensor)
+                    elif model[name].data_ptr() != tensor.data_ptr():
+                        model[name], rebound = tensor, rebound + 1
+            queue.put((rank, weights_digest(model.items()), group.persistent_views, rebound))
+        group.close()
+    except Exception as error:
+        queue.put((rank, f"error: {error!r}", None, None))
+
+
+def test_receivers_may_use_the_segment_as_their_weights():
+    """With a segment holding the whole broadcast, a receiver that takes the views as its weights binds them once;
+    every later broadcast reaches it with no copy on its side (rank 0's write is the whole broadcast). A ring segment
+    says its views do not persist, and the receiver copies again."""
+    metas = _metas()
+    segment_sizes = [None, None, 1024, None]
+    port, world = free_port(), 3
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_binding_receiver, args=(port, r, world, len(segment_sizes), queue)) for r in (1, 2)]
+    for p in procs:
+        p.start()
+    try:
+        group = create_weight_group("shm", "127.0.0.1", port, world, 0, timeout_s=60)
+        seen = []
+        for round_index, segment_bytes in enumerate(segment_sizes):
+            group.segment_bytes = segment_bytes
+            weights = _weights(round_index + 10)
+            send_weights(group, metas, lambda bucket: [weights[m.name] for m in bucket], BUCKET_BYTES)
+            results = {rank: rest for rank, *rest in (queue.get(timeout=60) for _ in procs)}
+            expected = weights_digest(weights.items())
+            assert all(digest == expected for digest, _, _ in results.values()), (round_index, results)
+            seen.append({rank: (persistent, rebound) for rank, (_, persistent, rebound) in results.items()})
+        group.close()
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    everything = len(metas)
+    assert seen[0] == {1: (True, everything), 2: (True, everything)}  # bound on the first broadcast
+    assert seen[1] == {1: (True, 0), 2: (True, 0)}  # the same bytes rewritten: nothing to do on the receivers
+    assert seen[2] == {1: (False, 0), 2: (False, 0)}  # a ring: copied
+    assert seen[3] == {1: (True, everything), 2: (True, everything)}  # a new whole segment: bound again

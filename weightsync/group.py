@@ -33,6 +33,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class WeightGroup:
     """One member's handle on the weight group: broadcast from rank 0, with the group's timeout."""
 
+    # A received tensor is this process's own buffer, overwritten by the next bucket: receivers copy it out.
+    persistent_views = False
+
     def __init__(self, backend: str, store: dist.Store, rank: int, world_size: int, timeout: datetime.timedelta):
         self.backend = backend
         self.rank = rank

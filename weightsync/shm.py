@@ -97,6 +97,11 @@ class ShmWeightGroup:
     """One member's handle on a shared-memory weight group (rank 0 sends, every other rank receives)."""
 
     backend = "shm"
+    # After a receive: whether the tensors it yielded were views into a segment that holds the whole broadcast. Each
+    # later broadcast of the same weights over this group then rewrites those very bytes, so a receiver may use the
+    # views as its weights (no copy at all: every receiver on the node shares one copy, written once by rank 0),
+    # provided it never reads them while a broadcast is in progress (the driver sends between generation batches).
+    persistent_views = False
 
     def __init__(self, store: dist.Store, rank: int, world_size: int, timeout: datetime.timedelta,
                  segment_bytes: int | None = None):
@@ -307,6 +312,7 @@ class ShmWeightGroup:
         assert self._segment is not None
         sizes = [bucket_nbytes(b) for b in buckets]
         pieces, ring = plan_pieces(sizes, int(segment_bytes))
+        self.persistent_views = not ring
         by_bucket: dict[int, list[Piece]] = {}
         for piece in pieces:
             by_bucket.setdefault(piece.bucket, []).append(piece)

@@ -101,6 +101,7 @@ class HFEngine(InProcessWeightReceiver, GenerationEngine):
         self._parameters = dict(self.model.named_parameters(remove_duplicate=False))
         tied = getattr(self.model, "all_tied_weights_keys", None) or getattr(self.model, "_tied_weights_keys", None)
         self._tied_aliases = set(tied) if isinstance(tied, (dict, list, set, tuple)) else set()
+        self._bound: set[str] = set()  # parameters whose storage is a weight transport's shared segment (bind_weights)
         self.vocab_size = self.model.get_input_embeddings().weight.shape[0]
 
     # ---------------------------------------------------------------- generation
@@ -213,7 +214,25 @@ class HFEngine(InProcessWeightReceiver, GenerationEngine):
                 raise ValueError(
                     f"weight {name}: shape {tuple(tensor.shape)} does not match the model's {tuple(parameter.shape)}"
                 )
-            parameter.copy_(tensor)  # casts to the engine's dtype and device
+            if name in self._bound:  # its storage is a transport's segment, shared with other workers: own it again
+                parameter.data = tensor.to(dtype=parameter.dtype, device=parameter.device, copy=True)
+                self._bound.discard(name)
+            else:
+                parameter.copy_(tensor)  # casts to the engine's dtype and device
+
+    def bind_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Makes each parameter's storage the given tensor when dtype and device already match (the shm transport's
+        views: later broadcasts then update the model with no copy here); copies the others, as load_weights."""
+        to_copy = []
+        for name, tensor in named_tensors:
+            parameter = self._parameters.get(name)
+            if parameter is None or tuple(parameter.shape) != tuple(tensor.shape) or parameter.dtype != tensor.dtype \
+                    or parameter.device != tensor.device:
+                to_copy.append((name, tensor))  # load_weights names what is wrong, or casts
+            elif parameter.data_ptr() != tensor.data_ptr():
+                parameter.data = tensor
+                self._bound.add(name)
+        self.load_weights(to_copy)
 
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         return iter(self.model.named_parameters())
