@@ -18,7 +18,9 @@ WATCHDOG_MARK = "embodied-r-ray-watchdog"  # first argument of the watchdog proc
 
 
 def default_extensions_dir() -> str:
-    """DeepSpeed compiles a CPU comm op on first use (~30-60 s); a stable cache folder pays that once per environment.
+    """DeepSpeed compiles its C++ ops on first use (e.g. CPU Adam for learner.offload with DeepSpeed's optimizer, minutes
+    on 2 cores; the shared-memory comm op is no longer built, see learner/engine.py); a stable cache folder pays that
+    once per environment.
 
     One folder per Python environment: two virtual environments sharing one folder rebuild the op each time the other
     one loads it (the compile command names the venv's paths), and make each other wait on the build lock.
