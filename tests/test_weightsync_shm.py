@@ -56,6 +56,16 @@ def _receiver(port: int, rank: int, world: int, rounds: int, queue, linger_s: fl
         queue.put((rank, f"error: {error!r}"))
 
 
+def _start_receivers(target, port: int, world: int, rounds: int):
+    """Receiver processes of ranks 1 .. world - 1 running `target`, and the queue they report on."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(port, rank, world, rounds, queue)) for rank in range(1, world)]
+    for proc in procs:
+        proc.start()
+    return procs, queue
+
+
 def test_plan_pieces_cuts_buckets_and_wraps_the_ring():
     # Whole broadcast: one piece per bucket, aligned offsets, nothing reused.
     pieces, ring = plan_pieces([100, 6400, 30], segment_bytes=128 + 6400 + 64)
@@ -80,11 +90,7 @@ def test_broadcasts_reach_two_processes_bit_exact_whatever_the_segment_size():
     assert any(sum(m.nbytes for m in b) > 1024 for b in plan_buckets(metas, BUCKET_BYTES))  # 1024 splits a bucket
     segment_sizes = [None, 1024, 1 << 20, None]
     port, world = free_port(), 3
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_receiver, args=(port, r, world, len(segment_sizes), queue)) for r in (1, 2)]
-    for p in procs:
-        p.start()
+    procs, queue = _start_receivers(_receiver, port, world, len(segment_sizes))
     before = _segment_files()
     try:
         group = create_weight_group("shm", "127.0.0.1", port, world, 0, timeout_s=60)
@@ -249,11 +255,7 @@ def test_receivers_may_use_the_segment_as_their_weights():
     metas = _metas()
     segment_sizes = [None, None, 1024, None]
     port, world = free_port(), 3
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_binding_receiver, args=(port, r, world, len(segment_sizes), queue)) for r in (1, 2)]
-    for p in procs:
-        p.start()
+    procs, queue = _start_receivers(_binding_receiver, port, world, len(segment_sizes))
     try:
         group = create_weight_group("shm", "127.0.0.1", port, world, 0, timeout_s=60)
         seen = []
