@@ -168,3 +168,42 @@ def test_curve_summary_covers_each_categorys_training_accuracy():
     assert summary["reward/accuracy/size"] == {"first_2_mean": pytest.approx(0.3), "last_2_mean": pytest.approx(0.5)}
     assert summary["reward/accuracy/count"] == {"first_1_mean": 0.9, "last_1_mean": 0.9}
     assert summary["reward/total"]["last_2_mean"] == pytest.approx(0.25)
+
+
+def test_best_constant_answer_is_the_best_single_answer_for_every_question():
+    q = "Where to go next?"
+    options = ("I turn left.", "I turn right.", "I rise.")
+    size_q = "How long is the {}, in centimeters?"
+    records = [
+        _record("t1", "train", q, options, "C"),  # training answers do not count: the split's own questions do
+        _record("x1", "test", q, options, "B"),
+        _record("x2", "test", q, options, "B"),
+        _record("x3", "test", q, options, "A"),
+        _record("y1", "test", "Which?", ("left", "right"), "A", category="tie"),
+        _record("y2", "test", "Which?", ("left", "right"), "B", category="tie"),
+        _record("n1", "test", size_q.format("sofa"), (), 200.0, category="size"),
+        _record("n2", "test", size_q.format("bed"), (), 190.0, category="size"),
+        _record("n3", "test", size_q.format("cup"), (), 10.0, category="size"),
+    ]
+    best = bench.best_constant_answer(records, "test")
+    assert best["Action Generation"] == {"answer": "B", "accuracy": pytest.approx(2 / 3), "n": 3}
+    assert best["tie"]["answer"] == "A" and best["tie"]["accuracy"] == pytest.approx(0.5)  # ties: the first letter
+    # 190 or 200 for every size question: near for two of the three (MRA), far for the cup.
+    assert best["size"]["answer"] in ("190", "200") and 0.5 < best["size"]["accuracy"] < 0.7
+    # Only the questions evaluated count (bench.eval_max_records may take a subset).
+    assert bench.best_constant_answer(records, "test", {"x3"})["Action Generation"] == {"answer": "A", "accuracy": 1.0, "n": 1}
+
+
+def test_summary_names_the_fields_outside_checks_read_and_the_target():
+    table = [
+        {"category": c, "questions": 10, "before": 0.3, "after": rl, "distinct_answers_after": d}
+        for c, rl, d in (("a", 0.6, 3), ("b", 0.5, 2), ("c", 0.7, 4), ("d", 0.4, 2))
+    ] + [{"category": "overall"}, {"category": "macro (mean of categories)"}]
+    constant = {c: {"answer": "A", "accuracy": 0.35} for c in "abcd"}
+    summary = bench.summary_by_category(table, constant)
+    assert set(summary["categories"]["a"]) >= {"n", "sft_accuracy", "rl_accuracy", "constant_accuracy", "distinct_answers"}
+    assert summary["macro"]["rl_over_constant_points"] == pytest.approx(100 * (0.55 - 0.35))
+    assert summary["target"]["met"] and summary["target"]["categories"] == 4
+    table[0]["distinct_answers_after"] = 1  # one category answered the same whatever the question: not reasoning
+    assert not bench.summary_by_category(table, constant)["target"]["met"]
+    assert not bench.summary_by_category(table[:3], constant)["target"]["met"]  # fewer than 4 categories
