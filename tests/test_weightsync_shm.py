@@ -66,6 +66,14 @@ def _start_receivers(target, port: int, world: int, rounds: int):
     return procs, queue
 
 
+def _join_receivers(procs) -> None:
+    """Waits for the receiver processes; one still running after 30 s is killed."""
+    for proc in procs:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+
+
 def test_plan_pieces_cuts_buckets_and_wraps_the_ring():
     # Whole broadcast: one piece per bucket, aligned offsets, nothing reused.
     pieces, ring = plan_pieces([100, 6400, 30], segment_bytes=128 + 6400 + 64)
@@ -106,10 +114,7 @@ def test_broadcasts_reach_two_processes_bit_exact_whatever_the_segment_size():
             assert _segment_files() - before == set()
         group.close()
     finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
+        _join_receivers(procs)
     assert all(p.exitcode == 0 for p in procs)
     assert _segment_files() - before == set()
 
@@ -269,10 +274,7 @@ def test_receivers_may_use_the_segment_as_their_weights():
             seen.append({rank: (persistent, rebound) for rank, (_, persistent, rebound) in results.items()})
         group.close()
     finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
+        _join_receivers(procs)
     everything = len(metas)
     assert seen[0] == {1: (True, everything), 2: (True, everything)}  # bound on the first broadcast
     assert seen[1] == {1: (True, 0), 2: (True, 0)}  # the same bytes rewritten: nothing to do on the receivers
