@@ -16,8 +16,7 @@ def weight_backend(cfg) -> str:
     """weight_sync.backend with what the config alone decides: "auto" is nccl when both the learner and the rollout
     workers have GPUs; otherwise it stays "auto", which WeightSync resolves from where the actors run (shm when every
     worker shares learner rank 0's node, else gloo)."""
-    choice = cfg.weight_sync.backend
-    choice = str(getattr(choice, "value", choice))  # a plain str: it travels to the actors (the config may hold an enum)
+    choice = str(cfg.weight_sync.backend)  # a plain str (a config Choice prints as its value): it travels to the actors
     if choice == "auto" and cfg.rollout.num_gpus_per_replica > 0 and cfg.learner.num_gpus_per_replica > 0:
         return "nccl"
     return choice
