@@ -19,12 +19,13 @@ from embodied_data.synthetic.captioner import ground_truth_caption
 from embodied_data.synthetic.city import drone_path, generate_city
 from embodied_data.synthetic.city_questions import generate_city_questions
 from embodied_data.synthetic.groundtruth import FrameTruth, frame_truth
+from embodied_data.synthetic.letters import balance_option_letters
 from embodied_data.synthetic.questions import generate_questions
 from embodied_data.synthetic.render import Renderer
 from embodied_data.synthetic.scene import generate_scene
 from embodied_data.synthetic.video import write_video
 
-GENERATOR_VERSION = 4  # 4: Counterfactual questions; bump when the output of the same parameters changes, so old datasets are not reused
+GENERATOR_VERSION = 5  # 5: balanced option letters; 4: Counterfactual questions; bump when the output of the same parameters changes, so old datasets are not reused
 MANIFEST_NAME = "manifest.parquet"
 FUTURE_SEGMENTS = 3  # planned path beyond the video, for Progress Evaluation's instruction
 WORLDS = ("room", "city", "mixed")
@@ -169,7 +170,9 @@ def generate_dataset(
         records.extend(scene_records)
         if scene_records:
             captions[scene_records[0].video] = caption
-    records = assign_splits(records, seed, split_ratios)
+    # Each scene's generator shuffles its options independently, which leaves one letter correct more often than the
+    # others by chance (a constant letter then beats chance); balancing over the whole split removes that prior.
+    records = balance_option_letters(assign_splits(records, seed, split_ratios), seed)
     write_manifest(records, manifest_path, extra_columns={GT_CAPTION_COLUMN: [captions[r.video] for r in records]}, metadata=params)
     written, report = read_manifest(manifest_path)
     if len(report):
