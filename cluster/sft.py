@@ -39,6 +39,10 @@ class SFTConfig:
     # auto: cite the manifest's ground-truth captions where it has them (synthetic data), else the prompt's video text;
     # video_text: always cite the text the prompt shows (the VLM's description under perception.source=vlm).
     trace_source: TraceSource = TraceSource.auto
+    # Also teach the policy the consistency judge's task, so that the SFT checkpoint can be `models.judge` (a trained
+    # judge instead of random weights): per multiple-choice trace, one judge prompt whose reasoning concludes an option
+    # drawn at random (the right one or not), with that option's letter as the target. See judge_trace.
+    judge_traces: bool = False
     progress: bool = True
 
 
@@ -78,15 +82,20 @@ def validate_sft(cfg: SFTConfig) -> None:
         raise ValueError("invalid sft config:\n  " + "\n  ".join(problems))
 
 
-def build_traces(prompts, video_texts: dict[str, str], gt_captions: dict[str, str], tokenizer, trace_source: str) -> list[TraceItem]:
+def build_traces(prompts, video_texts: dict[str, str], gt_captions: dict[str, str], tokenizer, trace_source: str,
+                 judge_traces: bool = False, seed: int = 0) -> list[TraceItem]:
     """One trace per prompt; the text it cites is the record's ground-truth caption (trace_source=auto, where there is
-    one) or the video text its prompt shows."""
+    one) or the video text its prompt shows. With `judge_traces`, one judge trace (judge_trace) per multiple-choice
+    prompt follows its trace."""
+    import random
+
     from embodied_data.synthetic.traces import reasoning_trace
 
     vocab = tokenizer.get_vocab()
     end = [vocab["<|im_end|>"]] if "<|im_end|>" in vocab else [tokenizer.eos_token_id]
     if end[0] is None:
         raise ValueError(f"tokenizer {tokenizer.name_or_path} has neither <|im_end|> nor an EOS token to end a trace with")
+    rng = random.Random(seed)
     items = []
     for prompt in prompts:
         record = prompt.record
@@ -94,7 +103,29 @@ def build_traces(prompts, video_texts: dict[str, str], gt_captions: dict[str, st
         text = reasoning_trace(record, cited if cited is not None else video_texts.get(record.id))
         target = list(tokenizer(text, add_special_tokens=False)["input_ids"]) + end
         items.append(TraceItem(record.id, list(prompt.token_ids), target, text))
+        if judge_traces and not record.is_numeric:
+            items.append(judge_trace(record, text, tokenizer, end, rng))
     return items
+
+
+def judge_trace(record, trace: str, tokenizer, end: list[int], rng) -> TraceItem:
+    """The consistency judge's task on `record`: `trace`'s reasoning with its conclusion swapped for an option drawn at
+    random (half the time without the sentence naming its letter, so the option's words have to be matched to the
+    choices), in the judge's own prompt; the target is that option's letter. The judge so learns to read which option
+    a reasoning leads to, not which one is right: a policy's reasoning is then judged on what it says."""
+    from embodied_data.synthetic.traces import conclusion
+    from rewards.answer import extract_think
+    from rewards.judge import JudgeRequest, judge_prompt
+
+    think = (extract_think(trace) or "").strip()
+    stated = conclusion(record, str(record.answer))
+    letter = record.letters[rng.randrange(len(record.letters))]
+    think = (think[: -len(stated)] if think.endswith(stated) else think + " ").rstrip() + " " + conclusion(
+        record, letter, with_letter=rng.random() < 0.5)
+    prompt = judge_prompt(tokenizer, JudgeRequest(question=record.question, choices=tuple(record.choices), think=think), think)
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    target = list(tokenizer(letter, add_special_tokens=False)["input_ids"]) + end
+    return TraceItem(f"{record.id}#judge", prompt_ids, target, f"{think} -> {letter}")
 
 
 def run_sft(cfg) -> Path:
@@ -127,7 +158,8 @@ def run_sft(cfg) -> Path:
     video_texts = describe_videos(cfg, data, models.vlm)
     prompts = build_prompt_table(cfg, data.records, video_texts, models.policy)
     tokenizer = AutoTokenizer.from_pretrained(models.policy)
-    traces = build_traces(prompts, video_texts, data.gt_captions, tokenizer, sft_cfg.trace_source)
+    traces = build_traces(prompts, video_texts, data.gt_captions, tokenizer, sft_cfg.trace_source, sft_cfg.judge_traces,
+                          cfg.trainer.seed)
     write_text_atomically(
         out / "traces.jsonl", "".join(json.dumps({"id": t.record_id, "trace": t.text}) + "\n" for t in traces)
     )

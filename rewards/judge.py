@@ -79,6 +79,18 @@ def build_user_prompt(request: JudgeRequest, think: str) -> str:
     )
 
 
+def judge_messages(request: JudgeRequest, think: str) -> list[dict[str, str]]:
+    """The judge's chat: its system prompt, then the question, the options and `think` (already cut to length)."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": build_user_prompt(request, think)}]
+
+
+def judge_prompt(tokenizer, request: JudgeRequest, think: str) -> str:
+    """The judge's prompt text as its tokenizer's chat template renders it, generation prompt included: the letter is
+    the next token (the same text trains a judge in `cluster.sft` and is scored here)."""
+    messages = judge_messages(request, think)
+    return chat_prompt(tokenizer, messages, fallback=f"{SYSTEM_PROMPT}\n\n{messages[1]['content']}\nAnswer:")
+
+
 class Judge:
     """Loads a causal LM by path (the same code as for a real checkpoint) and answers JudgeRequests in batches."""
 
@@ -160,12 +172,10 @@ class Judge:
         return self.tokenizer.decode(ids[:limit], skip_special_tokens=True)
 
     def build_messages(self, request: JudgeRequest) -> list[dict[str, str]]:
-        user = build_user_prompt(request, self._cut_think(request.think))
-        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        return judge_messages(request, self._cut_think(request.think))
 
     def build_prompt(self, request: JudgeRequest) -> str:
-        messages = self.build_messages(request)
-        return chat_prompt(self.tokenizer, messages, fallback=f"{SYSTEM_PROMPT}\n\n{messages[1]['content']}\nAnswer:")
+        return judge_prompt(self.tokenizer, request, self._cut_think(request.think))
 
     def prompt_token_ids(self, request: JudgeRequest) -> list[int]:
         """The prompt's tokens, the same for the transformers and the vLLM engine (no special tokens added)."""

@@ -50,7 +50,7 @@ def test_trace_cites_the_named_object_and_concludes_the_ground_truth():
     assert "Frame 0, I observe a purple stool to the left" in think
     assert "Frame 3, after rotate left, I observe a purple stool ahead-right" in think
     assert "bookshelf" not in think and "tv" not in think
-    assert think.endswith("So the answer is B: The purple stool is ahead of me, to the right.")
+    assert think.endswith("So the answer is: The purple stool is ahead of me, to the right. That is option B.")
 
 
 def test_trace_for_numeric_and_for_objects_the_video_never_shows():
@@ -192,3 +192,39 @@ def test_checkpoint_loads_for_train_and_is_not_the_initial_policy(sft_run):
     # The SFT run's saved config, pointed at the new policy, is a valid `train` config.
     train_cfg = load_config(str(Path(cfg.sft.out_dir) / "config.yaml"), [f"models.policy={policy}", "trainer.sft_warmup_steps=0"])
     assert train_cfg.models.policy == str(policy) and train_cfg.run_dir == cfg.run_dir
+
+
+def test_judge_traces_teach_reading_the_concluded_option_not_the_right_one(tmp_path):
+    """sft.judge_traces: one judge prompt per multiple-choice trace; its reasoning concludes a random option and the
+    target is that option's letter (so the letters vary, and differ from the gold one about half the time)."""
+    import random
+    from types import SimpleNamespace
+
+    from cluster.tiny_models import train_tokenizer
+    from transformers import AutoTokenizer
+
+    from cluster.sft import judge_trace
+    from rewards.judge import SYSTEM_PROMPT as JUDGE_SYSTEM_PROMPT
+
+    tokenizer = AutoTokenizer.from_pretrained(train_tokenizer([CAPTION, JUDGE_SYSTEM_PROMPT] * 20, tmp_path / "tok", vocab_size=600))
+    end = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    record = _record(choices=("The purple stool is on my left.", "The purple stool is ahead of me, to the right.",
+                              "The purple stool is behind me."))
+    trace = reasoning_trace(record, CAPTION)
+    rng = random.Random(0)
+    items = [judge_trace(record, trace, tokenizer, end, rng) for _ in range(40)]
+    letters = [tokenizer.decode(item.target_ids[:-1]) for item in items]
+    assert set(letters) == {"A", "B", "C"} and all(item.target_ids[-1] == end[0] for item in items)
+    for item, letter in zip(items, letters):
+        option = record.choices["ABC".index(letter)].rstrip(".")
+        prompt = tokenizer.decode(item.prompt_ids)
+        assert f"So the answer is: {option}." in prompt and JUDGE_SYSTEM_PROMPT in prompt
+        assert "Frame 0, I observe a purple stool" in prompt  # the cited observations stay
+        assert prompt.count("So the answer is") == 1  # the gold conclusion was replaced, not kept beside it
+    assert any("That is option" in tokenizer.decode(i.prompt_ids) for i in items)
+    assert any("That is option" not in tokenizer.decode(i.prompt_ids) for i in items)
+
+    prompts = [SimpleNamespace(record=record, token_ids=[1, 2]), SimpleNamespace(record=_record(
+        id="n", question="How many stool(s)?", choices=(), answer=1.0, category="object_counting"), token_ids=[3])]
+    built = build_traces(prompts, {}, {"v.mp4": CAPTION}, tokenizer, "auto", judge_traces=True)
+    assert [t.record_id for t in built] == ["r1", "r1#judge", "n"]  # numeric questions get no judge trace

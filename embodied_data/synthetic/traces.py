@@ -117,7 +117,7 @@ def answer_text(record: Record) -> str:
 
 
 def reasoning_trace(record: Record, video_text: str | None) -> str:
-    """`<think> <cited observations>. So the answer is ... </think>\\n<answer> X </answer>` for `record`."""
+    """`<think> <cited observations>. So the answer is: ... </think>\\n<answer> X </answer>` for `record`."""
     citations = cited_observations(record, video_text)
     sentences = []
     for observation, item in citations:
@@ -129,6 +129,13 @@ def reasoning_trace(record: Record, video_text: str | None) -> str:
     if record.is_numeric:
         sentences.append(f"So the answer is {answer}.")
     else:
-        option = record.choices[record.letters.index(answer)].strip().rstrip(".")
-        sentences.append(f"So the answer is {answer}: {option}.")
+        sentences.append(conclusion(record, answer))
     return f"<think> {' '.join(sentences)} </think>\n<answer> {answer} </answer>"
+
+
+def conclusion(record: Record, letter: str, with_letter: bool = True) -> str:
+    """'So the answer is: I turn left. That is option C.': the option's words first, then its letter. A model writing
+    left to right decides what the answer says before it looks up which letter the choices give that text; the letter
+    first would make it commit to a letter before it has read which option is right."""
+    option = record.choices[record.letters.index(letter)].strip().rstrip(".")
+    return f"So the answer is: {option}." + (f" That is option {letter}." if with_letter else "")
