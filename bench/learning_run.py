@@ -53,6 +53,9 @@ TARGET_OVER_CONSTANT_POINTS = 10.0
 MIN_TARGET_CATEGORIES = 4
 
 
+BENCH_JUDGES = ("start", "config", "none")
+
+
 @dataclass
 class BenchSettings:
     """The `bench:` section of the config: what this script does beyond one `train` run."""
@@ -62,6 +65,14 @@ class BenchSettings:
     eval_workers: int = 2  # rollout workers generating the evaluation answers (greedy, one per question)
     eval_max_records: int = 0  # 0: the whole split
     curve_window: int = 10  # moving-average window of the reward curves, and the "first/last steps" of the summary
+    # RL against SFT at equal compute from the same start: after GRPO, SFT continues from the start checkpoint for as
+    # many steps as fit in GRPO's wall time (at the start phase's measured seconds per SFT step). False: no SFT arm.
+    sft_equal_compute: bool = True
+    # The consistency judge of the GRPO phase and of the evaluations: "start" is the SFT start checkpoint (trained on
+    # the judge's task too when sft.judge_traces), "config" keeps models.judge as the config says, "none" measures no
+    # consistency.
+    judge: str = "start"
+    ood_scenes: int = 0  # > 0: also evaluate every checkpoint on this many real VSI-Bench layouts (bench/ood_eval.py)
 
 
 # ---- config ---------------------------------------------------------------------------------------------------------
@@ -75,6 +86,8 @@ def load_bench_config(config_file: str | Path, overrides: list[str], run_dir: Pa
     schema = OmegaConf.structured(BenchSettings)
     merged = OmegaConf.merge(schema, bench_raw, OmegaConf.from_dotlist([o[len("bench."):] for o in bench_overrides]))
     settings: BenchSettings = OmegaConf.to_object(merged)
+    if settings.judge not in BENCH_JUDGES:
+        raise ValueError(f"bench.judge must be one of {', '.join(BENCH_JUDGES)}; got {settings.judge!r}")
     run_dir.mkdir(parents=True, exist_ok=True)
     base = run_dir / "base_config.yaml"
     write_text_atomically(base, OmegaConf.to_yaml(raw))
@@ -178,32 +191,53 @@ def best_constant_answer(records, split: str, only_ids: set[str] | None = None) 
     return best
 
 
-def summary_by_category(table: list[dict], constant: dict[str, dict]) -> dict:
+def summary_by_category(table: list[dict], constant: dict[str, dict], evals: dict[str, dict | None] | None = None,
+                        answers: dict[str, dict[str, int]] | None = None) -> dict:
     """summary.json: per category n, sft_accuracy, rl_accuracy, constant_accuracy (best_constant_answer) and
     distinct_answers (the greedy RL policy's), and the macro means with the target the issue sets (RL above the best
     constant answer by TARGET_OVER_CONSTANT_POINTS, macro-averaged over at least MIN_TARGET_CATEGORIES categories, with
-    answers that vary with the question)."""
+    answers that vary with the question).
+
+    `evals` holds the evaluations by arm: "start" (the SFT checkpoint both arms start from), "rl" and "sft" (SFT
+    continued at GRPO's compute). sft_accuracy is the "sft" arm's when it ran, else the start's; start_accuracy is
+    always the start's. Each arm's consistency rate under the judge is given where a judge ran."""
+    evals = evals or {}
+    answers = answers or {}
+    by_arm = {arm: {r["category"]: r for r in result["categories"]} for arm, result in evals.items() if result}
     categories = {}
     for row in table:
         if row["category"] in ("overall", "macro (mean of categories)"):
             continue
-        reference = constant.get(row["category"], {})
-        categories[row["category"]] = {
-            "n": row["questions"], "sft_accuracy": row["before"], "rl_accuracy": row["after"],
+        category = row["category"]
+        reference = constant.get(category, {})
+        sft_arm = by_arm.get("sft", {}).get(category)
+        entry = {
+            "n": row["questions"], "start_accuracy": row["before"],
+            "sft_accuracy": sft_arm["accuracy"] if sft_arm else row["before"], "rl_accuracy": row["after"],
             "constant_accuracy": reference.get("accuracy"), "constant_answer": reference.get("answer"),
             "distinct_answers": row["distinct_answers_after"],
+            "sft_distinct_answers": answers.get("sft", {}).get(category, row.get("distinct_answers_before")),
         }
+        for arm in ("start", "sft", "rl"):
+            rate = by_arm.get(arm, {}).get(category, {}).get("consistency_rate")
+            if rate is not None:
+                entry[f"{arm}_consistency_rate"] = rate
+        categories[category] = entry
     scored = [c for c in categories.values() if c["rl_accuracy"] is not None and c["constant_accuracy"] is not None]
     margin = 100.0 * sum(c["rl_accuracy"] - c["constant_accuracy"] for c in scored) / len(scored) if scored else None
     varied = all((c["distinct_answers"] or 0) > 1 for c in scored)
     return {
         "categories": categories,
         "macro": {
+            "start_accuracy": _mean(c["start_accuracy"] for c in scored),
             "sft_accuracy": _mean(c["sft_accuracy"] for c in scored),
             "rl_accuracy": _mean(c["rl_accuracy"] for c in scored),
             "constant_accuracy": _mean(c["constant_accuracy"] for c in scored),
             "rl_over_constant_points": margin,
+            "sft_over_constant_points": 100.0 * _mean(c["sft_accuracy"] - c["constant_accuracy"] for c in scored)
+            if scored else None,
         },
+        "sft_arm": "equal compute from the start" if "sft" in by_arm else "the start checkpoint (no SFT arm ran)",
         "target": {
             "rl_over_constant_goal_points": TARGET_OVER_CONSTANT_POINTS,
             "categories": len(scored), "min_categories": MIN_TARGET_CATEGORIES,
@@ -227,15 +261,24 @@ def shutdown_ray() -> None:
         ray.shutdown()
 
 
-def evaluate(cfg, checkpoint: str, manifest: Path, out_dir: Path, bench: BenchSettings) -> dict:
+def evaluate(cfg, checkpoint: str, manifest: Path, out_dir: Path, bench: BenchSettings, judge: str | None = None) -> dict:
     from cluster.evaluate import EvalOptions, run_eval
 
     options = EvalOptions(checkpoint=checkpoint, manifest=str(manifest), out_dir=str(out_dir), split=bench.eval_split,
-                          samples=1, workers=bench.eval_workers, max_records=bench.eval_max_records)
+                          samples=1, workers=bench.eval_workers, max_records=bench.eval_max_records, judge=judge)
     try:
         return run_eval(OmegaConf.to_object(cfg), options, progress=cfg.trainer.progress)
     finally:
         shutdown_ray()
+
+
+def equal_compute_sft_steps(start_metrics: Path, grpo_seconds: float) -> int:
+    """How many SFT steps take `grpo_seconds`, at the SFT start phase's median seconds per step (its sft_metrics.jsonl):
+    the SFT arm then gets the GRPO phase's wall time on the same machine (start-up included on both sides)."""
+    seconds = [json.loads(line)["time/step"] for line in start_metrics.read_text().splitlines() if line.strip()]
+    if not seconds:
+        raise ValueError(f"{start_metrics} has no SFT steps to time")
+    return max(1, round(grpo_seconds / statistics.median(seconds)))
 
 
 # ---- plots (cluster/plots.py, matplotlib) ----------------------------------------------------------------------------
@@ -359,13 +402,17 @@ def run(config_file: str, out: Path, overrides: list[str]) -> dict:
         shutdown_ray()
     timings["sft"] = time.perf_counter() - phase
 
+    judge = {"start": str(sft_policy), "config": None, "none": None}[bench.judge]
+    judge_overrides = [f"models.judge={judge}"] if judge else []
+    eval_judge = judge or (sft_cfg.models.judge if bench.judge == "config" and sft_cfg.models.judge != "tiny" else None)
+
     phase = time.perf_counter()
-    before = evaluate(sft_cfg, str(sft_policy), manifest, run_dir / "eval_sft", bench)
+    before = evaluate(sft_cfg, str(sft_policy), manifest, run_dir / "eval_sft", bench, eval_judge)
     timings["eval_sft"] = time.perf_counter() - phase
 
     phase = time.perf_counter()
     rl_cfg = load_config(base_config, [*data_overrides, f"models.policy={sft_policy}", "trainer.sft_warmup_steps=0",
-                                       "trainer.resume=false"])
+                                       "trainer.resume=false", *judge_overrides])
     try:
         train(rl_cfg)
     finally:
@@ -376,8 +423,24 @@ def run(config_file: str, out: Path, overrides: list[str]) -> dict:
     timings["grpo"] = time.perf_counter() - phase
 
     phase = time.perf_counter()
-    after = evaluate(rl_cfg, final, manifest, run_dir / "eval_rl", bench)
+    after = evaluate(rl_cfg, final, manifest, run_dir / "eval_rl", bench, eval_judge)
     timings["eval_rl"] = time.perf_counter() - phase
+
+    more = None
+    if bench.sft_equal_compute:
+        phase = time.perf_counter()
+        more_steps = equal_compute_sft_steps(Path(sft_policy).parent / "sft_metrics.jsonl", timings["grpo"])
+        more_cfg = load_config(base_config, [*data_overrides, f"models.policy={sft_policy}", f"sft.steps={more_steps}",
+                                             "sft.epochs=0", "sft.warmup_ratio=0", f"sft.out_dir={run_dir / 'sft_more'}"])
+        try:
+            more_policy = sft(more_cfg)
+        finally:
+            shutdown_ray()
+        timings["sft_more"] = time.perf_counter() - phase
+        phase = time.perf_counter()
+        more = evaluate(more_cfg, str(more_policy), manifest, run_dir / "eval_sft_more", bench, eval_judge)
+        more["steps"] = more_steps
+        timings["eval_sft_more"] = time.perf_counter() - phase
 
     records, _ = read_manifest(manifest)
     prior = answer_prior_baseline(records, bench.eval_split)
@@ -417,7 +480,11 @@ def run(config_file: str, out: Path, overrides: list[str]) -> dict:
         "outputs": {"reward_curves": str(curves), "accuracy_before_after": str(bars)},
     }
     evaluated = {json.loads(line)["record_id"] for line in (run_dir / "eval_rl" / "eval_samples.jsonl").read_text().splitlines()}
-    report["summary"] = summary_by_category(table, best_constant_answer(records, bench.eval_split, evaluated))
+    arm_answers = {"sft": distinct_answers(run_dir / "eval_sft_more")} if more else {}
+    report["summary"] = summary_by_category(table, best_constant_answer(records, bench.eval_split, evaluated),
+                                            {"start": before, "rl": after, "sft": more}, arm_answers)
+    if more:
+        report["eval_sft_more"] = {k: more[k] for k in ("checkpoint", "questions", "macro_accuracy", "overall", "categories", "steps")}
     write_text_atomically(out / "learning.json", json.dumps(report, indent=2))
     write_text_atomically(out / "summary.json", json.dumps(report["summary"], indent=2))  # names read by outside checks
     report["text"] = format_comparison(table)
@@ -449,12 +516,15 @@ def main(argv: list[str] | None = None) -> int:
           f"format reward over the last steps {target['format_reward_last_steps']:.3f}")
     print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in report["wall_s"].items()))
     summary = report["summary"]
-    print("\nper category: n, SFT / RL / best constant answer accuracy, distinct RL answers")
+    print(f"\nper category: n, accuracy of the SFT start / SFT ({summary['sft_arm']}) / RL / the best constant answer, "
+          "distinct answers of SFT and RL, consistency rate of SFT and RL under the judge")
     for category, c in summary["categories"].items():
         def cell(value):
             return "-" if value is None else f"{value:.3f}"
-        print(f"  {category:<40} {c['n']!s:>4}  {cell(c['sft_accuracy'])} / {cell(c['rl_accuracy'])} / "
-              f"{cell(c['constant_accuracy'])} ({c['constant_answer']})  {c['distinct_answers']}")
+        print(f"  {category:<32} {c['n']!s:>4}  {cell(c['start_accuracy'])} / {cell(c['sft_accuracy'])} / "
+              f"{cell(c['rl_accuracy'])} / {cell(c['constant_accuracy'])} ({c['constant_answer']})  "
+              f"{c['sft_distinct_answers']}/{c['distinct_answers']}  "
+              f"{cell(c.get('sft_consistency_rate'))}/{cell(c.get('rl_consistency_rate'))}")
     margin = summary["macro"]["rl_over_constant_points"]
     print(f"RL over the best constant answer, macro over {summary['target']['categories']} categories: "
           + ("-" if margin is None else f"{margin:+.1f} points")

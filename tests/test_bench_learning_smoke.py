@@ -207,3 +207,34 @@ def test_summary_names_the_fields_outside_checks_read_and_the_target():
     table[0]["distinct_answers_after"] = 1  # one category answered the same whatever the question: not reasoning
     assert not bench.summary_by_category(table, constant)["target"]["met"]
     assert not bench.summary_by_category(table[:3], constant)["target"]["met"]  # fewer than 4 categories
+
+
+def test_summary_compares_rl_with_sft_at_equal_compute_and_reports_consistency():
+    table = [{"category": c, "questions": 10, "before": 0.3, "after": 0.6, "distinct_answers_after": 3,
+              "distinct_answers_before": 1} for c in "ab"] + [{"category": "overall"}, {"category": "macro (mean of categories)"}]
+    constant = {c: {"answer": "A", "accuracy": 0.25} for c in "ab"}
+    evals = {
+        "start": {"categories": [{"category": c, "accuracy": 0.3, "consistency_rate": 0.5} for c in "ab"]},
+        "rl": {"categories": [{"category": c, "accuracy": 0.6, "consistency_rate": 0.9} for c in "ab"]},
+        "sft": {"categories": [{"category": "a", "accuracy": 0.45, "consistency_rate": None},
+                               {"category": "b", "accuracy": 0.55, "consistency_rate": 0.8}]},
+    }
+    summary = bench.summary_by_category(table, constant, evals, {"sft": {"a": 4, "b": 2}})
+    a, b = summary["categories"]["a"], summary["categories"]["b"]
+    assert (a["start_accuracy"], a["sft_accuracy"], a["rl_accuracy"]) == (0.3, 0.45, 0.6)
+    assert a["rl_consistency_rate"] == 0.9 and "sft_consistency_rate" not in a and b["sft_consistency_rate"] == 0.8
+    assert a["sft_distinct_answers"] == 4
+    assert summary["macro"]["sft_accuracy"] == pytest.approx(0.5)
+    assert summary["macro"]["sft_over_constant_points"] == pytest.approx(25.0)
+    assert summary["sft_arm"].startswith("equal compute")
+    # Without the SFT arm, sft_accuracy is the start's.
+    assert bench.summary_by_category(table, constant)["categories"]["a"]["sft_accuracy"] == 0.3
+
+
+def test_equal_compute_sft_steps_fill_grpo_wall_time_at_the_median_step_time(tmp_path):
+    metrics = tmp_path / "sft_metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": i, "time/step": t}) + "\n" for i, t in enumerate([5.0, 0.5, 0.5, 0.6], 1)))
+    assert bench.equal_compute_sft_steps(metrics, 100.0) == 182  # 100 s / median 0.55 s (the first step's warm-up ignored)
+    metrics.write_text("")
+    with pytest.raises(ValueError, match="no SFT steps"):
+        bench.equal_compute_sft_steps(metrics, 10.0)
