@@ -20,6 +20,8 @@ VLM_DTYPES = ("auto", "float32", "bfloat16", "float16")  # VLMConfig.dtype
 VLMDtype = choice("VLMDtype", VLM_DTYPES, __name__)
 PERCEPTION_SOURCES = ("vlm", "ground_truth")  # PerceptionConfig.source
 PerceptionSource = choice("PerceptionSource", PERCEPTION_SOURCES, __name__)
+GROUND_TRUTH_FRAMES = ("one_fps", "keyframes", "uniform")  # PerceptionConfig.ground_truth_frames
+GroundTruthFrames = choice("GroundTruthFrames", GROUND_TRUTH_FRAMES, __name__)
 
 
 @dataclass
@@ -85,6 +87,11 @@ class PerceptionConfig:
     num_gpus_per_replica: float = 0.0
     cache_dir: str = "${run_dir}/perception_cache"
     source: PerceptionSource = PerceptionSource.vlm  # vlm | ground_truth (privileged simulator captions, synthetic data only)
+    # Which frames the ground-truth captions (source=ground_truth) describe -- the key-frame ablation of issue 11:
+    # one_fps: the manifest's caption, every 1-fps frame; keyframes: the frames `keyframes` picks from the mp4;
+    # uniform: as many frames as `keyframes` picks for that video, spread evenly over it, first and last included.
+    # keyframes and uniform caption the per-frame simulator truth videos/<scene>.json beside each synthetic video.
+    ground_truth_frames: GroundTruthFrames = GroundTruthFrames.one_fps
     torch_threads: int = 1  # intra-op threads of each replica's torch (0: torch's default)
     max_in_flight_per_replica: int = 2  # videos queued on each replica, so none idles between videos
     cache_flush_every: int = 8  # descriptions per cache shard: a killed run loses at most this many
