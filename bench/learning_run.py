@@ -442,6 +442,15 @@ def run(config_file: str, out: Path, overrides: list[str]) -> dict:
         more["steps"] = more_steps
         timings["eval_sft_more"] = time.perf_counter() - phase
 
+    ood = None
+    if bench.ood_scenes > 0:  # the real VSI-Bench layouts: out of distribution for every arm
+        from bench.ood_eval import ood_eval
+
+        phase = time.perf_counter()
+        arms = {"start": str(sft_policy), "rl": final, **({"sft": more["checkpoint"]} if more else {})}
+        ood = ood_eval(rl_cfg, arms, out / "ood", bench.ood_scenes, workers=bench.eval_workers)
+        timings["ood"] = time.perf_counter() - phase
+
     records, _ = read_manifest(manifest)
     prior = answer_prior_baseline(records, bench.eval_split)
     table = compare(before, after, prior, distinct_answers(run_dir / "eval_sft"), distinct_answers(run_dir / "eval_rl"))
@@ -483,6 +492,8 @@ def run(config_file: str, out: Path, overrides: list[str]) -> dict:
     arm_answers = {"sft": distinct_answers(run_dir / "eval_sft_more")} if more else {}
     report["summary"] = summary_by_category(table, best_constant_answer(records, bench.eval_split, evaluated),
                                             {"start": before, "rl": after, "sft": more}, arm_answers)
+    if ood:
+        report["ood"] = ood
     if more:
         report["eval_sft_more"] = {k: more[k] for k in ("checkpoint", "questions", "macro_accuracy", "overall", "categories", "steps")}
     write_text_atomically(out / "learning.json", json.dumps(report, indent=2))
@@ -530,6 +541,11 @@ def main(argv: list[str] | None = None) -> int:
           + ("-" if margin is None else f"{margin:+.1f} points")
           + f" (goal >= {TARGET_OVER_CONSTANT_POINTS:g} over >= {MIN_TARGET_CATEGORIES} categories, answers varying: "
           + ("met" if summary["target"]["met"] else "NOT met") + ")")
+    if report.get("ood"):
+        from bench.ood_eval import format_table as ood_table
+
+        print(f"\nout of distribution (real VSI-Bench layouts, every split; {Path(args.out) / 'ood' / 'ood.json'}):")
+        print(ood_table(report["ood"]))
     print(f"written: {Path(args.out) / 'learning.json'}, {Path(args.out) / 'summary.json'}, {report['outputs']['reward_curves']}, "
           f"{report['outputs']['accuracy_before_after']}")
     return 0
