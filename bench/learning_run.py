@@ -73,6 +73,9 @@ class BenchSettings:
     # consistency.
     judge: str = "start"
     ood_scenes: int = 0  # > 0: also evaluate every checkpoint on this many real VSI-Bench layouts (bench/ood_eval.py)
+    # An SFT start to reuse (the policy folder of an earlier run's <out>/run/sft/policy, run with the same data and
+    # sft settings): the SFT phase is skipped, e.g. for ablations of the GRPO phase that share one start. "": run SFT.
+    start_from: str = ""
 
 
 # ---- config ---------------------------------------------------------------------------------------------------------
@@ -272,6 +275,25 @@ def evaluate(cfg, checkpoint: str, manifest: Path, out_dir: Path, bench: BenchSe
         shutdown_ray()
 
 
+def reuse_start(policy: Path, sft_out: Path) -> Path:
+    """Copies an earlier run's SFT start (its policy folder and the sft_state.json and sft_metrics.jsonl beside it,
+    which the report and the equal-compute arm read) into this run's sft folder; returns the copied policy."""
+    import shutil
+
+    needed = [policy / "config.json", policy.parent / "sft_state.json", policy.parent / "sft_metrics.jsonl"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"bench.start_from={policy}: not a finished SFT start, missing {missing}")
+    sft_out.mkdir(parents=True, exist_ok=True)
+    target = sft_out / "policy"
+    if target.resolve() != policy.resolve():
+        shutil.copytree(policy, target, dirs_exist_ok=True)
+        for name in ("sft_state.json", "sft_metrics.jsonl"):
+            shutil.copy2(policy.parent / name, sft_out / name)
+    log.info("SFT start reused from %s", policy)
+    return target
+
+
 def equal_compute_sft_steps(start_metrics: Path, grpo_seconds: float) -> int:
     """How many SFT steps take `grpo_seconds`, at the SFT start phase's median seconds per step (its sft_metrics.jsonl):
     the SFT arm then gets the GRPO phase's wall time on the same machine (start-up included on both sides)."""
@@ -396,10 +418,13 @@ def run(config_file: str, out: Path, overrides: list[str]) -> dict:
 
     phase = time.perf_counter()
     sft_cfg = load_config(base_config, data_overrides)
-    try:
-        sft_policy = sft(sft_cfg)
-    finally:
-        shutdown_ray()
+    if bench.start_from:
+        sft_policy = reuse_start(Path(bench.start_from), Path(sft_cfg.sft.out_dir))
+    else:
+        try:
+            sft_policy = sft(sft_cfg)
+        finally:
+            shutdown_ray()
     timings["sft"] = time.perf_counter() - phase
 
     judge = {"start": str(sft_policy), "config": None, "none": None}[bench.judge]

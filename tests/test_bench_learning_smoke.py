@@ -238,3 +238,16 @@ def test_equal_compute_sft_steps_fill_grpo_wall_time_at_the_median_step_time(tmp
     metrics.write_text("")
     with pytest.raises(ValueError, match="no SFT steps"):
         bench.equal_compute_sft_steps(metrics, 10.0)
+
+
+def test_reuse_start_copies_a_finished_sft_start_and_refuses_an_unfinished_one(tmp_path):
+    earlier = tmp_path / "earlier" / "sft"
+    (earlier / "policy").mkdir(parents=True)
+    (earlier / "policy" / "config.json").write_text("{}")
+    (earlier / "sft_metrics.jsonl").write_text(json.dumps({"step": 1, "time/step": 0.5}) + "\n")
+    with pytest.raises(FileNotFoundError, match="sft_state.json"):
+        bench.reuse_start(earlier / "policy", tmp_path / "now" / "sft")
+    (earlier / "sft_state.json").write_text(json.dumps({"steps": 1}))
+    policy = bench.reuse_start(earlier / "policy", tmp_path / "now" / "sft")
+    assert policy == tmp_path / "now" / "sft" / "policy" and (policy / "config.json").is_file()
+    assert bench.equal_compute_sft_steps(policy.parent / "sft_metrics.jsonl", 5.0) == 10
