@@ -3,7 +3,7 @@ number of uniformly sampled frames, ground-truth captions vs the VLM's text, the
 its own folder, then one table of held-out accuracy and consistency rate per variant.
 
     python -m bench.ablations --out runs/ablations                       # every variant at configs/learning.yaml's size
-    python -m bench.ablations --out runs/abl --variants keyframes uniform sft.steps=300 trainer.steps=20
+    python -m bench.ablations --out runs/abl --variants keyframes,uniform sft.steps=300 trainer.steps=20
     python -m bench.ablations --out runs/ablations --report-only         # the table of the runs already there
 
 Each variant is `learning_run` with the overrides below (and the command line's, applied to every variant); a
@@ -67,14 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ablations", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, metavar="DIR", help="one folder per variant in DIR, and DIR/ablations.json")
     parser.add_argument("--config", default=str(learning_run.DEFAULT_CONFIG), metavar="FILE")
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME",
-                        help=f"which variants (default all: {', '.join(VARIANTS)})")
+    parser.add_argument("--variants", default=",".join(VARIANTS), metavar="A,B",
+                        help=f"comma-separated variants (default all: {','.join(VARIANTS)})")
     parser.add_argument("--report-only", action="store_true", help="run nothing: tabulate the variants already run")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every variant")
     args = parser.parse_args(argv)
+    variants = [name for name in args.variants.split(",") if name]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     out = Path(args.out)
     rows = []
-    for name in args.variants:
+    for name in variants:
         summary_path = out / name / "summary.json"
         if not summary_path.exists():
             if args.report_only:
