@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from cluster.data import RunData
 
@@ -73,11 +70,13 @@ def _ground_truth_texts(cfg, data: RunData) -> dict[str, str]:
 
 
 def uniform_frames(num_frames: int, count: int) -> list[int]:
-    """`count` frame numbers spread evenly over a video of `num_frames` frames, first and last included (rounded half
-    up, as the key-frame extractor's own uniform clamp rounds)."""
+    """`count` frame numbers spread evenly over a video of `num_frames` frames, first and last included (the
+    key-frame extractor's own uniform spread, perception.keyframes.uniform_positions)."""
+    from perception.keyframes import uniform_positions
+
     if not 1 <= count <= num_frames:
         raise ValueError(f"cannot spread {count} frames over a video of {num_frames}")
-    return [int(math.floor(x + 0.5)) for x in np.linspace(0, num_frames - 1, count)]
+    return uniform_positions(num_frames, count)
 
 
 def truth_path(video: str) -> Path:

@@ -209,6 +209,11 @@ def _feature_threads(cfg: KeyframeConfig) -> int:
     return max(1, min(_MAX_AUTO_FEATURE_THREADS, usable - 2))
 
 
+def uniform_positions(num: int, count: int) -> list[int]:
+    """`count` positions spread evenly over 0..num-1, both ends included, rounded half up (distinct when count <= num)."""
+    return [int(math.floor(x + 0.5)) for x in np.linspace(0, num - 1, count)]
+
+
 def clamp_keyframes(keyframe_indices: list[int], num_sampled: int, min_keyframes: int, max_keyframes: int) -> list[int]:
     """Clamps the number of key frames to [min, max] the paper's way (see the module docstring)."""
     keys = sorted(keyframe_indices)
@@ -216,7 +221,7 @@ def clamp_keyframes(keyframe_indices: list[int], num_sampled: int, min_keyframes
         if num_sampled <= min_keyframes:
             return list(range(num_sampled))
         # Spacing (n-1)/(m-1) >= 1, so the rounded positions are distinct and include 0 and n-1.
-        return [int(math.floor(x + 0.5)) for x in np.linspace(0, num_sampled - 1, min_keyframes)]
+        return uniform_positions(num_sampled, min_keyframes)
     if len(keys) > max_keyframes:
         middle = keys[1:-1]
         picks = max_keyframes - 2
