@@ -114,16 +114,15 @@ def judge_trace(record, trace: str, tokenizer, end: list[int], rng) -> TraceItem
     choices), in the judge's own prompt; the target is that option's letter. The judge so learns to read which option
     a reasoning leads to, not which one is right: a policy's reasoning is then judged on what it says."""
     from embodied_data.synthetic.traces import conclusion
+    from engines.loading import encode
     from rewards.answer import extract_think
     from rewards.judge import JudgeRequest, judge_prompt
 
-    think = (extract_think(trace) or "").strip()
-    stated = conclusion(record, str(record.answer))
+    think = (extract_think(trace) or "").strip().removesuffix(conclusion(record, str(record.answer))).rstrip()
     letter = record.letters[rng.randrange(len(record.letters))]
-    think = (think[: -len(stated)] if think.endswith(stated) else think + " ").rstrip() + " " + conclusion(
-        record, letter, with_letter=rng.random() < 0.5)
-    prompt = judge_prompt(tokenizer, JudgeRequest(question=record.question, choices=tuple(record.choices), think=think), think)
-    prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    think += " " + conclusion(record, letter, with_letter=rng.random() < 0.5)
+    # The judge's prompt tokens exactly as Judge.prompt_token_ids makes them, so training and scoring see the same input.
+    prompt_ids = encode(tokenizer, judge_prompt(tokenizer, JudgeRequest(record.question, tuple(record.choices), think), think))
     target = list(tokenizer(letter, add_special_tokens=False)["input_ids"]) + end
     return TraceItem(f"{record.id}#judge", prompt_ids, target, f"{think} -> {letter}")
 
