@@ -61,10 +61,9 @@ def tokenizer_corpus(data: RunData) -> list[str]:
     """The text a locally trained tokenizer learns from; train, sft and eval use the same, so one run dir's tokenizer fits all.
 
     The fixed prompt text (system and role prompts, the answer instructions, the judge's prompt) is in it once per
-    record, as often as the prompts carry it, so the tokenizer gives it few tokens: tiny prompts fall from about 464 to
-    290 tokens and a tiny step from 1.09 to 0.58 s (measured when it was first tried; the learning benchmark then
-    kept the longer prompts because its SFT-to-RL delta shrank, at the same final accuracy: the issue 11 review said to
-    keep a speed-up that does not lower the final accuracy).
+    record, as often as the prompts carry it, so the tokenizer gives it few tokens: configs/tiny.yaml's prompts fall
+    from about 684 to 496 tokens. (It was once left out because the learning benchmark's SFT-to-RL delta shrank at the
+    same final accuracy; issue 11 asked to keep a speed-up that does not lower the final accuracy.)
     """
     from rewards.judge import SYSTEM_PROMPT as JUDGE_SYSTEM_PROMPT
     from rollout.prompt import MULTIPLE_CHOICE_INSTRUCTION, NUMERIC_INSTRUCTION, ROLE_PROMPT, SYSTEM_PROMPT
