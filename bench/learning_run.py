@@ -232,12 +232,12 @@ def summary_by_category(table: list[dict], constant: dict[str, dict], evals: dic
     return {
         "categories": categories,
         "macro": {
-            "start_accuracy": _mean(c["start_accuracy"] for c in scored),
-            "sft_accuracy": _mean(c["sft_accuracy"] for c in scored),
-            "rl_accuracy": _mean(c["rl_accuracy"] for c in scored),
-            "constant_accuracy": _mean(c["constant_accuracy"] for c in scored),
+            "start_accuracy": mean_of_present(c["start_accuracy"] for c in scored),
+            "sft_accuracy": mean_of_present(c["sft_accuracy"] for c in scored),
+            "rl_accuracy": mean_of_present(c["rl_accuracy"] for c in scored),
+            "constant_accuracy": mean_of_present(c["constant_accuracy"] for c in scored),
             "rl_over_constant_points": margin,
-            "sft_over_constant_points": 100.0 * _mean(c["sft_accuracy"] - c["constant_accuracy"] for c in scored)
+            "sft_over_constant_points": 100.0 * mean_of_present(c["sft_accuracy"] - c["constant_accuracy"] for c in scored)
             if scored else None,
         },
         "sft_arm": "equal compute from the start" if "sft" in by_arm else "the start checkpoint (no SFT arm ran)",
@@ -251,7 +251,8 @@ def summary_by_category(table: list[dict], constant: dict[str, dict], evals: dic
     }
 
 
-def _mean(values) -> float | None:
+def mean_of_present(values) -> float | None:
+    """The mean of the values that are not None; None when none is."""
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
 
@@ -264,15 +265,23 @@ def shutdown_ray() -> None:
         ray.shutdown()
 
 
-def evaluate(cfg, checkpoint: str, manifest: Path, out_dir: Path, bench: BenchSettings, judge: str | None = None) -> dict:
+def evaluate_checkpoint(cfg_object, checkpoint: str, manifest: Path, out_dir: Path, split: str, workers: int,
+                        max_records: int, judge: str | None = None, progress: bool = True) -> dict:
+    """run_eval of `checkpoint` on `split` of `manifest` (greedy, one answer per question) into `out_dir` under the
+    TrainConfig object `cfg_object`, with the local Ray it starts shut down afterwards, so the next phase starts its own."""
     from cluster.evaluate import EvalOptions, run_eval
 
-    options = EvalOptions(checkpoint=checkpoint, manifest=str(manifest), out_dir=str(out_dir), split=bench.eval_split,
-                          samples=1, workers=bench.eval_workers, max_records=bench.eval_max_records, judge=judge)
+    options = EvalOptions(checkpoint=checkpoint, manifest=str(manifest), out_dir=str(out_dir), split=split, samples=1,
+                          workers=workers, max_records=max_records, judge=judge)
     try:
-        return run_eval(OmegaConf.to_object(cfg), options, progress=cfg.trainer.progress)
+        return run_eval(cfg_object, options, progress=progress)
     finally:
         shutdown_ray()
+
+
+def evaluate(cfg, checkpoint: str, manifest: Path, out_dir: Path, bench: BenchSettings, judge: str | None = None) -> dict:
+    return evaluate_checkpoint(OmegaConf.to_object(cfg), checkpoint, manifest, out_dir, bench.eval_split,
+                               bench.eval_workers, bench.eval_max_records, judge, cfg.trainer.progress)
 
 
 def reuse_start(policy: Path, sft_out: Path) -> Path:

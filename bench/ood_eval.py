@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench.learning_run import best_constant_answer, distinct_answers, shutdown_ray
+from bench.learning_run import best_constant_answer, distinct_answers, evaluate_checkpoint, mean_of_present
 from embodied_data.atomic import write_text_atomically
 
 log = logging.getLogger("embodied_r.bench.ood")
@@ -72,20 +72,6 @@ def ood_config(cfg, manifest: Path):
 
 def _as_dictconfig(cfg) -> DictConfig:
     return cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
-
-
-def evaluate_checkpoint(cfg_object, checkpoint: str, manifest: Path, eval_dir: Path, workers: int, max_records: int,
-                        progress: bool) -> dict:
-    """run_eval of `checkpoint` on every split of `manifest` (greedy, one answer per question) into `eval_dir`, with
-    the local Ray it starts shut down afterwards, so the next checkpoint's evaluation starts its own."""
-    from cluster.evaluate import EvalOptions, run_eval
-
-    options = EvalOptions(checkpoint=checkpoint, manifest=str(manifest), out_dir=str(eval_dir), split=EVERY_SPLIT,
-                          samples=1, workers=workers, max_records=max_records)
-    try:
-        return run_eval(cfg_object, options, progress=progress)
-    finally:
-        shutdown_ray()
 
 
 def read_samples(eval_dir: Path) -> list[dict]:
@@ -129,16 +115,11 @@ def ood_summary(records, eval_dirs: dict[str, Path]) -> dict:
         for name in samples:
             row[f"{name}_distinct_answers"] = answers[name].get(category)
         categories[category] = row
-    macro = {f"{name}_accuracy": _mean(c[f"{name}_accuracy"] for c in categories.values()) for name in samples}
-    macro["constant_accuracy"] = _mean(c["constant_accuracy"] for c in categories.values())
+    macro = {f"{name}_accuracy": mean_of_present(c[f"{name}_accuracy"] for c in categories.values()) for name in samples}
+    macro["constant_accuracy"] = mean_of_present(c["constant_accuracy"] for c in categories.values())
     for name in samples:
         macro[f"{name}_over_constant_points"] = 100.0 * (macro[f"{name}_accuracy"] - macro["constant_accuracy"])
     return {"questions": len(common), "categories": categories, "macro": macro}
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
 
 
 def ood_eval(cfg, checkpoints: dict[str, str], out_dir: Path, scenes: int | None, seed: int = 0, workers: int = 2,
@@ -165,7 +146,8 @@ def ood_eval(cfg, checkpoints: dict[str, str], out_dir: Path, scenes: int | None
     for name, checkpoint in checkpoints.items():
         phase = time.perf_counter()
         eval_dirs[name] = out_dir / f"eval_{name}"
-        reports[name] = evaluate_checkpoint(cfg_object, checkpoint, manifest, eval_dirs[name], workers, max_records, progress)
+        reports[name] = evaluate_checkpoint(cfg_object, checkpoint, manifest, eval_dirs[name], EVERY_SPLIT, workers,
+                                            max_records, progress=progress)
         timings[f"eval_{name}"] = time.perf_counter() - phase
     records, _ = read_manifest(manifest)
     summary = ood_summary(records, eval_dirs)
