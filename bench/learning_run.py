@@ -465,7 +465,7 @@ def run(config_file: str, out: Path, overrides: list[str]) -> dict:
         phase = time.perf_counter()
         more_steps = equal_compute_sft_steps(Path(sft_policy).parent / "sft_metrics.jsonl", timings["grpo"])
         more_cfg = load_config(base_config, [*data_overrides, f"models.policy={sft_policy}", f"sft.steps={more_steps}",
-                                             "sft.epochs=0", "sft.warmup_ratio=0", f"sft.out_dir={run_dir / 'sft_more'}"])
+                                             "sft.epochs=0", "sft.lookup_steps=0", "sft.warmup_ratio=0", f"sft.out_dir={run_dir / 'sft_more'}"])
         try:
             more_policy = sft(more_cfg)
         finally:

@@ -43,6 +43,10 @@ class SFTConfig:
     # judge instead of random weights): per multiple-choice trace, one judge prompt whose reasoning concludes an option
     # drawn at random (the right one or not), with that option's letter as the target. See judge_trace.
     judge_traces: bool = False
+    # Steps of option-lookup drills (cluster/lookup_warmup.py) before the traces, at the same lr: a policy from random
+    # weights (the tiny models) learns there to copy an option's letter from its words, which an instruct model brings.
+    lookup_steps: int = 0
+    lookup_drills_per_step: int = 64
     progress: bool = True
 
 
@@ -76,6 +80,8 @@ def validate_sft(cfg: SFTConfig) -> None:
         problems.append("sft.lr must be > 0")
     if not 0 <= cfg.warmup_ratio < 1:
         problems.append("sft.warmup_ratio must be in [0, 1)")
+    if cfg.lookup_steps < 0 or cfg.lookup_drills_per_step < 1:
+        problems.append("sft.lookup_steps must be >= 0 and sft.lookup_drills_per_step >= 1")
     if cfg.trace_source not in TRACE_SOURCES:
         problems.append(f"sft.trace_source must be one of {TRACE_SOURCES}")
     if problems:
@@ -91,10 +97,7 @@ def build_traces(prompts, video_texts: dict[str, str], gt_captions: dict[str, st
 
     from embodied_data.synthetic.traces import reasoning_trace
 
-    vocab = tokenizer.get_vocab()
-    end = [vocab["<|im_end|>"]] if "<|im_end|>" in vocab else [tokenizer.eos_token_id]
-    if end[0] is None:
-        raise ValueError(f"tokenizer {tokenizer.name_or_path} has neither <|im_end|> nor an EOS token to end a trace with")
+    end = end_of_turn(tokenizer)
     rng = random.Random(seed)
     items = []
     for prompt in prompts:
@@ -106,6 +109,15 @@ def build_traces(prompts, video_texts: dict[str, str], gt_captions: dict[str, st
         if judge_traces and not record.is_numeric:
             items.append(judge_trace(record, text, tokenizer, end, rng))
     return items
+
+
+def end_of_turn(tokenizer) -> list[int]:
+    """The token that ends every SFT target: the chat template's <|im_end|>, else the tokenizer's EOS."""
+    vocab = tokenizer.get_vocab()
+    end = [vocab["<|im_end|>"]] if "<|im_end|>" in vocab else [tokenizer.eos_token_id]
+    if end[0] is None:
+        raise ValueError(f"tokenizer {tokenizer.name_or_path} has neither <|im_end|> nor an EOS token to end a trace with")
+    return end
 
 
 def judge_trace(record, trace: str, tokenizer, end: list[int], rng) -> TraceItem:
@@ -132,16 +144,13 @@ def run_sft(cfg) -> Path:
     import dataclasses
 
     from actors import reserve_pool
-    from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
+    from cluster.data import load_run_data, tokenizer_corpus
     from cluster.learner_group import LearnerGroup
-    from cluster.metrics import MetricsWriter
     from cluster.models import prepare_models
     from cluster.perceive import describe_videos
     from cluster.prompts import build_prompt_table
     from cluster.runtime import start_ray
     from embodied_data.atomic import write_text_atomically
-    from learner.batch import Sample
-    from tqdm import tqdm
     from transformers import AutoTokenizer
 
     sft_cfg: SFTConfig = cfg.sft
@@ -174,7 +183,46 @@ def run_sft(cfg) -> Path:
         "learner: %d rank(s), DeepSpeed %s ZeRO-%d, %s on %s, %s", learner.info["world_size"], learner.info["deepspeed"],
         learner.info["zero_stage"], learner.info["backend"], learner.info["device"], learner.info["dtype"],
     )
-    sampler = EpochSampler(len(traces), cfg.trainer.seed)
+    try:
+        if sft_cfg.lookup_steps:
+            lookup_warmup(learner, tokenizer, data.records, sft_cfg, cfg.trainer.seed, out)
+        nll = train_on_traces(learner, traces, steps, sft_cfg, cfg.trainer.seed, out)
+        policy = save_policy(learner, out, {"sft_steps": steps, "lookup_steps": sft_cfg.lookup_steps})
+    finally:
+        learner.shutdown()
+        learner_pool.release()
+    write_text_atomically(out / "sft_state.json", json.dumps({
+        "policy": str(policy), "base_policy": models.policy, "steps": steps, "lookup_steps": sft_cfg.lookup_steps,
+        "traces": len(traces), "trace_source": cited,
+        "nll_first": nll[0], "nll_last": nll[-1],
+    }, indent=2))  # written last: its presence marks a complete SFT run
+    log.info("SFT done: NLL %.3f -> %.3f per target token; policy in %s", nll[0], nll[-1], policy)
+    return policy
+
+
+def lookup_warmup(learner, tokenizer, records, sft_cfg: SFTConfig, seed: int, out: Path) -> None:
+    """sft.lookup_steps of option-lookup drills over the words of the records' questions and choices."""
+    from cluster.lookup_warmup import run_lookup_warmup
+    from embodied_data.synthetic.lookup import drill_vocabulary
+
+    words = drill_vocabulary(text for r in records for text in (r.question, *r.choices))
+    log.info("SFT lookup warm-up: %d steps of %d drills over %d words", sft_cfg.lookup_steps,
+             sft_cfg.lookup_drills_per_step, len(words))
+    nll = run_lookup_warmup(learner, tokenizer, words, end_of_turn(tokenizer), sft_cfg.lookup_steps,
+                            sft_cfg.lookup_drills_per_step, sft_cfg.lr, sft_cfg.warmup_ratio, seed,
+                            out / "lookup_metrics.jsonl", sft_cfg.progress)
+    log.info("SFT lookup warm-up done: NLL %.3f -> %.3f per target token", nll[0], nll[-1])
+
+
+def train_on_traces(learner, traces: list[TraceItem], steps: int, sft_cfg: SFTConfig, seed: int, out: Path) -> list[float]:
+    """`steps` supervised steps on the traces, a seeded shuffle per epoch; one row per step in <out>/sft_metrics.jsonl.
+    Returns the NLL per step."""
+    from cluster.data import EpochSampler
+    from cluster.metrics import MetricsWriter
+    from learner.batch import Sample
+    from tqdm import tqdm
+
+    sampler = EpochSampler(len(traces), seed)
     metrics = MetricsWriter(out / "sft_metrics.jsonl", truncate_after_step=0)  # a fresh file: SFT does not resume
     bar = tqdm(total=steps, desc="SFT", unit="step", disable=not sft_cfg.progress, file=sys.stderr)
     nll = []
@@ -192,18 +240,10 @@ def run_sft(cfg) -> Path:
             metrics.write(row)
             bar.set_postfix(nll=f"{nll[-1]:.3f}", s=f"{row['time/step']:.2f}")
             bar.update(1)
-        policy = save_policy(learner, out, {"sft_steps": steps})
     finally:
         bar.close()
         metrics.close()
-        learner.shutdown()
-        learner_pool.release()
-    write_text_atomically(out / "sft_state.json", json.dumps({
-        "policy": str(policy), "base_policy": models.policy, "steps": steps, "traces": len(traces), "trace_source": cited,
-        "nll_first": nll[0], "nll_last": nll[-1],
-    }, indent=2))  # written last: its presence marks a complete SFT run
-    log.info("SFT done: NLL %.3f -> %.3f per target token; policy in %s", nll[0], nll[-1], policy)
-    return policy
+    return nll
 
 
 def save_policy(learner, out: Path, client_state: dict) -> Path:

@@ -134,7 +134,7 @@ def sft_run(ray_runtime, tmp_path_factory):
         [
             f"run_dir={run_dir}", "data.synthetic.scenes=2", "data.synthetic.questions_per_scene=6",
             "perception.source=ground_truth", "sft.steps=3", "sft.prompts_per_step=4", "sft.lr=3e-3",
-            "sft.progress=false", "learner.micro_batch_size=4",
+            "sft.progress=false", "learner.micro_batch_size=4", "sft.lookup_steps=2", "sft.lookup_drills_per_step=3",
         ],
     )
     policy = sft(cfg)
@@ -174,7 +174,10 @@ def test_sft_lowers_the_nll_of_its_traces(sft_run):
     assert all(math.isfinite(r["nll"]) and r["target_tokens"] > 0 for r in rows)
     assert rows[-1]["nll"] < rows[0]["nll"]
     state = json.loads((policy.parent / "sft_state.json").read_text())
-    assert state["steps"] == 3 and state["trace_source"] == "ground-truth captions"
+    assert state["steps"] == 3 and state["trace_source"] == "ground-truth captions" and state["lookup_steps"] == 2
+    # The lookup warm-up ran first, in its own metrics file (the equal-compute arm times sft_metrics.jsonl's steps).
+    lookup = [json.loads(line) for line in (policy.parent / "lookup_metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lookup] == [1, 2] and all(math.isfinite(r["nll"]) and r["nll"] > 0 for r in lookup)
     traces = [json.loads(line) for line in (policy.parent / "traces.jsonl").read_text().splitlines()]
     assert traces and all(format_reward(t["trace"]) == 1.0 for t in traces)
 
