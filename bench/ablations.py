@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if sys.path[:1] != [str(REPO)]:  # first: the script's own folder (bench/, with its engines.py) must not shadow
+    sys.path.insert(0, str(REPO))  # the project's packages, even when PYTHONPATH already lists the repo
 
 from bench import learning_run  # noqa: E402
 from embodied_data.atomic import write_text_atomically  # noqa: E402

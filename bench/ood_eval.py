@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if sys.path[:1] != [str(REPO)]:  # first: the script's own folder (bench/, with its engines.py) must not shadow
+    sys.path.insert(0, str(REPO))  # the project's packages, even when PYTHONPATH already lists the repo
 
 from omegaconf import DictConfig, OmegaConf
 
