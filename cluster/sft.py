@@ -43,8 +43,9 @@ class SFTConfig:
     # judge instead of random weights): per multiple-choice trace, one judge prompt whose reasoning concludes an option
     # drawn at random (the right one or not), with that option's letter as the target. See judge_trace.
     judge_traces: bool = False
-    # Steps of option-lookup drills (cluster/lookup_warmup.py) before the traces, at the same lr: a policy from random
-    # weights (the tiny models) learns there to copy an option's letter from its words, which an instruct model brings.
+    # Steps of option-lookup drills (cluster/lookup_warmup.py) before the traces, at the same lr: they drill a policy
+    # from random weights (the tiny models) in copying an option's letter from its words, which an instruct model
+    # brings. Measured on configs/learning.yaml: learnt in the drills' own form after ~600 steps, not yet in the traces.
     lookup_steps: int = 0
     lookup_drills_per_step: int = 64
     progress: bool = True
