@@ -40,8 +40,7 @@ def variant_row(name: str, summary: dict) -> dict:
     categories = summary["categories"].values()
 
     def macro(key: str) -> float | None:
-        values = [c[key] for c in categories if c.get(key) is not None]
-        return sum(values) / len(values) if values else None
+        return learning_run.mean_of_present(c.get(key) for c in categories)
 
     return {
         "variant": name, "categories": len(summary["categories"]),

@@ -147,6 +147,7 @@ def run_sft(cfg) -> Path:
     from actors import reserve_pool
     from cluster.data import load_run_data, tokenizer_corpus
     from cluster.learner_group import LearnerGroup
+    from cluster.lookup_warmup import run_lookup_warmup
     from cluster.models import prepare_models
     from cluster.perceive import describe_videos
     from cluster.prompts import build_prompt_table
@@ -186,7 +187,7 @@ def run_sft(cfg) -> Path:
     )
     try:
         if sft_cfg.lookup_steps:
-            lookup_warmup(learner, tokenizer, data.records, sft_cfg, cfg.trainer.seed, out)
+            run_lookup_warmup(learner, tokenizer, data.records, sft_cfg, cfg.trainer.seed, out)
         nll = train_on_traces(learner, traces, steps, sft_cfg, cfg.trainer.seed, out)
         policy = save_policy(learner, out, {"sft_steps": steps, "lookup_steps": sft_cfg.lookup_steps})
     finally:
@@ -201,41 +202,42 @@ def run_sft(cfg) -> Path:
     return policy
 
 
-def lookup_warmup(learner, tokenizer, records, sft_cfg: SFTConfig, seed: int, out: Path) -> None:
-    """sft.lookup_steps of option-lookup drills over the words of the records' questions and choices."""
-    from cluster.lookup_warmup import run_lookup_warmup
-    from embodied_data.synthetic.lookup import drill_vocabulary
-
-    words = drill_vocabulary(text for r in records for text in (r.question, *r.choices))
-    log.info("SFT lookup warm-up: %d steps of %d drills over %d words", sft_cfg.lookup_steps,
-             sft_cfg.lookup_drills_per_step, len(words))
-    nll = run_lookup_warmup(learner, tokenizer, words, end_of_turn(tokenizer), sft_cfg.lookup_steps,
-                            sft_cfg.lookup_drills_per_step, sft_cfg.lr, sft_cfg.warmup_ratio, seed,
-                            out / "lookup_metrics.jsonl", sft_cfg.progress)
-    log.info("SFT lookup warm-up done: NLL %.3f -> %.3f per target token", nll[0], nll[-1])
-
-
 def train_on_traces(learner, traces: list[TraceItem], steps: int, sft_cfg: SFTConfig, seed: int, out: Path) -> list[float]:
     """`steps` supervised steps on the traces, a seeded shuffle per epoch; one row per step in <out>/sft_metrics.jsonl.
     Returns the NLL per step."""
     from cluster.data import EpochSampler
-    from cluster.metrics import MetricsWriter
     from learner.batch import Sample
-    from tqdm import tqdm
 
     sampler = EpochSampler(len(traces), seed)
-    metrics = MetricsWriter(out / "sft_metrics.jsonl", truncate_after_step=0)  # a fresh file: SFT does not resume
-    bar = tqdm(total=steps, desc="SFT", unit="step", disable=not sft_cfg.progress, file=sys.stderr)
+
+    def next_batch():
+        indices, epoch = sampler.take(min(sft_cfg.prompts_per_step, len(traces)))
+        samples = [Sample(traces[i].prompt_ids, traces[i].target_ids, [0.0] * len(traces[i].target_ids), 0.0) for i in indices]
+        return samples, {"epoch": epoch}
+
+    return supervised_steps(learner, next_batch, steps, sft_cfg.lr, sft_cfg.warmup_ratio, out / "sft_metrics.jsonl",
+                            "SFT", sft_cfg.progress)
+
+
+def supervised_steps(learner, next_batch, steps: int, lr: float, warmup_ratio: float, metrics_path: Path, desc: str,
+                     progress: bool) -> list[float]:
+    """`steps` optimiser steps of `learner` (a LearnerGroup), each on `next_batch()` -> (samples, extra metric fields),
+    at lr_at's schedule; one row per step (step, the extra fields, nll, lr, target_tokens, time/step) in a fresh
+    `metrics_path`. Returns the NLL per step."""
+    from cluster.metrics import MetricsWriter
+    from tqdm import tqdm
+
+    metrics = MetricsWriter(metrics_path, truncate_after_step=0)  # a fresh file: SFT does not resume
+    bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress, file=sys.stderr)
     nll = []
     try:
         for step in range(1, steps + 1):
             started = time.perf_counter()
-            indices, epoch = sampler.take(min(sft_cfg.prompts_per_step, len(traces)))
-            batch = [Sample(traces[i].prompt_ids, traces[i].target_ids, [0.0] * len(traces[i].target_ids), 0.0) for i in indices]
-            lr = lr_at(step, steps, sft_cfg.lr, sft_cfg.warmup_ratio)
-            nll.append(learner.sft_step(batch, lr))
+            batch, extra = next_batch()
+            step_lr = lr_at(step, steps, lr, warmup_ratio)
+            nll.append(learner.sft_step(batch, step_lr))
             row = {
-                "step": step, "epoch": epoch, "nll": nll[-1], "lr": lr,
+                "step": step, **extra, "nll": nll[-1], "lr": step_lr,
                 "target_tokens": sum(len(s.completion_ids) for s in batch), "time/step": time.perf_counter() - started,
             }
             metrics.write(row)
