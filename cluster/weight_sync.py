@@ -114,5 +114,9 @@ class WeightSync:
             self.broadcast()
         expected = self.learner.weights_digest(self.metas)
         digests = self.rollout.digests()
-        matching = sum(d == expected for d in digests)
-        return {"sync/match": float(matching == len(digests)), "sync/matching_workers": matching}
+        differing = [index for index, d in enumerate(digests) if d != expected]
+        if differing:
+            log.warning("verify: rollout worker(s) %s hold weights that differ from the learner's (digest %s...)",
+                        differing, expected[:12])
+        matching = len(digests) - len(differing)
+        return {"sync/match": float(not differing), "sync/matching_workers": matching}

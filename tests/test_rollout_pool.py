@@ -163,3 +163,52 @@ def test_a_killed_worker_is_replaced_and_its_shard_regenerated(models, pool, pro
         assert _tokens(out) == expected
     finally:
         faulty.shutdown()
+
+
+def test_verify_fails_and_names_the_worker_whose_weights_differ(pool, models, monkeypatch, caplog):
+    """WeightSync.verify against the real workers' digests: equal weights give sync/match 1; one element off by one
+    ulp in one worker, or a stale replica still holding the initial weights, give 0 and the log names that worker.
+    (The learner's side is a stand-in that returns the digest of what it would send.)"""
+    import logging
+
+    import ray
+    from transformers import AutoModelForCausalLM
+
+    from cluster.weight_sync import WeightSync
+
+    # Nested, so Ray ships them by value to the workers (which cannot import this test module).
+    def _hold(worker, state: dict) -> None:
+        """In a rollout worker: its engine's weights become `state` (what a broadcast of `state` leaves)."""
+        with torch.no_grad():
+            for name, param in worker.engine.model.named_parameters():
+                param.copy_(state[name])
+
+    def _nudge_one_element(worker, name: str) -> None:
+        """In a rollout worker: one element of one tensor moves by one ulp."""
+        with torch.no_grad():
+            flat = dict(worker.engine.model.named_parameters())[name].view(-1)
+            flat[0] = torch.nextafter(flat[0], torch.tensor(10.0))
+
+    def state_of(path):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    current, initial = state_of(models[1]), state_of(models[0])
+    learner = type("Learner", (), {"param_metas": lambda self, dtype: None,
+                                   "weights_digest": lambda self, metas: weights_digest(current.items())})()
+    monkeypatch.setattr(WeightSync, "connect", lambda self: None)  # no weight group: only verify() is exercised
+    sync = WeightSync(learner, pool, backend="gloo", bucket_mb=1, timeout_s=60, wire_dtype="float32", verify=True)
+
+    ray.get([w.__ray_call__.remote(_hold, current) for w in pool.workers])
+    assert sync.verify() == {"sync/match": 1.0, "sync/matching_workers": 2}
+
+    caplog.set_level(logging.WARNING, logger="cluster.weight_sync")
+    ray.get(pool.workers[1].__ray_call__.remote(_nudge_one_element, "model.norm.weight"))
+    assert sync.verify() == {"sync/match": 0.0, "sync/matching_workers": 1}
+    assert "rollout worker(s) [1] hold weights that differ" in caplog.text
+
+    caplog.clear()
+    ray.get(pool.workers[1].__ray_call__.remote(_hold, current))
+    ray.get(pool.workers[0].__ray_call__.remote(_hold, initial))  # a stale replica: it missed the broadcast
+    assert sync.verify() == {"sync/match": 0.0, "sync/matching_workers": 1}
+    assert "rollout worker(s) [0] hold weights that differ" in caplog.text
