@@ -1,4 +1,6 @@
-"""Resolves the run's three models: a hub id or path is used as is; `tiny` builds a random-weight model locally."""
+"""Resolves the run's three models before any actor starts: `tiny` builds a random-weight model locally; a folder, a
+hub id or a named registry model goes through `engines.model_refs.resolve` (a named model is pulled into the cache
+here, in the driver, so actors only ever load local folders or hub ids)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
+from engines.model_refs import resolve
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +24,35 @@ class ModelPaths:
     vlm: str
 
 
+UNUSED = "-"  # a reference the caller does not need (e.g. perceive_cmd only wants the VLM): passed through as is
+
+
+def _resolved(ref: str, key: str, served_elsewhere: bool = False) -> str:
+    """`ref` as a loadable path or hub id (`tiny` kept for the builder below). A model named to an OpenAI-compatible
+    server is the server's, not ours to resolve."""
+    if ref in ("tiny", UNUSED) or served_elsewhere:
+        return ref
+    return resolve(ref, key=key)
+
+
+def _engine(cfg: DictConfig, section: str, part: str) -> str:
+    """cfg.<section>.<part>.engine as a plain string ("" where the config has none)."""
+    engine = getattr(getattr(getattr(cfg, section, None), part, None), "engine", "")
+    return str(getattr(engine, "value", engine))
+
+
 def prepare_models(cfg: DictConfig, corpus: Iterable[str]) -> ModelPaths:
-    """Builds whatever is `tiny` under <run_dir>/models (reused when already there), with one tokenizer trained on `corpus`."""
+    """Resolves every reference (pulling named models into the cache) and builds whatever is `tiny` under
+    <run_dir>/models (reused when already there), with one tokenizer trained on `corpus`."""
     models = cfg.models
-    if "tiny" not in (models.policy, models.judge, models.vlm):
-        return ModelPaths(models.policy, models.judge, models.vlm)
+    resolved = ModelPaths(
+        policy=_resolved(models.policy, "models.policy"),
+        judge=_resolved(models.judge, "models.judge", served_elsewhere=_engine(cfg, "rewards", "judge") == "openai"),
+        vlm=_resolved(models.vlm, "models.vlm", served_elsewhere=_engine(cfg, "perception", "vlm") == "openai"),
+    )
+    if "tiny" not in (resolved.policy, resolved.judge, resolved.vlm):
+        log.info("models: policy=%s judge=%s vlm=%s", resolved.policy, resolved.judge, resolved.vlm)
+        return resolved
     root = Path(cfg.run_dir) / "models"
     tiny = models.tiny
     tokenizer = train_tokenizer(corpus, root / "tokenizer", vocab_size=tiny.vocab_size)
@@ -36,7 +63,7 @@ def prepare_models(cfg: DictConfig, corpus: Iterable[str]) -> ModelPaths:
         num_kv_heads=tiny.num_kv_heads,
         intermediate_size=tiny.intermediate_size,
     )
-    paths = ModelPaths(models.policy, models.judge, models.vlm)
+    paths = resolved
     if models.policy == "tiny":
         paths.policy = build_tiny_causal_lm(tokenizer, root / "policy", seed=tiny.seed, **sizes)
     if models.judge == "tiny":
