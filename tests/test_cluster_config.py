@@ -192,16 +192,40 @@ def test_one_error_lists_every_problem():
         assert key in text, key
 
 
-def test_the_shipped_configs_and_the_schema_defaults_load(tmp_path):
-    load_config(None)
-    load_config(str(CONFIGS / "tiny.yaml"))
-    load_config(str(CONFIGS / "paper.yaml"))
+def _missing_from(loaded, written, path: str = "") -> list[str]:
+    """The keys of `written` (a YAML file's tree) whose value the loaded config does not hold, as dotted paths."""
+    if isinstance(written, dict):
+        return [p for key, value in written.items() for p in _missing_from(loaded.get(key) if isinstance(loaded, dict) else None,
+                                                                          value, f"{path}.{key}".lstrip("."))]
+    if isinstance(written, list):
+        if not isinstance(loaded, list) or len(loaded) != len(written):
+            return [path]
+        return [p for index, (got, value) in enumerate(zip(loaded, written)) for p in _missing_from(got, value, f"{path}[{index}]")]
+    same = loaded == written or (isinstance(written, float | int) and not isinstance(written, bool)
+                                 and isinstance(loaded, float | int) and loaded == pytest.approx(written))
+    return [] if same else [f"{path}: file {written!r}, loaded {loaded!r}"]
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "paper.yaml", "learning.yaml"])
+def test_the_shipped_configs_load_with_every_value_they_write(tmp_path, name):
+    raw = yaml.safe_load((CONFIGS / name).read_text())
     # configs/learning.yaml carries a `bench:` section that bench/learning_run.py takes out before load_config.
-    raw = yaml.safe_load((CONFIGS / "learning.yaml").read_text())
     raw.pop("bench", None)
-    learning = tmp_path / "learning.yaml"
-    learning.write_text(yaml.safe_dump(raw))
-    load_config(str(learning))
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    loaded = OmegaConf.to_container(load_config(str(path)), resolve=True)
+    assert _missing_from(loaded, raw) == []
+    # Spot checks of values that differ from the schema defaults, so the file (not the defaults) was read.
+    if name == "learning.yaml":
+        assert loaded["data"]["synthetic"]["scenes"] == 600 and loaded["sampling"]["num_samples"] == 8
+        assert loaded["sampling"]["temperature"] == pytest.approx(0.8) and loaded["models"]["tiny"]["hidden_size"] == 128
+    if name == "paper.yaml":
+        assert loaded["learner"]["warmup_ratio"] == pytest.approx(0.05) and loaded["learner"]["zero_stage"] == 3
+
+
+def test_the_schema_defaults_load():
+    cfg = OmegaConf.to_object(load_config(None))
+    assert isinstance(cfg, TrainConfig) and cfg.sampling.num_samples == 4 and cfg.rollout.num_replicas == 2
 
 
 def test_the_allowed_values_agree_with_the_layers_own_lists():
