@@ -223,16 +223,17 @@ def run_path(run_dir: str, cfg, *parts: str) -> Path:
 def resolve_policy(policy: str | None, cfg, run_dir: str | None) -> str:
     """--policy; else the run's newest checkpoint policy, its SFT policy, the config's models.policy, its models/policy."""
     from cluster.checkpoints import latest_checkpoint
+    from engines.model_refs import resolve_named
 
     if policy:
-        return policy
+        return resolve_named(policy, key="--policy")
     candidates: list[str] = []
     if run_dir is not None:
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is not None:
             candidates.append(str(Path(checkpoint) / "policy"))
         candidates.append(str(run_path(run_dir, cfg, "sft", "policy")))
-    configured = cfg.models.policy if cfg.models.policy != "tiny" else None
+    configured = resolve_named(cfg.models.policy, key="models.policy") if cfg.models.policy != "tiny" else None
     if configured:
         candidates.append(configured)
     if run_dir is not None:

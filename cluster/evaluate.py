@@ -178,6 +178,11 @@ class EvalOptions:
 
 
 def resolve_checkpoint(path: str) -> str:
+    """The policy folder of `path`: a folder with config.json, its policy/ subfolder, or a named model's cached folder
+    (pulled first; `embodied-r models list`)."""
+    from engines.model_refs import resolve_named
+
+    path = resolve_named(path, key="--checkpoint")
     folder = Path(path)
     for candidate in (folder, folder / "policy"):
         if (candidate / "config.json").is_file():
@@ -285,6 +290,11 @@ def run_eval(cfg, options: EvalOptions, progress: bool = True) -> dict:
     if options.samples < 1 or options.workers < 1:
         raise ValueError(f"--samples and --workers must be >= 1, got {options.samples} and {options.workers}")
     checkpoint = resolve_checkpoint(options.checkpoint)
+    judge = options.judge
+    if judge and str(cfg.rewards.judge.engine) != "openai":  # a served judge keeps the server's model name
+        from engines.model_refs import resolve
+
+        judge = resolve(judge, key="--judge")  # in the driver, before any judge actor starts
     manifest = resolve_manifest(options.manifest)
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -315,7 +325,7 @@ def run_eval(cfg, options: EvalOptions, progress: bool = True) -> dict:
         wanted = [i for i, request in enumerate(requests) if request is not None]
         letters = [None] * len(texts)
         if wanted:
-            answered, judge_failures = judge_letters(cfg, options.judge, [requests[i] for i in wanted], progress)
+            answered, judge_failures = judge_letters(cfg, judge, [requests[i] for i in wanted], progress)
             for i, letter in zip(wanted, answered):
                 letters[i] = letter
     scores = score_samples(records, texts, [len(c.token_ids) for c in completions], letters)

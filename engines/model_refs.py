@@ -180,6 +180,14 @@ def resolve(ref: str, *, key: str = "model", cache: str | os.PathLike | None = N
                         f"{', '.join(NAMED_MODELS)} (`embodied-r models list`); `tiny` builds a random-weight model")
 
 
+def resolve_named(ref: str, *, key: str = "model", cache: str | os.PathLike | None = None, progress: bool = True) -> str:
+    """`ref` unchanged unless it names a named model (and no existing path): then its cached folder, pulled if needed.
+    For commands that check folders their own way (eval's --checkpoint, ask's --policy) but take names too."""
+    if ref in NAMED_MODELS and not Path(ref).exists():
+        return resolve(ref, key=key, cache=cache, progress=progress)
+    return ref
+
+
 # ---------------------------------------------------------------------------------------------------------------- pull
 
 

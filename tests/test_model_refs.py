@@ -309,6 +309,19 @@ def test_prepare_models_resolves_every_reference_before_actors(tmp_path, cache, 
         prepare_models(dataclasses.replace(run, models=ModelsConfig(policy="smollm3", judge="-", vlm="-")), [])
 
 
+def test_eval_and_ask_take_a_named_model(cache, registry):
+    from cluster.ask import resolve_policy
+    from cluster.config import TrainConfig
+    from cluster.evaluate import resolve_checkpoint
+
+    entry = registry(_entry())
+    model_refs.pull(entry.name, progress=False, downloader=_downloader(), converter=_converter())
+    folder = str(cache / "models" / entry.name)
+    assert resolve_checkpoint(entry.name) == folder
+    assert resolve_policy(entry.name, TrainConfig(), None) == folder
+    assert model_refs.resolve_named("Qwen/Qwen2.5-3B-Instruct") == "Qwen/Qwen2.5-3B-Instruct"
+
+
 def test_the_models_command_lists_and_reports_errors_in_one_line(cache, registry, capsys):
     from cluster.cli import main
 
