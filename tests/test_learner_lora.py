@@ -104,11 +104,14 @@ def test_reference_is_the_base_model_and_fold_keeps_the_policy(model_path):
     assert (policy_logits - base_logits).abs().max() > 1e-3
     # After a warm-up, the policy becomes the new base: unchanged itself, and the reference now equals it.
     lora.fold_adapters(wrapped, rank=0)
-    torch.testing.assert_close(_logits(wrapped, ids), policy_logits, rtol=1e-4, atol=1e-5)
+    folded_logits = _logits(wrapped, ids)
+    torch.testing.assert_close(folded_logits, policy_logits, rtol=1e-4, atol=1e-5)
     with lora.reference_forward(wrapped):
-        torch.testing.assert_close(_logits(wrapped, ids), _logits(wrapped, ids), rtol=0, atol=0)
         reference_logits = _logits(wrapped, ids)
+    # With the adapters folded in (B = 0) the reference (adapters off) and the policy (adapters on) are one model.
+    torch.testing.assert_close(reference_logits, folded_logits, rtol=0, atol=0)
     torch.testing.assert_close(reference_logits, policy_logits, rtol=1e-4, atol=1e-5)
+    assert (reference_logits - base_logits).abs().max() > 1e-3  # the reference moved off the old base
     assert all(not p.any() for name, p in wrapped.named_parameters() if ".lora_B." in name)
 
 
