@@ -360,8 +360,9 @@ def _pull_locked(model: NamedModel, root: Path, final: Path, progress: bool, dow
     tmp_root.mkdir(parents=True, exist_ok=True)
     for stale in tmp_root.glob(f"{model.name}.*"):  # a killed pull's leftovers; this process holds the name's lock
         shutil.rmtree(stale, ignore_errors=True)
-    if final.exists():  # a folder without the marker: not ours to trust
-        shutil.rmtree(final)
+    if final.exists():  # without the marker: put there by hand, not by a pull; never delete someone's files
+        raise ModelRefError(f"{final} exists but no pull published it (it has no {MARKER}): remove it to pull "
+                            f"{model.name}, or pass the folder itself, e.g. models.policy={final}")
     free_mb = shutil.disk_usage(tmp_root).free // 2**20
     if free_mb < model.disk_mb:
         raise ModelFetchError(model, f"the disk holding the cache is full: {free_mb} MB free, a pull needs about "

@@ -259,10 +259,18 @@ def test_a_killed_pulls_leftovers_are_removed(cache, registry):
     stale = cache / "tmp" / f"{entry.name}.dead1234"
     (stale / "model").mkdir(parents=True)
     (stale / "model" / "model.safetensors").write_bytes(b"half")
-    half_published = cache / "models" / entry.name  # no marker: never published by a pull
-    half_published.mkdir(parents=True)
     path = model_refs.pull(entry.name, progress=False, downloader=_downloader(), converter=_converter())
     assert not stale.exists() and (path / MARKER).is_file()
+
+
+def test_a_folder_put_in_the_cache_by_hand_is_never_deleted(cache, registry):
+    entry = registry(_entry())
+    by_hand = cache / "models" / entry.name  # no marker: not published by a pull
+    by_hand.mkdir(parents=True)
+    (by_hand / "config.json").write_text("{}")
+    with pytest.raises(ModelRefError, match=f"no pull published it.*models.policy={by_hand}"):
+        model_refs.pull(entry.name, progress=False, downloader=_downloader(), converter=_converter())
+    assert (by_hand / "config.json").is_file()
 
 
 def test_concurrent_pulls_convert_once(cache, registry):
