@@ -18,12 +18,14 @@ class LearnerGroup:
     port it bound there), so the group forms wherever Ray placed it, whichever node the driver runs on."""
 
     def __init__(self, cfg: LearnerConfig, model_path: str, pool: Pool, total_steps: int, seed: int,
-                 max_new_tokens: int | None = None, rendezvous_timeout_s: float = 600.0):
-        """`max_new_tokens`: the sampling cap, dr_grpo's default loss normaliser."""
+                 max_new_tokens: int | None = None, rendezvous_timeout_s: float = 600.0, sampling_temperature: float = 1.0):
+        """`max_new_tokens`: the sampling cap, dr_grpo's default loss normaliser; `sampling_temperature`: the rollout
+        engines' temperature, at which the learner computes GRPO's log-probs."""
         self.cfg = cfg
         self.actors = ActorGroup(
             "learner", Learner,
-            lambda rank: (cfg, model_path, rank, cfg.num_replicas, total_steps, seed, rendezvous_timeout_s, max_new_tokens),
+            lambda rank: (cfg, model_path, rank, cfg.num_replicas, total_steps, seed, rendezvous_timeout_s, max_new_tokens,
+                          sampling_temperature),
             cfg.num_replicas, pool=pool,
         )
         self.master = ray.get(self.ranks[0].host_rendezvous.remote())

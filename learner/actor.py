@@ -37,13 +37,16 @@ class Learner:
 
     def __init__(
         self, cfg: LearnerConfig, model_path: str, rank: int, world_size: int, total_steps: int, seed: int = 0,
-        rendezvous_timeout_s: float = 600.0, max_new_tokens: int | None = None,
+        rendezvous_timeout_s: float = 600.0, max_new_tokens: int | None = None, sampling_temperature: float = 1.0,
     ):
         torch.set_num_threads(max(1, int(cfg.num_cpus_per_replica)))
         torch.manual_seed(seed + rank)
         check_grpo_config(cfg.grpo)
         make_algorithm(cfg.grpo, max_new_tokens)  # fails here, before any work, if the variant cannot be built
         self.max_new_tokens = max_new_tokens  # the sampling cap: dr_grpo's normaliser unless learner.grpo.max_tokens_norm
+        # sampling.temperature: GRPO's log-probs (policy, old, reference) are those of the distribution the rollout
+        # engines sampled from (learner.batch.completion_logprobs); SFT's stay at temperature 1.
+        self.sampling_temperature = sampling_temperature
         self.cfg = cfg
         self.model_path = model_path
         self.rank = rank
@@ -122,7 +125,7 @@ class Learner:
             stats = {"loss": 0.0, "clipped_tokens": 0.0, "tokens": 0.0, "ratio_sum": 0.0, "ratio_min": math.inf, "ratio_max": -math.inf}
             for index, (batch, weight) in enumerate(micro_batches):
                 self.engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
-                logprobs = completion_logprobs(self.engine, batch)
+                logprobs = completion_logprobs(self.engine, batch, self.sampling_temperature)
                 mask = loss_masks[index]
                 if old_logprobs[index] is None:
                     # The first pass runs on the weights that generated the batch: its log-probs are the old policy's.
@@ -281,11 +284,11 @@ class Learner:
     def _reference_logprobs(self, micro_batches: list[tuple[PackedBatch, float]]) -> list[torch.Tensor | None]:
         if self.cfg.lora.enabled and self.cfg.grpo.beta > 0:
             with lora.reference_forward(self.engine.module):
-                return [completion_logprobs(self.engine, batch) for batch, _ in micro_batches]
+                return [completion_logprobs(self.engine, batch, self.sampling_temperature) for batch, _ in micro_batches]
         if self.reference is None:
             return [None] * len(micro_batches)
         with reference_on_device(self.reference, self.cfg) as reference:  # one move for all micro-batches
-            return [completion_logprobs(reference, batch) for batch, _ in micro_batches]
+            return [completion_logprobs(reference, batch, self.sampling_temperature) for batch, _ in micro_batches]
 
     # ---- weights --------------------------------------------------------------------------------------------
     def param_metas(self, dtype: str | None = None):
@@ -436,9 +439,14 @@ class Learner:
 
 
 def _rng_state() -> dict:
+    """Every generator a training step draws from (LoRA dropout, sampling in the loss): the CPU's, Python's, and on
+    GPU every device's, so a resumed run continues the same streams."""
     import random
 
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
@@ -446,6 +454,8 @@ def _set_rng_state(state: dict) -> None:
 
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _check_rollout_logprobs(samples: list[Sample], rank: int, setting: str) -> None:

@@ -66,8 +66,14 @@ def pack(samples: list[Sample], pad_id: int) -> PackedBatch:
     )
 
 
-def completion_logprobs(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
-    """Log-prob of each completion token under `model`: [B, C], computed in float32.
+def completion_logprobs(model: torch.nn.Module, batch: PackedBatch, temperature: float = 1.0) -> torch.Tensor:
+    """Log-prob of each completion token under `model` at the sampling `temperature`: [B, C], computed in float32.
+
+    log_softmax(logits / temperature), the distribution the rollout engines draw from and report (temperature 0, greedy
+    decoding, reads as 1, as the engines report it): GRPO's ratio, the KL reference and TIS must all compare the
+    policy the tokens were sampled from. Top-p is not applied here: the learner trains the whole tempered distribution,
+    and the engines' log-probs (renormalised over the nucleus) differ from these by exactly what top-p cut, which is
+    the mismatch truncated importance sampling (learner.grpo.tis_cap) corrects. SFT passes 1: a plain likelihood.
 
     GRPO's G samples of a prompt share its tokens, so when rows of the batch share a prompt, the prompt is run once
     (its keys and values then serve every row that shares it, and the gradient of all those rows flows back into that
@@ -75,13 +81,16 @@ def completion_logprobs(model: torch.nn.Module, batch: PackedBatch) -> torch.Ten
     result is the full pass's up to float rounding. A batch whose prompts all differ, or a model with gradient
     checkpointing (which turns the cache off), takes one pass over the whole rows.
     """
+    if temperature < 0:
+        raise ValueError(f"sampling temperature must be >= 0, got {temperature}")
+    scale = 1.0 if temperature == 0 else float(temperature)
     shared = _shared_prompts(batch)
     if shared is None or _gradient_checkpointing(model):
-        return _full_pass_logprobs(model, batch)
-    return _shared_prompt_logprobs(model, batch, *shared)
+        return _full_pass_logprobs(model, batch, scale)
+    return _shared_prompt_logprobs(model, batch, *shared, scale)
 
 
-def _full_pass_logprobs(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
+def _full_pass_logprobs(model: torch.nn.Module, batch: PackedBatch, temperature: float = 1.0) -> torch.Tensor:
     completion_width = batch.completion_ids.shape[1]
     out = model(
         input_ids=batch.input_ids,
@@ -91,10 +100,12 @@ def _full_pass_logprobs(model: torch.nn.Module, batch: PackedBatch) -> torch.Ten
         use_cache=False,
     )
     logits = out.logits[:, :-1, :].float()  # position P-1+t predicts completion token t
-    return _token_logprobs(logits, batch.completion_ids)
+    return _token_logprobs(logits, batch.completion_ids, temperature)
 
 
-def _shared_prompt_logprobs(model: torch.nn.Module, batch: PackedBatch, first_rows: torch.Tensor, prompt_of_row: torch.Tensor) -> torch.Tensor:
+def _shared_prompt_logprobs(
+    model: torch.nn.Module, batch: PackedBatch, first_rows: torch.Tensor, prompt_of_row: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Two passes: the distinct prompts (their last position predicts completion token 0), then every row's completion
     tokens but the last (position P+t predicts token t+1) on the keys and values of its prompt, picked per row."""
     width = batch.prompt_width
@@ -119,10 +130,12 @@ def _shared_prompt_logprobs(model: torch.nn.Module, batch: PackedBatch, first_ro
             use_cache=True,
         )
         logits = torch.cat([logits, rest.logits], dim=1)
-    return _token_logprobs(logits.float(), batch.completion_ids)
+    return _token_logprobs(logits.float(), batch.completion_ids, temperature)
 
 
-def _token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+def _token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    if temperature != 1.0:  # no division at 1, so the untempered log-probs stay bit for bit what they were
+        logits = logits / temperature
     return torch.log_softmax(logits, dim=-1).gather(-1, token_ids.unsqueeze(-1)).squeeze(-1)
 
 

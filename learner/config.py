@@ -31,7 +31,9 @@ QWEN2_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 @dataclass
 class GRPOConfig:
     beta: float = 0.001  # KL penalty weight; 0 drops the reference model (no reference engine is built)
-    kl_estimator: KLEstimator = KLEstimator.k3  # k1 | k2 | k3 (learner/kl.py)
+    # k3 (gradient of the forward KL(ref || policy), DeepSeek's GRPO) | k2 (gradient of the reverse KL(policy || ref)) |
+    # k1 (zero expected gradient: refused when beta > 0). Derivations in learner/kl.py.
+    kl_estimator: KLEstimator = KLEstimator.k3
     clip_low: float = 0.2  # the ratio is clipped to [1 - clip_low, 1 + clip_high] (DAPO's clip-higher: clip_high > clip_low)
     clip_high: float = 0.2
     advantage_norm: AdvantageNorm = AdvantageNorm.group_std  # group_std | group_mean (Dr.GRPO)
@@ -45,8 +47,9 @@ class GRPOConfig:
     #   rollout: the log-probs the rollout engine reported when it sampled each token (Sample.rollout_logprobs), i.e.
     #            importance ratios against the actual behaviour policy: corrects for engine/learner mismatch from the
     #            first update on, at the cost of more variance, and of clipped (gradient-free) tokens where the two
-    #            disagree by more than the clip range. The engine reports log-probs of the distribution it sampled from (after temperature
-    #            and top-p), so use it with temperature 1 and top_p 1 unless that correction is what you want.
+    #            disagree by more than the clip range. Both sides are log-probs at sampling.temperature (the learner
+    #            divides its logits by it, learner.batch.completion_logprobs); top_p < 1 is not applied by the
+    #            learner, so with it the ratio also carries what the nucleus cut (TIS's correction).
     old_logprobs: OldLogprobsSource = OldLogprobsSource.learner  # learner | rollout
     # DAPO's dynamic sampling: drop the groups whose rewards are all equal (advantage 0 everywhere) before the learner
     # step, so they no longer dilute the token-mean normaliser; a step whose groups are all dropped is skipped.
