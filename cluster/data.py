@@ -74,36 +74,56 @@ def tokenizer_corpus(data: RunData) -> list[str]:
 
 
 class EpochSampler:
-    """Seeded shuffles of the record indices, one per epoch; its position is part of a checkpoint."""
+    """Seeded shuffles of the record indices, one per epoch; its position is part of a checkpoint.
+
+    Every epoch deals each index exactly once. A take that runs past the end of an epoch continues into the next, whose
+    order then puts the indices this take already holds last (`deferred`), so no batch holds one index twice (its
+    seeds are per step and index: the group would be generated twice, identically, and count double) unless the batch
+    is larger than the data set. A take is labelled with the epoch its first index comes from.
+    """
 
     def __init__(self, size: int, seed: int):
+        if size < 1:
+            raise ValueError(f"EpochSampler needs at least one record, got {size}")
         self.size = size
         self.seed = seed
         self.epoch = 0
         self.position = 0
-        self._order = self._shuffle(0)
+        self.deferred: list[int] = []  # indices moved to the end of this epoch's order (see the class docstring)
+        self._order = self._shuffle(0, [])
 
-    def _shuffle(self, epoch: int) -> list[int]:
+    def _shuffle(self, epoch: int, deferred: list[int]) -> list[int]:
         order = list(range(self.size))
         random.Random(self.seed * 100_003 + epoch).shuffle(order)
+        if deferred:
+            later = set(deferred)
+            order = [i for i in order if i not in later] + [i for i in order if i in later]
         return order
+
+    def _next_epoch(self, held: list[int]) -> None:
+        self.epoch += 1
+        self.position = 0
+        self.deferred = sorted(set(held))
+        self._order = self._shuffle(self.epoch, self.deferred)
 
     def take(self, count: int) -> tuple[list[int], int]:
         """`count` indices and the epoch (0-based) in which the batch started."""
+        if self.position == self.size:  # the last take ended exactly at the epoch's end: this one starts the next
+            self._next_epoch([])
         epoch = self.epoch
-        picked = []
+        picked: list[int] = []
         while len(picked) < count:
             if self.position == self.size:
-                self.epoch += 1
-                self.position = 0
-                self._order = self._shuffle(self.epoch)
+                self._next_epoch(picked)
             picked.append(self._order[self.position])
             self.position += 1
         return picked, epoch
 
     def state(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "size": self.size}
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "size": self.size,
+                "deferred": list(self.deferred)}
 
     def restore(self, state: dict) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._shuffle(self.epoch)
+        self.deferred = [int(i) for i in state.get("deferred", [])]
+        self._order = self._shuffle(self.epoch, self.deferred)
