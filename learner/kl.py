@@ -1,4 +1,12 @@
-"""Per-token estimators of KL(policy || reference) from log-probs of the sampled tokens (Schulman's k1, k2, k3)."""
+"""Per-token estimators of KL(policy || reference) from log-probs of the sampled tokens (Schulman's k1, k2, k3).
+
+Their values estimate the same KL; their gradients, as a loss term on samples from the policy, differ (x = log(ref / pi)):
+- k1 = -x: gradient grad log pi, zero in expectation: it regularises nothing (refused as a loss term by
+  learner.algo.checks; fine as a metric);
+- k2 = x^2 / 2: gradient -x grad log pi, in expectation the gradient of KL(policy || ref), the reverse KL;
+- k3 = e^x - x - 1 (DeepSeek's GRPO, the default): gradient (1 - e^x) grad log pi, in expectation the gradient of
+  KL(ref || policy), the forward KL. Always >= 0 and low-variance as a value.
+"""
 
 from __future__ import annotations
 

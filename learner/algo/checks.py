@@ -23,6 +23,14 @@ def check_grpo_config(cfg: GRPOConfig) -> None:
             raise ValueError(f"learner.grpo.{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
     if cfg.beta < 0:
         raise ValueError(f"learner.grpo.beta must be >= 0, got {cfg.beta}")
+    if cfg.beta > 0 and cfg.kl_estimator == "k1":
+        # k1 = log(pi / pi_ref) has gradient grad log pi, whose expectation over on-policy samples is 0: as a loss term
+        # it adds noise and pulls towards nothing (learner/kl.py).
+        raise ValueError(
+            "learner.grpo.kl_estimator=k1 regularises nothing as a loss term (its expected gradient on on-policy samples "
+            "is zero); use k3 (the gradient of KL(ref || policy), DeepSeek's GRPO) or k2 (that of KL(policy || ref)), "
+            "or beta=0 for no KL term"
+        )
     if not 0 <= cfg.clip_low < 1 or cfg.clip_high < 0:
         raise ValueError(f"learner.grpo clip range needs 0 <= clip_low < 1 and clip_high >= 0, got {cfg.clip_low}, {cfg.clip_high}")
     if not 0 <= cfg.gspo_clip_low < 1:
