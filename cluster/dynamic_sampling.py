@@ -24,22 +24,22 @@ def refill(cfg, scorer, pipeline: RolloutPipeline, scored: Scored, step: int) ->
     if not rounds or not cfg.learner.grpo.filter_equal_reward_groups:
         return scored
     started = time.perf_counter()
-    group_size, target = cfg.sampling.num_samples, cfg.trainer.prompts_per_step
-    samples = list(scored.samples[: target * group_size])
-    generated, kept_generated, done = target, len(scored.samples) // group_size, 0
-    while len(samples) < target * group_size and done < rounds:
+    target = cfg.trainer.prompts_per_step
+    groups = list(scored.groups[:target])
+    generated, kept_generated, done = target, len(scored.groups), 0
+    while len(groups) < target and done < rounds:
         done += 1
-        missing = target - len(samples) // group_size
+        missing = target - len(groups)
         keep_rate = kept_generated / generated
         count = target if keep_rate == 0 else min(target, math.ceil(missing / keep_rate))
         extra = score(cfg, scorer, pipeline.extra_rollouts(step, count, done))
         generated += count
-        kept_generated += len(extra.samples) // group_size
-        samples += extra.samples[: missing * group_size]
+        kept_generated += len(extra.groups)
+        groups += extra.groups[:missing]
     metrics = {
         "groups/refill_rounds": done,
         "groups/generated": generated,
-        "groups/kept": len(samples) // group_size,
+        "groups/kept": len(groups),
         "time/refill": time.perf_counter() - started,
     }
-    return replace(scored, samples=samples, filtered_groups=generated - kept_generated, extra_metrics=metrics)
+    return replace(scored, groups=groups, filtered_groups=generated - kept_generated, extra_metrics=metrics)

@@ -2,8 +2,13 @@
 w_c*consistency, for a batch of GRPO groups (G consecutive completions of one prompt), excluding failed judgements.
 
 A failed judgement -- the judge gave no letter (timeout, failed batch) for a correct multiple-choice answer with
-reasoning -- is never scored 0: the sample's consistency is unknown, and only what the judge did measure stands in for
-it. The incorrect answers' 0s and those of correct answers without reasoning are 0 by definition, not measurements, so
+reasoning -- is never scored 0. While consistency is weighted, the sample is *excluded* (`excluded`): the driver
+leaves it out of its group's advantage statistics and out of the learner's batch, so the group's other samples get
+exactly the advantages they would have had if it had never been sampled, and an outage neither raises nor lowers
+them (learner.algo.grpo.group_advantages with `valid`). An imputed reward would enter the group's mean and std and
+shift every other advantage. Its `total` below is an estimate for the reported reward/total only, so that an outage
+does not drag that curve down either: the sample's consistency is unknown, and only what the judge did measure stands
+in for it. The incorrect answers' 0s and those of correct answers without reasoning are 0 by definition, not measurements, so
 they never enter the estimate. Precisely, for a failed sample i of group g:
 - if some correct answers of g were judged, i's consistency is their mean: the consistency rate measured on the
   group's correct answers. The group's rate over all its correct answers is then the measured one, exactly as if the
@@ -13,9 +18,7 @@ they never enter the estimate. Precisely, for a failed sample i of group g:
   i's total is computed with the consistency term removed and its weight renormalised onto the others,
   (w_f*format + w_a*accuracy) * (w_f + w_a + w_c) / (w_f + w_a). (A stage that weights consistency alone has no other
   term: the total is then (w_f + w_a + w_c) * accuracy.)
-Judged samples' totals never depend on another sample's judgement failing. In GRPO's group-normalised advantages a
-failed sample sits at the reward a correct answer of its group is measured to earn, so its advantage estimates the one
-the judgement would have given, rather than pulling it towards a wrong answer's. Failed samples are counted
+Judged samples' totals never depend on another sample's judgement failing. Failed samples are counted
 (`judge_failures`, `judge_failed`) and keep consistency None in `consistency`; `consistency_used` holds the value that
 makes total = w_f*format + w_a*accuracy + w_c*consistency_used hold for every sample (for a renormalised one,
 (w_f*format + w_a*accuracy) / (w_f + w_a)).
@@ -58,6 +61,12 @@ class RewardBatch:
     def __len__(self) -> int:
         return len(self.total)
 
+    @property
+    def excluded(self) -> list[bool]:
+        """Samples left out of the advantages and of the learner's batch: a failed judgement while consistency is
+        weighted (their `total` is the reported estimate, never a reward the policy learns from)."""
+        return [failed and self.weights.consistency > 0 for failed in self.judge_failed]
+
     def metrics(self, prefix: str = "reward/") -> dict[str, float]:
         def mean(values: Sequence[float]) -> float:
             return sum(values) / len(values) if values else 0.0
@@ -71,6 +80,7 @@ class RewardBatch:
             f"{prefix}consistency": mean(known),
             f"{prefix}judged": float(self.judged),
             f"{prefix}judge_failures": float(self.judge_failures),
+            f"{prefix}excluded": float(sum(self.excluded)),
             f"{prefix}judge_failure_rate": self.judge_failures / needed if needed else 0.0,
             f"{prefix}judge_latency_s": self.judge_latency_s,
             f"{prefix}score_s": self.score_s,

@@ -50,8 +50,9 @@ class Algorithm:
     def __init__(self, cfg: GRPOConfig, max_new_tokens: int | None = None):
         self.cfg = cfg
 
-    def advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-        """One advantage per sample from the rewards of `group_size` consecutive samples per prompt."""
+    def advantages(self, rewards: torch.Tensor, group_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """One advantage per sample from the rewards of `group_size` consecutive samples per prompt; samples not
+        `valid` (bool) are left out of their group's statistics and get 0."""
         raise NotImplementedError
 
     def token_loss(self, inputs: LossInputs) -> LossOutputs:

@@ -32,8 +32,8 @@ class DrGRPO(Algorithm):
         self.tokens_norm = dr_grpo_tokens_norm(cfg, max_new_tokens)
         self._clipped_objective = GRPO(cfg)
 
-    def advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-        return group_advantages(rewards, group_size, "group_mean")
+    def advantages(self, rewards: torch.Tensor, group_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return group_advantages(rewards, group_size, "group_mean", valid=valid)
 
     def token_loss(self, inputs: LossInputs) -> LossOutputs:
         return self._clipped_objective.token_loss(inputs)

@@ -11,16 +11,37 @@ from learner.config import GRPOConfig
 from learner.kl import kl_estimate
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, norm: str = "group_std", eps: float = 1e-4) -> torch.Tensor:
-    """(r - mean) / (std + eps) within each group of `group_size` consecutive samples; `group_mean` skips the std (Dr.GRPO)."""
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, norm: str = "group_std", eps: float = 1e-4, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(r - mean) / (std + eps) within each group of `group_size` consecutive samples; `group_mean` skips the std (Dr.GRPO).
+
+    `valid` (bool, one per sample) leaves samples out: each group's mean and std are those of its valid samples alone,
+    so they get exactly the advantages of a group that never held the others, which get 0 (and whose rewards, NaN for
+    a failed judgement, are never read). A group with one valid sample gives it 0.
+    """
     if rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    if norm not in ("group_std", "group_mean"):
+        raise ValueError(f"advantage_norm must be 'group_std' or 'group_mean', got {norm!r}")
+    if valid is not None and not bool(valid.all()):
+        return _masked_group_advantages(rewards, group_size, norm, eps, valid)
     grouped = rewards.view(-1, group_size)
     centred = grouped - grouped.mean(dim=1, keepdim=True)
     if norm == "group_std":
         centred = centred / (grouped.std(dim=1, keepdim=True) + eps)
-    elif norm != "group_mean":
-        raise ValueError(f"advantage_norm must be 'group_std' or 'group_mean', got {norm!r}")
+    return centred.view(-1)
+
+
+def _masked_group_advantages(rewards: torch.Tensor, group_size: int, norm: str, eps: float, valid: torch.Tensor) -> torch.Tensor:
+    keep = valid.view(-1, group_size)
+    grouped = torch.where(keep, rewards.view(-1, group_size), torch.zeros_like(rewards).view(-1, group_size))
+    count = keep.sum(dim=1, keepdim=True).to(rewards.dtype)
+    mean = grouped.sum(dim=1, keepdim=True) / count.clamp(min=1)
+    centred = torch.where(keep, grouped - mean, torch.zeros_like(grouped))
+    if norm == "group_std":  # the unbiased std, as torch.std over the valid samples gives it
+        std = (centred.pow(2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()
+        centred = centred / (std + eps)
     return centred.view(-1)
 
 
@@ -104,8 +125,8 @@ class GRPO(Algorithm):
 
     name = "grpo"
 
-    def advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-        return group_advantages(rewards, group_size, self.cfg.advantage_norm)
+    def advantages(self, rewards: torch.Tensor, group_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return group_advantages(rewards, group_size, self.cfg.advantage_norm, valid=valid)
 
     def token_loss(self, inputs: LossInputs) -> LossOutputs:
         per_token, kl, clipped = grpo_token_loss(

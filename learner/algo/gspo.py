@@ -41,8 +41,8 @@ class GSPO(Algorithm):
 
     name = "gspo"
 
-    def advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-        return group_advantages(rewards, group_size, self.cfg.advantage_norm)
+    def advantages(self, rewards: torch.Tensor, group_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return group_advantages(rewards, group_size, self.cfg.advantage_norm, valid=valid)
 
     def token_loss(self, inputs: LossInputs) -> LossOutputs:
         per_token, kl, clipped, ratio = gspo_token_loss(
