@@ -328,7 +328,7 @@ class Ours:
             rewards = torch.tensor([trivial_reward(c.token_ids) for c in completions])
             advantages = self.algorithm.advantages(rewards, self.cfg.sampling.num_samples)
             samples = [Sample(c.prompt_token_ids, c.token_ids, c.logprobs, float(a), truncated=not c.finished,
-                              policy_version=rollouts.policy_version) for c, a in zip(completions, advantages.tolist())]
+                              policy_version=c.policy_version) for c, a in zip(completions, advantages.tolist())]
             learn_began = time.perf_counter()
             metrics = self.pools.learner.train_step(samples, current_version=self.step - 1)
             learn_s = time.perf_counter() - learn_began

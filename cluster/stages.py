@@ -70,16 +70,21 @@ class Rollouts:
 @dataclass
 class Scored:
     """The rewards of a step's completions under the step's reward weights, their group advantages, and the samples
-    the learner gets (groups with equal rewards dropped when learner.grpo.filter_equal_reward_groups is on)."""
+    the learner gets, group by group (groups with equal rewards dropped when learner.grpo.filter_equal_reward_groups is
+    on; samples whose judgement failed left out of their group, rewards.combine.RewardBatch.excluded)."""
 
     rewards: object  # rewards.combine.RewardBatch
     weights: RewardStage
-    samples: list[Sample]
+    groups: list[list[Sample]]  # the learner's samples, per prompt (a group may hold fewer than G: exclusions)
     filtered_groups: int
     seconds: float
     categories: list[str] = field(default_factory=list)
     overlong: list[float] = field(default_factory=list)  # the soft overlong penalty of each sample, when it is on
     extra_metrics: dict = field(default_factory=dict)  # what dynamic sampling's refill adds (cluster/dynamic_sampling.py)
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [sample for group in self.groups for sample in group]
 
     def metrics(self) -> dict:
         penalty = {"reward/overlong_penalty": sum(self.overlong) / len(self.overlong)} if self.overlong else {}
@@ -109,16 +114,27 @@ def score(cfg, scorer, rollouts: Rollouts) -> Scored:
                     for c in completions]
         rewards.total = [total + penalty for total, penalty in zip(rewards.total, overlong)]
     algorithm = make_algorithm(cfg.learner.grpo, cfg.sampling.max_new_tokens)
-    advantages = algorithm.advantages(torch.tensor(rewards.total), group_size)
-    samples = [
-        Sample(c.prompt_token_ids, c.token_ids, c.logprobs, float(a), truncated=not c.finished, policy_version=rollouts.policy_version)
-        for c, a in zip(completions, advantages.tolist())
-    ]
+    # A failed judgement's sample is left out of its group's statistics and of the batch (rewards/combine.py).
+    valid = [not out for out in rewards.excluded]
+    advantages = algorithm.advantages(torch.tensor(rewards.total), group_size, valid=torch.tensor(valid)).tolist()
     if cfg.learner.grpo.filter_equal_reward_groups:
         # DAPO's dynamic sampling (learner/filtering.py); with every group dropped the step has no gradient to take.
-        samples = [samples[i] for i in kept_sample_indices(rewards.total, group_size)]
-    filtered = (len(completions) - len(samples)) // group_size
-    return Scored(rewards, weights, samples, filtered, time.perf_counter() - started, [r.category for r in records], overlong)
+        kept = set(kept_sample_indices(rewards.total, group_size, valid=valid))
+    else:
+        kept = {i for i, ok in enumerate(valid) if ok}
+    groups: list[list[Sample]] = []
+    for begin in range(0, len(completions), group_size):
+        members = [i for i in range(begin, begin + group_size) if i in kept]
+        if members:
+            groups.append([_sample(completions[i], advantages[i]) for i in members])
+    filtered = len(completions) // group_size - len(groups)
+    return Scored(rewards, weights, groups, filtered, time.perf_counter() - started, [r.category for r in records], overlong)
+
+
+def _sample(completion: Completion, advantage: float) -> Sample:
+    """The learner's view of a completion, stamped with the policy version that really sampled it (the worker's)."""
+    return Sample(completion.prompt_token_ids, completion.token_ids, completion.logprobs, float(advantage),
+                  truncated=not completion.finished, policy_version=completion.policy_version)
 
 
 @dataclass
@@ -173,6 +189,18 @@ class RolloutPipeline:
         self.policy_version = self.learner_version = start_step
         self._owed = False  # an update the workers have not received
         self._in_flight: tuple[StepPrompts, object, int] | None = None  # (prompts, pending generation, their version)
+        pools.rollout.on_replaced = self._replaced
+
+    def _replaced(self, workers: list[int]) -> None:
+        """A rollout worker died while generating and was replaced (rollout.pool.RolloutPool.collect): it starts from
+        models.policy, so the weight group is rebuilt and everyone is sent the learner's current weights, stamped with
+        their version: the lost shard, generated again next, carries the version that really sampled it."""
+        self.pools.sync.connect()
+        self.pools.sync.broadcast(self.learner_version)
+        self.policy_version = self.learner_version
+        self._owed = False
+        log.warning("rollout worker(s) %s replaced and given the learner's current weights (version %d); their shards "
+                    "are generated again", workers, self.learner_version)
 
     def is_barrier(self, step: int) -> bool:
         every = self.cfg.trainer.checkpoint_every
@@ -226,7 +254,7 @@ class RolloutPipeline:
     def _send_owed(self, verify_anyway: bool) -> dict:
         synced: dict = {}
         if self._owed:
-            synced = self.pools.sync.broadcast()
+            synced = self.pools.sync.broadcast(self.learner_version)
             self._owed = False
             verify_anyway = self.cfg.weight_sync.verify
         if verify_anyway:

@@ -32,7 +32,7 @@ from cluster.prompts import build_prompt_table
 from cluster.runtime import run_log, start_ray
 from cluster.tracking import make_tracker
 from cluster.warmstart import sft_warmup
-from cluster.weight_sync import WeightSync, weight_backend
+from cluster.weight_sync import WeightSync, weight_backend, wire_dtype
 from embodied_data.atomic import write_text_atomically
 from cluster.stages import RolloutPipeline, learn, score, step_row
 from rollout.pool import RolloutPool, reserve_rollout_pool
@@ -80,7 +80,7 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
         clock.mark("resume" if start_step else "warm-up")
         pools.connect_workers()
         if weights_changed:
-            pools.sync.broadcast()
+            pools.sync.broadcast(start_step)
         clock.mark("workers ready")
         metrics_log = make_tracker(cfg.tracking, run_dir, start_step)  # metrics.jsonl, TensorBoard, W&B: the same rows
         plots = RunPlots(run_dir, enabled=cfg.tracking.plots)  # <run_dir>/plots, drawn beside the loop
@@ -180,23 +180,16 @@ class TrainingPools:
     def start_learner(self) -> None:
         cfg = self.cfg
         self.learner = LearnerGroup(cfg.learner, self.models.policy, self.learner_pool, total_steps=cfg.trainer.steps,
-                                    seed=cfg.trainer.seed, max_new_tokens=cfg.sampling.max_new_tokens)
+                                    seed=cfg.trainer.seed, max_new_tokens=cfg.sampling.max_new_tokens,
+                                    sampling_temperature=cfg.sampling.temperature)
 
     def connect_sync(self) -> None:
         cfg = self.cfg
         self.sync = WeightSync(
             self.learner, self.rollout, backend=weight_backend(cfg), bucket_mb=cfg.weight_sync.bucket_mb,
-            timeout_s=cfg.weight_sync.timeout_s, wire_dtype=cfg.rollout.dtype, verify=cfg.weight_sync.verify,
+            timeout_s=cfg.weight_sync.timeout_s, wire_dtype=wire_dtype(cfg.rollout.dtype, self.models.policy),
+            verify=cfg.weight_sync.verify,
         )
-
-        def resend(replaced: list[int]) -> None:
-            # A replacement worker starts from models.policy: it must sample with the learner's current weights.
-            self.sync.connect()
-            self.sync.broadcast()
-            log.warning("rollout worker(s) %s replaced and given the learner's current weights; their shards are "
-                        "generated again", replaced)
-
-        self.rollout.on_replaced = resend
 
     def restart_learner(self, cfg: TrainConfig, run_dir: Path, sampler: EpochSampler, prompts, error: Exception) -> int:
         """Rebuilds the learner group from the newest complete checkpoint after a rank died; returns the step it
@@ -214,7 +207,7 @@ class TrainingPools:
         self.start_learner()
         self.connect_sync()
         start_step, _ = begin(cfg, run_dir, self, sampler, prompts, resume=True)
-        self.sync.broadcast()  # the workers hold weights of steps the new learner does not have
+        self.sync.broadcast(start_step)  # the workers hold weights of steps the new learner does not have
         return start_step
 
     def fault_metrics(self) -> dict:

@@ -22,6 +22,16 @@ def weight_backend(cfg) -> str:
     return choice
 
 
+def wire_dtype(rollout_dtype: str, policy_path: str) -> str:
+    """The dtype the broadcast carries: the rollout engine's (rollout.dtype), so a worker's weights can equal the
+    learner's bit for bit; "auto" is the checkpoint's own dtype, which is what a transformers engine loads then (a vLLM
+    engine's "auto" may differ: name the dtype for vLLM)."""
+    from engines.loading import checkpoint_dtype_name
+
+    choice = str(rollout_dtype)
+    return checkpoint_dtype_name(policy_path) if choice == "auto" else choice
+
+
 def _node_id(actor) -> ray.ObjectRef:
     return actor.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())
 
@@ -59,6 +69,7 @@ class WeightSync:
         self.receive_time_digests = getattr(getattr(rollout, "cfg", None), "engine", None) == "vllm"
         self.keep_digests = verify
         self._last_digested = False  # whether the last broadcast left a receive-time digest on every worker
+        self.version = 0  # the policy version the last broadcast sent (0: the workers hold models.policy)
         self.connect()
 
     def connect(self) -> None:
@@ -82,26 +93,28 @@ class WeightSync:
                  transport, self.backend, sum(n == nodes[0] for n in nodes[1:]), len(nodes) - 1)
         return transport
 
-    def broadcast(self) -> dict:
-        """Sends the learner's weights to every worker. A worker that died meanwhile is replaced, the group rebuilt
-        and the broadcast sent again (a broadcast only copies the learner's weights, so repeating it is harmless)."""
+    def broadcast(self, version: int) -> dict:
+        """Sends the learner's weights, which are policy version `version` (a step number), to every worker; each
+        worker stamps its later completions with it. A worker that died meanwhile is replaced, the group rebuilt and
+        the broadcast sent again (a broadcast only copies the learner's weights, so repeating it is harmless)."""
         try:
-            return self._broadcast()
+            return self._broadcast(version)
         except ray.exceptions.RayError:
             if self.learner.dead_ranks() or not self.rollout.replace_dead():
                 raise
             self.connect()
-            return self._broadcast()
+            return self._broadcast(version)
 
-    def _broadcast(self) -> dict:
+    def _broadcast(self, version: int) -> dict:
         started = time.perf_counter()
         digest = self.keep_digests and self.receive_time_digests
         self._last_digested = False
         send = self.learner.broadcast_refs(self.metas, self.bucket_bytes)
-        receive = self.rollout.receive_weights(self.metas, self.bucket_bytes, digest=digest)
+        receive = self.rollout.receive_weights(self.metas, self.bucket_bytes, digest=digest, version=version)
         sent = ray.get(send, timeout=self.timeout_s)
         ray.get(receive, timeout=self.timeout_s)
         self._last_digested = digest
+        self.version = version
         return {"sync/bytes": sent[0]["bytes"], "time/sync": time.perf_counter() - started}
 
     def verify(self) -> dict:
@@ -111,7 +124,7 @@ class WeightSync:
             # learner's weights, so this changes nothing else), this time digested, and digest every later one.
             log.info("verify: re-sending the weights once so every vLLM replica digests what it receives")
             self.keep_digests = True
-            self.broadcast()
+            self.broadcast(self.version)
         expected = self.learner.weights_digest(self.metas)
         digests = self.rollout.digests()
         differing = [index for index, d in enumerate(digests) if d != expected]

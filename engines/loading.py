@@ -26,6 +26,25 @@ def resolve_dtype(name: str, key: str, auto: torch.dtype | str = "auto") -> torc
     return dtype
 
 
+def checkpoint_dtype_name(model_path: str) -> str:
+    """The dtype name a checkpoint loads in with dtype "auto" in transformers: its config's `dtype` (or the older
+    `torch_dtype`), float32 when it names none. A hub id (no local config.json) is asked of transformers' AutoConfig."""
+    import json
+    from pathlib import Path
+
+    config_file = Path(model_path) / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        name = config.get("dtype") or config.get("torch_dtype")
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_path)
+        name = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    name = str(name).removeprefix("torch.") if name is not None else "float32"
+    return name if name in _TORCH_DTYPES else "float32"
+
+
 def load_tokenizer(model_path: str) -> Any:
     """The checkpoint's tokenizer, padding on the left: batched prompts then all end in the last column, where
     generation starts and where next-token logits are read."""

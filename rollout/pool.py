@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 
@@ -37,6 +37,7 @@ class PendingGeneration:
     shards: list[Shard]
     refs: dict  # worker index -> ObjectRef of (completions, stats)
     submitted_at: float
+    workers: dict = field(default_factory=dict)  # worker index -> the actor handle its shard was given to
 
 
 def shard_sizes(num_items: int, num_shards: int) -> list[int]:
@@ -64,8 +65,9 @@ class RolloutPool:
     scheduled freely, and tensor-parallel vLLM workers get a reservation of their own.
 
     Faults: a worker that dies while generating is replaced in its bundles (at most `max_replacements` over the pool's
-    life); `on_replaced` (set by the driver) then gives every worker the learner's current weights, and the lost shard
-    is generated again with the seeds it had, so the step's completions are the ones it would have had.
+    life); `on_replaced` (set by the driver's rollout pipeline) then gives every worker the learner's current weights,
+    and the lost shard is generated again with the seeds it had, so in the synchronous loop the step's completions are
+    the ones it would have had.
     """
 
     def __init__(self, cfg: RolloutConfig, model_path: str, pool: Pool | None = None, max_replacements: int = 0,
@@ -135,15 +137,22 @@ class RolloutPool:
                 shards.append(Shard(rank, offset, prompts[offset : offset + size], seeds[offset : offset + size]))
             offset += size
         refs = {shard.rank: self.workers[shard.rank].generate_with_stats.remote(shard.prompts, sampling, shard.seeds) for shard in shards}
-        return PendingGeneration(len(prompts), sampling, shards, refs, time.perf_counter())
+        given_to = {shard.rank: self.workers[shard.rank] for shard in shards}
+        return PendingGeneration(len(prompts), sampling, shards, refs, time.perf_counter(), given_to)
 
     def collect(self, pending: PendingGeneration) -> list[list[Completion]]:
         """Waits for a submitted generation; a worker that died meanwhile is replaced, `on_replaced` runs, and its
-        shard is generated again with the same seeds. Returns the completions in prompt order."""
+        shard is generated again with the same seeds. Returns the completions in prompt order.
+
+        A worker is replaced once however many generations it held: when another collect (an earlier step's, a refill,
+        an evaluation) or a health check has already replaced the actor this shard was given to, the shard just goes to
+        the replacement, which already holds the current weights (replacing it again would kill a healthy worker).
+        Each completion carries the policy version of the worker that generated it (`Completion.policy_version`)."""
         if not pending.shards:
             return []
         results: dict[int, tuple] = {}
         refs = dict(pending.refs)
+        given_to = dict(pending.workers)
         while refs:
             lost = []
             for rank, ref in refs.items():
@@ -153,12 +162,15 @@ class RolloutPool:
                     lost.append((rank, error))
             refs = {}
             if lost:
+                dead = [rank for rank, _ in lost if given_to.get(rank) is None or given_to[rank] is self.workers[rank]]
                 for rank, error in lost:
-                    self.actors.replace(rank, f"{type(error).__name__} while generating")
-                if self.on_replaced is not None:
-                    self.on_replaced([rank for rank, _ in lost])
+                    if rank in dead:
+                        self.actors.replace(rank, f"{type(error).__name__} while generating")
+                if dead and self.on_replaced is not None:
+                    self.on_replaced(dead)
                 for rank, _ in lost:
                     shard = next(s for s in pending.shards if s.rank == rank)
+                    given_to[rank] = self.workers[rank]
                     refs[rank] = self.workers[rank].generate_with_stats.remote(shard.prompts, pending.sampling, shard.seeds)
         completions: list[list[Completion]] = []
         worker_stats = []
@@ -192,10 +204,11 @@ class RolloutPool:
             for i, w in enumerate(self.workers)
         ]
 
-    def receive_weights(self, metas: list, bucket_bytes: int, digest: bool = False) -> list:
-        """Starts every worker receiving one broadcast; returns the ObjectRefs (each resolves to that worker's
-        {"seconds", "bytes", "buckets", "weight_version", "rank"[, "digest"]}) so the learner can send meanwhile."""
-        return [w.receive_weights.remote(metas, bucket_bytes, digest) for w in self.workers]
+    def receive_weights(self, metas: list, bucket_bytes: int, digest: bool = False, version: int | None = None) -> list:
+        """Starts every worker receiving one broadcast of policy `version`; returns the ObjectRefs (each resolves to
+        that worker's {"seconds", "bytes", "buckets", "weight_version", "policy_version", "rank"[, "digest"]}) so the
+        learner can send meanwhile."""
+        return [w.receive_weights.remote(metas, bucket_bytes, digest, version) for w in self.workers]
 
     def digests(self) -> list[str]:
         return ray.get([w.weights_digest.remote() for w in self.workers])

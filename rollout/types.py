@@ -13,3 +13,4 @@ class Completion:
     logprobs: list[float]  # log-prob of each generated token under the sampling distribution
     text: str  # decoded generated tokens, special tokens skipped
     finished: bool  # stopped at EOS (False: cut at max_new_tokens)
+    policy_version: int = 0  # the version of the weights that sampled it (the worker's, as the last broadcast said)

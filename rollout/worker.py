@@ -34,6 +34,7 @@ class RolloutWorker:
         self.total_generated_tokens = 0
         self.total_generate_seconds = 0.0
         self.weight_version = 0  # how many weight updates this worker has loaded
+        self.policy_version = 0  # the policy version of the weights it holds (0: models.policy), as the last broadcast said
         log.info("rollout worker %d: %s engine on %s from %s", rank, cfg.engine, "GPU" if on_gpu else "CPU", model_path)
 
     def ready(self) -> int:
@@ -50,6 +51,9 @@ class RolloutWorker:
         """Completions (prompt-local indices) and this call's throughput: generated tokens, seconds, tokens/s."""
         start = time.perf_counter()
         completions = self.engine.generate(prompt_token_ids, sampling, seed) if prompt_token_ids else []
+        for group in completions:
+            for completion in group:
+                completion.policy_version = self.policy_version
         seconds = time.perf_counter() - start
         generated = sum(len(c.token_ids) for group in completions for c in group)
         self.total_generated_tokens += generated
@@ -62,6 +66,7 @@ class RolloutWorker:
             "seconds": seconds,
             "tokens_per_s": generated / seconds if seconds > 0 else 0.0,
             "weight_version": self.weight_version,
+            "policy_version": self.policy_version,
         }
         return completions, stats
 
@@ -87,12 +92,13 @@ class RolloutWorker:
         tensor-parallel shard for vLLM, else just `rank`). Blocks until every member joined or the timeout passes."""
         return list(self.engine.init_weight_group(backend, host, port, world_size, rank, timeout_s))
 
-    def receive_weights(self, metas: list, bucket_bytes: int, digest: bool = False) -> dict:
-        """Receives one broadcast of the learner's weights, loading each bucket into the engine as it arrives.
+    def receive_weights(self, metas: list, bucket_bytes: int, digest: bool = False, version: int | None = None) -> dict:
+        """Receives one broadcast of the learner's weights, loading each bucket into the engine as it arrives; they are
+        policy `version` from now on (every completion is stamped with it).
 
-        Returns {"seconds", "bytes", "buckets", "weight_version", "rank"} and, with `digest`, "digest" (weightsync's
-        digest of the weights now in the engine: read back from the model for transformers, of the received tensors
-        for vLLM)."""
+        Returns {"seconds", "bytes", "buckets", "weight_version", "policy_version", "rank"} and, with `digest`,
+        "digest" (weightsync's digest of the weights now in the engine: read back from the model for transformers, of
+        the received tensors for vLLM)."""
         start = time.perf_counter()
         try:
             receipts = self.engine.receive_weights(metas, bucket_bytes, keep_digest=digest)
@@ -102,8 +108,11 @@ class RolloutWorker:
         if digest:
             result["digest"] = receipts[0]["digest"]
         self.weight_version += 1
+        if version is not None:
+            self.policy_version = int(version)
         result["seconds"] = time.perf_counter() - start
         result["weight_version"] = self.weight_version
+        result["policy_version"] = self.policy_version
         result["rank"] = self.rank
         return result
 

@@ -39,7 +39,7 @@ class Recorder:
         return [[SimpleNamespace(token_ids=[1], finished=True)] for _ in pending.prompts]
 
     # weight sync
-    def broadcast(self) -> dict:
+    def broadcast(self, version: int) -> dict:
         assert not self.generating, "weights sent while a generation was in flight"
         self.events.append(("broadcast",))
         return {"sync/bytes": 1, "time/sync": 0.0}
