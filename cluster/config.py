@@ -535,6 +535,25 @@ def validate(cfg: DictConfig) -> None:
     layer(validate_sft, "sft")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    for message in config_warnings(cfg):
+        warnings.warn(message, ConfigWarning, stacklevel=2)
+
+
+class ConfigWarning(UserWarning):
+    """A valid config that probably does not do what its user wants (the message says what to change)."""
+
+
+def config_warnings(cfg: DictConfig) -> list[str]:
+    """Settings that are allowed but are likely a mistake, each with what to set instead."""
+    found = []
+    grpo = cfg.learner.grpo
+    if cfg.trainer.max_staleness > 0 and grpo.tis_cap == 0 and grpo.old_logprobs == "learner":
+        found.append(
+            "trainer.max_staleness=1 samples with the policy one step behind, and learner.grpo.tis_cap=0 leaves that "
+            "uncorrected (the ratio's pi_old is the learner's, not the sampler's): set learner.grpo.tis_cap (e.g. 2.0) "
+            "to weight each token by min(pi_old / pi_sampler, cap)"
+        )
+    return found
 
 
 def resolved_yaml(cfg: DictConfig) -> str:

@@ -6,9 +6,9 @@ work is one memcpy whatever the number of receivers, and the receivers read the 
 
 The segment holds the whole broadcast when it fits (the default): a receiver then yields views straight into it, valid
 until the next broadcast starts (the sender waits for every receiver's "done" before it returns, and writes again only
-at the next broadcast). With a smaller segment (`segment_bytes`), it is a ring: buckets are cut into pieces of at most
-the segment's size, the sender writes a piece once every receiver has acknowledged the piece that used those bytes
-before, and receivers copy each piece into a buffer of their own.
+at the next broadcast, once every receiver has entered it: "arrived"). With a smaller segment (`segment_bytes`), it
+is a ring: buckets are cut into pieces of at most the segment's size, the sender writes a piece once every receiver
+has acknowledged the piece that used those bytes before, and receivers copy each piece into a buffer of their own.
 
 All members must see the same /dev/shm (one node): at join, rank 0 writes a random token into a probe file there and
 every receiver must read it back, so a member on another node fails at once, saying why. On one node the members also
@@ -249,6 +249,12 @@ class ShmWeightGroup:
         receivers = range(1, self.world_size)
         keys: list[str] = [f"{g}/segment"]
         self._store.set(f"{g}/segment", f"{self._segment_path}\n{segment_bytes}")
+        # The handshake: a receiver may be using the last broadcast's views of this segment as its weights (a
+        # transformers engine's parameters, `persistent_views`), so nothing is written until every receiver has entered
+        # this broadcast's receive, i.e. stopped reading them; whoever calls send_buckets, whenever.
+        arrived = [f"{g}/arrived/{r}" for r in receivers]
+        self._wait(arrived, "every receiver to enter the broadcast")
+        keys += arrived
         outstanding: list[Piece] = []  # written, in ring mode not yet acknowledged by every receiver
         by_bucket: dict[int, list[Piece]] = {}
         for piece in pieces:
@@ -306,6 +312,7 @@ class ShmWeightGroup:
             raise RuntimeError("shm weight group: rank 0 sends, it does not receive")
         self._generation += 1
         g = self._generation
+        self._store.set(f"{g}/arrived/{self.rank}", "")  # from here on this process reads no view of the segment
         self._wait([f"{g}/segment"], f"segment of broadcast {g} from rank 0")
         path, segment_bytes = self._store.get(f"{g}/segment").decode().split("\n")
         self._map_segment(path, int(segment_bytes))
