@@ -174,6 +174,12 @@ def test_one_step_off_training_end_to_end(tmp_path):
         assert [r["rollout/staleness"] for r in rows] == [0, 1, 0, 1]  # step 2's checkpoint is a barrier
         assert [r["staleness/mean"] for r in rows] == [0.0, 1.0, 0.0, 1.0]
         assert all(0 < r["tis/weight_mean"] and r["tis/weight_max"] >= r["tis/weight_mean"] for r in rows)
+        # Sampled by the weights being learned (staleness 0), the engine's and the learner's log-probs agree up to float
+        # rounding: every importance weight is 1 and none is capped. (The weights themselves are checked exactly
+        # against a real engine in test_learner_actor.py.)
+        for r in rows:
+            if r["rollout/staleness"] == 0:
+                assert r["tis/weight_mean"] == pytest.approx(1.0, abs=1e-3) and r["tis/capped_fraction"] == 0.0, r
         assert all(r["sync/match"] == 1.0 for r in rows if "sync/match" in r)
         # Each send is checked in the row of the step that makes it: step 1's update is owed until step 2's batch is
         # in, step 2's (a barrier) goes at once, step 3's waits for step 4's batch, step 4's (the last) goes at once.

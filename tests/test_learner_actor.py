@@ -253,6 +253,36 @@ def test_zero3_step_equals_zero2_step(first_steps):
     assert_weights_close(zero3["after"], zero2["after"], zero2["moments"])
 
 
+def _set_lr(learner, lr: float) -> None:
+    for group in learner.engine.optimizer.param_groups:
+        group["lr"] = lr
+
+
+def test_mask_truncated_counts_the_tokens_left_in_the_loss_over_every_rank(groups, first_steps, grpo_batch):
+    """learner.grpo.mask_truncated on two ranks: the ranks hold different numbers of truncated samples, so only the
+    all-reduce of the tokens left makes the loss the whole batch's. It must equal the loss of the batch without the
+    truncated samples (same weights: lr 0 here, so neither step moves them)."""
+    group = groups["z2x2"]
+    cut = {0, 2}  # round-robin shards: both on rank 0
+    marked = [dataclasses.replace(s, truncated=i in cut) for i, s in enumerate(grpo_batch)]
+    shards, _, _ = group._shard(marked)
+    per_rank = [sum(s.truncated for s in shard) for shard in shards]
+    assert len(set(per_rank)) > 1, per_rank  # unequal per rank: a rank's own count would give another loss
+    ray.get([rank.__ray_call__.remote(_set_lr, 0.0) for rank in group.ranks])
+    try:
+        ray.get([rank.__ray_call__.remote(_set_grpo, mask_truncated=True) for rank in group.ranks])
+        masked = group.train_step(marked)
+        ray.get([rank.__ray_call__.remote(_set_grpo, mask_truncated=False) for rank in group.ranks])
+        kept = group.train_step([s for i, s in enumerate(grpo_batch) if i not in cut])
+    finally:
+        ray.get([rank.__ray_call__.remote(_set_grpo, mask_truncated=False) for rank in group.ranks])
+        ray.get([rank.__ray_call__.remote(_set_lr, LR) for rank in group.ranks])
+    assert masked["truncated_masked"] == len(cut)
+    for key in ("loss", "kl"):
+        assert masked[key] == pytest.approx(kept[key], rel=1e-5, abs=1e-9), key
+    assert masked["loss"] != 0.0
+
+
 @pytest.mark.parametrize("name", ["z2x2", "z3x2"])
 def test_sft_lowers_nll_and_restart_makes_reference_the_policy(groups, first_steps, grpo_batch, vocab, name):
     group = groups[name]
@@ -423,3 +453,28 @@ def test_rollout_old_logprobs_need_one_per_completion_token(options_group, grpo_
     short = [Sample(s.prompt_ids, s.completion_ids, s.rollout_logprobs[:-1], s.advantage) for s in grpo_batch]
     with pytest.raises(ray.exceptions.RayTaskError, match="sample 0: learner.grpo.old_logprobs=rollout needs one finite"):
         rank_train_step(options_group, short, updates_per_batch=1, old_logprobs="rollout")
+
+
+def test_tis_weights_are_pi_old_over_the_sampler_capped(options_group, grpo_batch):
+    """learner.grpo.tis_cap on a real engine: each token's weight is exp(learner - sampler log-prob), capped; with
+    pi_old the learner's own (ratio 1) the loss is -mean(capped weight x advantage), and the statistics are those of
+    the uncapped weights."""
+    cap = 1.2
+    learner_logprobs = ray.get(options_group.ranks[0].__ray_call__.remote(_completion_logprobs, grpo_batch))
+    gen = torch.Generator().manual_seed(5)
+    offsets = [((torch.rand(len(lp), generator=gen) - 0.5) * 0.8).tolist() for lp in learner_logprobs]
+    samples = [
+        Sample(s.prompt_ids, s.completion_ids, [lp - off for lp, off in zip(lps, offs)], s.advantage)
+        for s, lps, offs in zip(grpo_batch, learner_logprobs, offsets)
+    ]
+    weights = [(math.exp(off), s.advantage) for s, offs in zip(samples, offsets) for off in offs]
+    tokens = len(weights)
+    assert any(w > cap for w, _ in weights) and any(w < 1 for w, _ in weights)
+    try:
+        metrics = rank_train_step(options_group, samples, updates_per_batch=1, old_logprobs="learner", tis_cap=cap)
+    finally:
+        ray.get(options_group.ranks[0].__ray_call__.remote(_set_grpo, tis_cap=0.0))
+    assert metrics["tis/weight_mean"] == pytest.approx(sum(w for w, _ in weights) / tokens, rel=1e-5)
+    assert metrics["tis/weight_max"] == pytest.approx(max(w for w, _ in weights), rel=1e-5)
+    assert metrics["tis/capped_fraction"] == pytest.approx(sum(w > cap for w, _ in weights) / tokens)
+    assert metrics["loss"] == pytest.approx(sum(-min(w, cap) * a for w, a in weights) / tokens, rel=1e-5)
