@@ -40,6 +40,15 @@ def tiny_vlm(tmp_path_factory) -> str:
     return build_tiny_vlm(tokenizer, root / "vlm", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_policy_path(tmp_path_factory) -> str:
+    """A tiny random-weight causal LM (Qwen2 architecture, its own 512-token tokenizer), built once for the tests that
+    only need some policy: the in-process learner tests and the like."""
+    from learner_inproc import tiny_policy
+
+    return tiny_policy(tmp_path_factory.mktemp("tiny_policy"))
+
+
 @pytest.fixture
 def without_vllm(monkeypatch) -> None:
     """`import vllm` (and its submodules) fails for the test, as on a machine without the gpu extra."""
