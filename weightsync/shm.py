@@ -253,7 +253,7 @@ class ShmWeightGroup:
         # transformers engine's parameters, `persistent_views`), so nothing is written until every receiver has entered
         # this broadcast's receive, i.e. stopped reading them; whoever calls send_buckets, whenever.
         arrived = [f"{g}/arrived/{r}" for r in receivers]
-        self._wait(arrived, "every receiver to enter the broadcast")
+        self._wait(arrived, "every receiver's arrival in the broadcast")
         keys += arrived
         outstanding: list[Piece] = []  # written, in ring mode not yet acknowledged by every receiver
         by_bucket: dict[int, list[Piece]] = {}
