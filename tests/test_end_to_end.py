@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 from safetensors.torch import load_file
 
 from cluster.config import load_config
@@ -90,8 +91,13 @@ def test_learner_weights_changed_by_a_grpo_step_and_checkpoint_is_loadable(finis
 
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(final_dir / "policy")
-    assert sum(p.numel() for p in model.parameters()) > 0
+    # The checkpoint loads as a plain HF model whose weights are the run's final ones, bit for bit.
+    model = AutoModelForCausalLM.from_pretrained(final_dir / "policy", dtype=final[next(iter(final))].dtype)
+    loaded = {name: p.detach() for name, p in model.named_parameters()}  # tied weights once, as the file holds them
+    assert set(loaded) == set(final)
+    unequal = [name for name in final if not torch.equal(loaded[name], final[name])]
+    assert not unequal, f"loaded weights differ from the checkpoint's: {unequal}"
+    assert any(not torch.equal(loaded[name], after_step_1[name]) for name in final)  # the final, not step 1's
 
 
 def test_resolved_config_is_saved(finished_run):
