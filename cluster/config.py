@@ -105,6 +105,9 @@ class TrainerConfig:
     sft_warmup_prompts_per_step: int = 8
     sft_warmup_lr: float = 3e-3
     progress: bool = True
+    # Completions of each step's first group shown in the log (the best and the worst by reward first), with their
+    # reward terms, the judge's letter and the advantage; 0 shows none.
+    log_completions: int = 2
     # Faults: a lost learner rank sends the run back to its last complete checkpoint, at most this many times (then it
     # stops and names the resume command); dead rollout workers are replaced, at most this many over the run.
     max_restarts: int = 1
@@ -282,6 +285,7 @@ def _typed_problem(err: OmegaConfBaseException, key: str) -> str:
 # Bounds checked at load, one table per rule: the key (a dotted path in the tree) and, for counts, the least value.
 _AT_LEAST = {
     "trainer.steps": 1, "trainer.prompts_per_step": 1, "trainer.checkpoint_every": 0, "trainer.keep_checkpoints": 1,
+    "trainer.log_completions": 0,
     "trainer.sft_warmup_steps": 0, "trainer.sft_warmup_prompts_per_step": 1, "weight_sync.bucket_mb": 1,
     "trainer.max_restarts": 0, "trainer.max_worker_replacements": 0, "trainer.dynamic_sampling_rounds": 0,
     "trainer.eval_every": 0, "trainer.eval_max_questions": 0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -80,6 +81,7 @@ class Scored:
     seconds: float
     categories: list[str] = field(default_factory=list)
     overlong: list[float] = field(default_factory=list)  # the soft overlong penalty of each sample, when it is on
+    advantages: list[float] = field(default_factory=list)  # per completion, in rollout order (0 where excluded)
     extra_metrics: dict = field(default_factory=dict)  # what dynamic sampling's refill adds (cluster/dynamic_sampling.py)
 
     @property
@@ -128,7 +130,32 @@ def score(cfg, scorer, rollouts: Rollouts) -> Scored:
         if members:
             groups.append([_sample(completions[i], advantages[i]) for i in members])
     filtered = len(completions) // group_size - len(groups)
-    return Scored(rewards, weights, groups, filtered, time.perf_counter() - started, [r.category for r in records], overlong)
+    return Scored(rewards, weights, groups, filtered, time.perf_counter() - started, [r.category for r in records], overlong,
+                  advantages)
+
+
+def example_lines(rollouts: Rollouts, scored: Scored, count: int, width: int = 320) -> list[str]:
+    """What the log shows of a step: `count` completions of its first group (the best and the worst by reward, then
+    the next ones), each with its reward terms, the judge's letter, the total and the advantage, the text on one line."""
+    if count <= 0 or not rollouts.groups:
+        return []
+    rewards, group_size = scored.rewards, len(rollouts.groups[0])
+    record = rollouts.batch.prompts[0].record
+    by_reward = sorted(range(group_size), key=lambda i: -rewards.total[i] if math.isfinite(rewards.total[i]) else math.inf)
+    picked = [by_reward[0], by_reward[-1]] + by_reward[1:-1] if group_size > 1 else by_reward
+    lines = [f"step {rollouts.batch.step} example: record {record.id} ({record.category}), gold answer {record.answer}"]
+    for i in picked[:count]:
+        text = " ".join(rollouts.groups[0][i].text.split())
+        text = text if len(text) <= width else text[: width - 3] + "..."
+        consistency = rewards.consistency[i]
+        judge = rewards.judge_letters[i] if rewards.judge_letters else None
+        advantage = scored.advantages[i] if scored.advantages else math.nan
+        lines.append(
+            f"  [{i}] format {rewards.format[i]:.0f} accuracy {rewards.accuracy[i]:.2f} consistency "
+            f"{'-' if consistency is None else f'{consistency:.0f}'} (judge {judge or '-'}) total {rewards.total[i]:.3f} "
+            f"advantage {advantage:+.3f}: {text!r}"
+        )
+    return lines
 
 
 def _sample(completion: Completion, advantage: float) -> Sample:

@@ -34,7 +34,7 @@ from cluster.tracking import make_tracker
 from cluster.warmstart import sft_warmup
 from cluster.weight_sync import WeightSync, weight_backend, wire_dtype
 from embodied_data.atomic import write_text_atomically
-from cluster.stages import RolloutPipeline, learn, score, step_row
+from cluster.stages import RolloutPipeline, example_lines, learn, score, step_row
 from rollout.pool import RolloutPool, reserve_rollout_pool
 
 log = logging.getLogger("embodied_r.train")
@@ -96,6 +96,8 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
                 started = time.perf_counter()
                 rollouts, synced_at_collect = pipeline.rollouts(step)
                 scored = refill(cfg, pools.scorer, pipeline, score(cfg, pools.scorer, rollouts), step)
+                for line in example_lines(rollouts, scored, cfg.trainer.log_completions):
+                    log.info(line)
                 learned = learn(pools.learner, scored, step)
                 synced = {**synced_at_collect, **pipeline.learned(step, learned.updated)}
                 row = step_row(step, rollouts, scored, learned, synced, pools.fault_metrics(), started)

@@ -57,6 +57,7 @@ class RewardBatch:
     judge_latency_s: float = 0.0
     score_s: float = 0.0  # scoring time, judge included, from submit to the end of collect
     judge_errors: list[str] = field(default_factory=list)
+    judge_letters: list[str | None] = field(default_factory=list)  # the judge's letter per sample (None: not asked or failed)
 
     def __len__(self) -> int:
         return len(self.total)
@@ -171,6 +172,7 @@ def score_group_batch(
         group_size=group_size,
         weights=weights,
         score_s=time.perf_counter() - started,
+        judge_letters=list(judge_letters) if judge_letters is not None else [None] * num_samples,
     )
 
 
