@@ -49,6 +49,21 @@ def tiny_policy_path(tmp_path_factory) -> str:
     return tiny_policy(tmp_path_factory.mktemp("tiny_policy"))
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray runtime for the module (2 logical CPUs, loopback only, as the trainer starts it), shut down after
+    the module's last test. A module that starts its own (a training run's `train()`) must not use it."""
+    import ray
+
+    from cluster.runtime import start_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    start_ray("", 2, "tests")
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def without_vllm(monkeypatch) -> None:
     """`import vllm` (and its submodules) fails for the test, as on a machine without the gpu extra."""

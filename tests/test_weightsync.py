@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 
 import pytest
 import torch
@@ -71,3 +72,29 @@ def test_shape_mismatch_is_refused():
     metas = [ParamMeta("w", (4,), "float32")]
     with pytest.raises(ValueError, match="w: shape"):
         send_weights(group, metas, lambda bucket: [torch.zeros(5)], bucket_bytes=1024)
+
+
+def _silent_member(port: int, joined) -> None:
+    """Joins the group as rank 1, then never takes part in a broadcast (as a hung worker would)."""
+    group = create_weight_group("gloo", "127.0.0.1", port, 2, 1, timeout_s=30)
+    joined.set()
+    time.sleep(60)
+    group.close()
+
+
+def test_a_gloo_broadcast_that_a_member_never_joins_fails_within_the_timeout():
+    port = free_port()
+    ctx = mp.get_context("spawn")
+    joined = ctx.Event()
+    member = ctx.Process(target=_silent_member, args=(port, joined), daemon=True)
+    member.start()
+    try:
+        group = create_weight_group("gloo", "127.0.0.1", port, 2, 0, timeout_s=2)
+        assert joined.wait(30)
+        started = time.monotonic()
+        with pytest.raises((TimeoutError, RuntimeError), match="(?i)timed out|within"):
+            group.broadcast(torch.zeros(4))
+        assert time.monotonic() - started < 20
+    finally:
+        member.kill()
+        member.join(timeout=10)
