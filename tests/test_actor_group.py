@@ -1,0 +1,92 @@
+"""actors/group.py with real Ray actors: the replacement budget, the ready timeout and a failed start (both naming the
+actors), the health check, and call_each's one-argument-list-per-actor check."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from actors.group import ActorGroup, ActorGroupError  # noqa: E402
+
+pytestmark = pytest.mark.slow
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+
+
+class Replica:
+    def __init__(self, index: int, ready_delay_s: float = 0.0, fail: bool = False) -> None:
+        if fail:
+            raise RuntimeError(f"replica {index} cannot load its model")
+        self.index, self.ready_delay_s = index, ready_delay_s
+
+    def ready(self) -> int:
+        time.sleep(self.ready_delay_s)
+        return self.index
+
+    def add(self, value: int) -> int:
+        return self.index + value
+
+
+def _kill(handle) -> None:
+    """ray.kill, then wait until a call to the actor fails (the kill itself is asynchronous)."""
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get(handle.ready.remote(), timeout=5)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the killed actor still answers")
+
+
+def _group(size: int = 2, max_replacements: int = 0, start: bool = True, **args) -> ActorGroup:
+    return ActorGroup("replicas", Replica, lambda i: (i, args.get("delays", {}).get(i, 0.0), i in args.get("fail", ())),
+                      size, num_cpus=0.1, max_replacements=max_replacements, ready_timeout_s=60, start=start)
+
+
+def test_replacements_stop_at_the_budget_and_the_health_check_finds_the_dead(ray_local):
+    group = _group(max_replacements=1)
+    try:
+        assert group.dead() == []
+        first = group.handles[1]
+        _kill(first)
+        assert group.dead(timeout_s=10) == [1]
+        fresh = group.replace(1, "killed by the test")
+        assert fresh is not first and group.replacements == 1
+        assert ray.get(fresh.ready.remote()) == 1 and group.dead() == []
+        _kill(group.handles[0])
+        with pytest.raises(ActorGroupError, match=r"actor 0 died \(killed again\) and the group has used all 1 replacements"):
+            group.replace(0, "killed again")
+        assert group.replacements == 1 and group.dead(timeout_s=10) == [0]
+    finally:
+        group.shutdown()
+
+
+def test_a_slow_start_times_out_naming_the_actor_and_a_failed_start_is_an_actor_group_error(ray_local):
+    slow = _group(start=False, delays={1: 30.0})
+    try:
+        slow.launch()
+        started = time.monotonic()
+        with pytest.raises(ActorGroupError, match=r"replicas: actor\(s\) \[1\] not ready after 2.0 s \(each asks"):
+            slow.wait_ready(range(2), timeout_s=2.0)
+        assert time.monotonic() - started < 15
+    finally:
+        slow.shutdown()
+    with pytest.raises(ActorGroupError, match="(?s)replicas: an actor failed to start: .*replica 0 cannot load its model"):
+        _group(fail={0})
+
+
+def test_call_each_takes_one_argument_list_per_actor(ray_local):
+    group = _group(size=2)
+    try:
+        assert ray.get(group.call_each("add", [(10,), (20,)])) == [10, 21]
+        with pytest.raises(ValueError, match="replicas: 1 argument lists for 2 actors"):
+            group.call_each("add", [(10,)])
+        with pytest.raises(ValueError, match="replicas: 3 argument lists for 2 actors"):
+            group.call_each("add", [(1,), (2,), (3,)])
+    finally:
+        group.shutdown()
