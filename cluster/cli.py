@@ -41,6 +41,10 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "cluster.ask", "register",
         "answer one question about one video: key frames -> VLM descriptions -> the policy's thinking and answer",
     ),
+    "view": (
+        "cluster.view_cmd", "register",
+        "write a static HTML viewer of a run's recorded samples: key frames, captions, completions, rewards",
+    ),
     "models": (
         "cluster.models_cmd", "register",
         "named registry models: list them (cached or not) and pull one into the cache ($EMBODIED_R_CACHE)",

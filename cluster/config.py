@@ -125,6 +125,12 @@ class TrainerConfig:
     eval_every: int = 0
     eval_max_questions: int = 64  # 0: the whole split; else taken round-robin over the categories
     eval_split: str = "test"
+    # The viewer's record (cluster/samples.py, `embodied-r view`): every samples_every steps (0: never) the step's first
+    # samples_max_groups groups go to <run_dir>/samples/ with their key frames, captions and completions (and each
+    # held-out evaluation's answers); past samples_max_mb the oldest pages are thinned.
+    samples_every: int = 1
+    samples_max_groups: int = 4
+    samples_max_mb: int = 256
 
 
 TRACKING_BACKENDS = ("jsonl", "tensorboard", "wandb")  # TrackingConfig.backends (cluster/tracking/: one file each)
@@ -289,6 +295,7 @@ _AT_LEAST = {
     "trainer.sft_warmup_steps": 0, "trainer.sft_warmup_prompts_per_step": 1, "weight_sync.bucket_mb": 1,
     "trainer.max_restarts": 0, "trainer.max_worker_replacements": 0, "trainer.dynamic_sampling_rounds": 0,
     "trainer.eval_every": 0, "trainer.eval_max_questions": 0,
+    "trainer.samples_every": 0, "trainer.samples_max_groups": 1, "trainer.samples_max_mb": 1,
     "models.tiny.vocab_size": 1, "models.tiny.hidden_size": 1, "models.tiny.num_layers": 1, "models.tiny.num_heads": 1,
     "models.tiny.num_kv_heads": 1, "models.tiny.intermediate_size": 1,
     "data.max_records": 0, "data.synthetic.scenes": 1, "data.synthetic.questions_per_scene": 1,

@@ -359,8 +359,28 @@ def run_eval(cfg, options: EvalOptions, progress: bool = True) -> dict:
     ))
     name = "/".join(Path(checkpoint).parts[-2:]) if Path(checkpoint).name == "policy" else Path(checkpoint).name
     draw_accuracy_chart(rows, out / "eval.png", f"{name}: accuracy per category ({options.split}, n={len(prompts)})")
+    report["viewer"] = str(write_eval_viewer(cfg, out, prompts, groups, scores, video_texts, f"{name} on {options.split}"))
     report["table"] = format_table(rows, measured)
     return report
+
+
+def write_eval_viewer(cfg, out: Path, prompts, groups, scores, video_texts: dict[str, str], title: str) -> Path:
+    """The evaluation's samples as `embodied-r view` pages in OUT/samples (one page per category, wrong answers first,
+    with the key frames and captions the policy read) and the viewer built from them in OUT/view; returns its
+    index.html."""
+    from cluster.samples import SampleFolder, eval_groups, wrong_first
+    from cluster.view_cmd import build_view
+
+    folder = SampleFolder(out / "samples", cfg.perception.keyframes)
+    folder.drop_after(-1)  # a folder evaluated again holds only this evaluation's pages
+    by_category: dict[str, list[dict]] = {}
+    for group in eval_groups(prompts, groups, scores, video_texts, folder.store, None):
+        by_category.setdefault(group["category"], []).append(group)
+    for number, category in enumerate(sorted(by_category)):
+        slug = "".join(ch if ch.isalnum() else "_" for ch in category)[:40]
+        folder.write({"id": f"eval_{number:03d}_{slug}", "kind": "eval", "step": 0, "label": f"eval: {category}",
+                      "groups": wrong_first(by_category[category])})
+    return build_view(out, out / "view", title=f"Embodied-R evaluation: {title}")
 
 
 # ---- during training (trainer.eval_every) ---------------------------------------------------------------------------
@@ -408,6 +428,7 @@ class TrainingEval:
 
         self.every, self.last_step, self.seed = cfg.trainer.eval_every, cfg.trainer.steps, cfg.trainer.seed
         self.prompts = prompts
+        self.last_samples: tuple | None = None  # (prompts, completion groups, scores) of the last evaluation
         self.sampling = SamplingConfig(num_samples=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.sampling.max_new_tokens,
                                        max_prompt_tokens=cfg.sampling.max_prompt_tokens)
 
@@ -438,6 +459,7 @@ class TrainingEval:
         completions = [group[0] for group in groups]
         scores = score_samples([p.record for p in self.prompts], [c.text for c in completions],
                                [len(c.token_ids) for c in completions], None)
+        self.last_samples = (self.prompts, groups, scores)  # the step's samples page takes them (cluster/samples.py)
         rows = summarize(scores, consistency_measured=False)
         categories, overall = rows[:-1], rows[-1]
         return {
@@ -468,7 +490,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
     report = run_eval(cfg, options, progress=not args.quiet)
     print(report["table"])
     print(f"macro accuracy (mean over categories): {report['macro_accuracy']:.4f}; consistency {report['consistency']}")
-    print(f"written: {Path(args.out) / 'eval.json'}, eval.csv, eval.png, eval_samples.jsonl")
+    print(f"written: {Path(args.out) / 'eval.json'}, eval.csv, eval.png, eval_samples.jsonl; viewer {report['viewer']}")
     return 0
 
 

@@ -30,6 +30,7 @@ from cluster.perceive import describe_videos
 from cluster.plots import RunPlots
 from cluster.prompts import build_prompt_table
 from cluster.runtime import run_log, start_ray
+from cluster.samples import SampleRecorder
 from cluster.tracking import make_tracker
 from cluster.warmstart import sft_warmup
 from cluster.weight_sync import WeightSync, weight_backend, wire_dtype
@@ -83,6 +84,7 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
             pools.sync.broadcast(start_step)
         clock.mark("workers ready")
         metrics_log = make_tracker(cfg.tracking, run_dir, start_step)  # metrics.jsonl, TensorBoard, W&B: the same rows
+        samples = SampleRecorder(cfg, run_dir, video_texts, start_step, metrics_log)  # <run_dir>/samples: `embodied-r view`
         plots = RunPlots(run_dir, enabled=cfg.tracking.plots)  # <run_dir>/plots, drawn beside the loop
         progress = make_progress(cfg, start_step)
         pipeline = RolloutPipeline(cfg, pools, sampler, prompts, start_step)
@@ -104,6 +106,7 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
                 if evaluation is not None and evaluation.due(step):
                     row.update(evaluation.metrics(pools.rollout, pipeline.policy_version))
                 metrics_log.write(row)
+                samples.record(step, rollouts, scored, row, evaluation)
                 progress.update(row)
                 if pipeline.is_barrier(step):
                     save_checkpoint(cfg, pools.learner, sampler, step)
@@ -115,6 +118,7 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
                 step = pools.restart_learner(cfg, run_dir, sampler, prompts, error) + 1
                 pipeline.reset(step - 1)
                 metrics_log.rewind(step - 1)
+                samples.rewind(step - 1)
                 progress.rewind(step - 1)
                 continue
             step += 1

@@ -18,6 +18,13 @@ class MultiTracker:
         for backend in self.backends.values():
             backend.write(row)
 
+    def write_samples(self, step: int, kind: str, page: dict) -> None:
+        """A recorded samples page (cluster/samples.py) to the backends that show text or tables (TensorBoard, W&B);
+        metrics.jsonl has none: the page itself is the record."""
+        for backend in self.backends.values():
+            if hasattr(backend, "write_samples"):
+                backend.write_samples(step, kind, page)
+
     def rewind(self, step: int) -> None:
         for backend in self.backends.values():
             backend.rewind(step)

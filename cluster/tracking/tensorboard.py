@@ -28,6 +28,13 @@ class TensorBoardTracker:
             self._writer.add_scalar(name, value, global_step=step)
         self._writer.flush()  # a run killed later keeps this step (resume purges what it repeats)
 
+    def write_samples(self, step: int, kind: str, page: dict) -> None:
+        """The page as a markdown table in the text plugin, under samples/train or samples/eval at the page's step."""
+        from cluster.samples import markdown_table
+
+        self._writer.add_text(f"samples/{kind}", markdown_table(page), global_step=step)
+        self._writer.flush()
+
     def rewind(self, step: int) -> None:
         self._writer.close()
         self._writer = self._open(step)

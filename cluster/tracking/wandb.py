@@ -39,6 +39,17 @@ class WandbTracker:
     def write(self, row: dict) -> None:
         self.run.log({"step": int(row["step"]), **scalars(row)})
 
+    def write_samples(self, step: int, kind: str, page: dict) -> None:
+        """The page as a wandb.Table (one row per completion) under samples/train or samples/eval."""
+        import wandb
+
+        columns = ["step", "group", "record", "category", "gold", "index", "format", "accuracy", "consistency", "judge",
+                   "total", "advantage", "tokens", "policy_version", "completion"]
+        rows = [[step, g["group"], g["record_id"], g["category"], str(g["answer"]), c["index"], c["format"], c["accuracy"],
+                 c["consistency"], c["judge"], c["total"], c["advantage"], c["tokens"], c["policy_version"], c["text"]]
+                for g in page["groups"] for c in g["completions"]]
+        self.run.log({"step": step, f"samples/{kind}": wandb.Table(columns=columns, data=rows)})
+
     def rewind(self, step: int) -> None:
         log.warning("W&B cannot delete logged points: the steps after %d are logged again beside the first ones", step)
 
