@@ -197,3 +197,37 @@ def test_dead_replica_fails_its_batches_and_is_replaced(pool, judge):
     ticket = pool.submit(requests)
     assert {call.replica for call in ticket.calls} == {0, 1}
     assert pool.collect(ticket).letters == local
+
+
+def test_a_replacement_that_fails_to_load_is_left_out_and_the_others_take_the_work(pool, judge, judge_path, caplog):
+    """(Last in the module: it leaves the shared pool with a broken replica.) A replica dies and its replacement cannot
+    load the model (the folder is away meanwhile): the pool says so, does not replace it again, sends every later batch
+    to the replica that works, and wait_ready no longer waits for it."""
+    import logging
+    import os
+
+    requests = _requests(10)
+    local = judge.judge(requests)
+    replaced_before = pool.replaced
+    away = f"{judge_path}.away"
+    os.rename(judge_path, away)  # what the replacement will try to load
+    try:
+        caplog.set_level(logging.ERROR, logger="rewards.judge_pool")
+        dead_actor = pool.replicas[1]
+        ray.kill(dead_actor, no_restart=True)
+        _wait_until_dead(dead_actor)
+        first = pool.collect(pool.submit(requests))
+        assert first.failed_batches > 0 and pool.replaced == replaced_before + 1
+        deadline = time.perf_counter() + 60
+        while "its replacement failed to load" not in caplog.text and time.perf_counter() < deadline:
+            time.sleep(0.2)
+            pool.collect(pool.submit(requests))
+        assert "judge replica 1: its replacement failed to load" in caplog.text
+    finally:
+        os.rename(away, judge_path)
+    ticket = pool.submit(requests)
+    assert {call.replica for call in ticket.calls} == {0}
+    result = pool.collect(ticket)
+    assert result.failures == 0 and result.letters == local
+    assert pool.replaced == replaced_before + 1  # not replaced again
+    pool.wait_ready(timeout_s=30)  # returns: the broken replica is not waited for
