@@ -204,3 +204,18 @@ def test_eval_writes_json_csv_png_with_the_manifests_categories(evaluated):
     assert sorted(s["record_id"] for s in samples) == sorted(r.id for r in test_records)
     assert all(s["tokens"] <= 16 for s in samples)
     assert "overall" in report["table"]
+
+
+def test_eval_writes_a_viewer_per_category_with_wrong_answers_first(evaluated):
+    report, out, test_records = evaluated
+    assert report["viewer"] == str(out / "view" / "index.html") and (out / "view" / "index.html").is_file()
+    pages = [json.loads(path.read_text()) for path in sorted((out / "samples" / "pages").glob("*.json"))]
+    assert sorted(p["label"] for p in pages) == sorted(f"eval: {c}" for c in {r.category for r in test_records})
+    assert sorted(g["record_id"] for p in pages for g in p["groups"]) == sorted(r.id for r in test_records)
+    for page in pages:
+        solved = [any(c["correct"] for c in g["completions"]) for g in page["groups"]]
+        assert solved == sorted(solved)  # the unsolved questions first
+        for group in page["groups"]:
+            assert group["frames"] and all(f["caption"] for f in group["frames"])
+            assert all((out / "samples" / f["thumb"]).is_file() for f in group["frames"])
+    assert len(list((out / "view" / "data").glob("*.js"))) == len(pages)
