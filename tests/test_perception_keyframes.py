@@ -381,3 +381,34 @@ def test_degeneracy_names_the_problem():
     through_infinity = np.array([[1, 0, 0], [0, 1, 0], [-2.0 / FRAME_W, 0, 1]], dtype=float)
     assert degeneracy(through_infinity, FRAME_W, FRAME_H) == "through_infinity"
     assert degeneracy(np.diag([1e-5, 1e-5, 1.0]), FRAME_W, FRAME_H) == "collapsed"
+
+
+def _view(tx: float, ty: float, size: tuple[int, int] = (FRAME_W, FRAME_H)) -> np.ndarray:
+    """The frame a camera at (tx, ty) sees of texture 3, rendered at `size` (the same field of view at any size)."""
+    frame = cv2.warpAffine(_texture(3), _frame_to_texture(tx, ty, 0)[:2], (FRAME_W, FRAME_H), flags=cv2.WARP_INVERSE_MAP)
+    return frame if size == (FRAME_W, FRAME_H) else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
+def test_each_decision_names_its_reason_and_a_frame_size_change_keeps_the_overlap():
+    """The overlap rule sample by sample: the first sample; the same view again (overlap 1, not a key frame); the same
+    view at twice, then at 3/4 of the size (the size changed mid-video: still overlap 1, not a key frame); a view moved
+    by 60% of the width (overlap 0.4: a key frame); a flat frame (no descriptors: a key frame), after which the next
+    frame has nothing to match against; and with min_matches out of reach, few matches."""
+    detector = keyframes_module._KeyframeDetector(KeyframeConfig())
+    first = detector.decide(_view(200, 200))
+    assert (first.is_keyframe, first.reason) == (True, "first")
+    for size in ((FRAME_W, FRAME_H), (2 * FRAME_W, 2 * FRAME_H), (3 * FRAME_W // 4, 3 * FRAME_H // 4)):
+        same = detector.decide(_view(200, 200, size))
+        assert (same.is_keyframe, same.reason) == (False, "overlap"), size
+        assert same.overlap == pytest.approx(1.0, abs=0.03), size
+        assert same.num_matches > KeyframeConfig().min_matches
+    moved = detector.decide(_view(200 + 0.6 * FRAME_W, 200))
+    assert (moved.is_keyframe, moved.reason) == (True, "overlap") and moved.overlap == pytest.approx(0.4, abs=0.03)
+    assert detector.decide(np.full((FRAME_H, FRAME_W, 3), 10, np.uint8)).reason == "no_descriptors"
+    after_flat = detector.decide(_view(200, 200))
+    assert (after_flat.is_keyframe, after_flat.reason) == (True, "no_descriptors")
+
+    strict = keyframes_module._KeyframeDetector(KeyframeConfig(min_matches=10_000))
+    strict.decide(_view(200, 200))
+    few = strict.decide(_view(200, 200))
+    assert (few.is_keyframe, few.reason) == (True, "few_matches") and 0 < few.num_matches <= 10_000
