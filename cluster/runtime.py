@@ -15,6 +15,15 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 WATCHDOG_MARK = "embodied-r-ray-watchdog"  # first argument of the watchdog process, so it can be found in `ps`
+VERBOSE_ENV = "EMBODIED_R_VERBOSE"  # `--verbose`: the actors' own output is printed by the driver too
+
+
+def actors_to_console() -> bool:
+    """Whether a local run prints its actors' output (their libraries' "Loading weights" bars, warnings, Ray's
+    deduplication notices) between the driver's lines: only with --verbose ($EMBODIED_R_VERBOSE=1). Otherwise it stays
+    in each worker's log files in the Ray session's logs/ folder, and the console shows the driver's log and progress
+    bar; an actor's error still reaches the driver with its traceback (Ray raises it from the call)."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
 def default_extensions_dir() -> str:
@@ -74,7 +83,7 @@ def start_ray(address: str, num_cpus: int | None, namespace: str) -> None:
                 num_cpus=num_cpus or os.cpu_count(),
                 namespace=namespace,
                 include_dashboard=False,
-                log_to_driver=True,
+                log_to_driver=actors_to_console(),
                 runtime_env={"env_vars": env},
             )
         if watchdog is not None:
@@ -91,6 +100,9 @@ def start_ray(address: str, num_cpus: int | None, namespace: str) -> None:
     if (node_ip := ray.util.get_node_ip_address()) != "127.0.0.1":
         log.warning("local Ray runs on %s, not loopback: its ports are open to the network", node_ip)
     log.info("started local Ray: %s", ray.cluster_resources())
+    if not actors_to_console():
+        log.info("actors' output is in %s/logs/worker-*.out|err (--verbose prints it here)",
+                 ray._private.worker._global_node.get_session_dir_path())
 
 
 @contextmanager
