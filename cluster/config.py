@@ -187,7 +187,12 @@ def load_config(config_file: str | None, overrides: list[str] | None = None) -> 
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file {config_file} does not exist")
-        layers.append(OmegaConf.load(path))
+        layer = OmegaConf.load(path)
+        # A benchmark's config (configs/learning.yaml) is a TrainConfig plus a `bench:` section that only its script
+        # reads (bench/learning_run.py): train, sft and eval take the same file and leave that section alone.
+        if isinstance(layer, DictConfig) and "bench" in layer:
+            layer.pop("bench")
+        layers.append(layer)
     if overrides:
         bad = [o for o in overrides if "=" not in o]
         if bad:
