@@ -14,10 +14,27 @@ TEXTS = [f"Frame {i}: the {c} chair is {s} of you, the lamp ahead." for i in ran
          for s in ("left", "right")]
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def _tiny_llama(tokenizer_dir: str, out_dir) -> str:
+    """A tiny random-weight Llama (SmolLM2's architecture, the real default policy) with the same tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    LlamaForCausalLM(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return str(out_dir)
+
+
+@pytest.fixture(scope="module", params=["qwen2", "llama"])
+def engine(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_prompt_cache")
     tokenizer_dir = train_tokenizer(TEXTS, root / "tokenizer", vocab_size=512)
+    if request.param == "llama":
+        return HFEngine(_tiny_llama(tokenizer_dir, root / "llama"), generate_batch_size=8)
     return HFEngine(build_tiny_causal_lm(tokenizer_dir, root / "policy", seed=0), generate_batch_size=8)
 
 

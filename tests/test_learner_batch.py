@@ -11,16 +11,18 @@ from learner.batch import Sample, completion_logprobs, pack
 PAD = 0
 
 
-@pytest.fixture(scope="module")
-def model():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+@pytest.fixture(scope="module", params=["qwen2", "llama"])
+def model(request):
+    """A tiny Qwen2 (the tiny policies') and a tiny Llama (SmolLM2's architecture, the real default policy)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen2Config(
+    config_class, model_class = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}[request.param]
+    config = config_class(
         vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=1, max_position_embeddings=128, tie_word_embeddings=True, pad_token_id=PAD,
     )
-    return Qwen2ForCausalLM(config).train()
+    return model_class(config).train()
 
 
 def _samples(prompt_lengths: list[int], group_size: int, seed: int = 1) -> list[Sample]:
@@ -53,6 +55,17 @@ def test_shared_prompt_pass_equals_full_pass_with_gradients(model):
     torch.testing.assert_close(shared[mask], full[mask], atol=1e-5, rtol=1e-5)
     for got, want in zip(shared_grads, full_grads):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_shared_prompt_pass_at_a_sampling_temperature_equals_the_full_pass(model):
+    batch = pack(_samples([6, 4], group_size=3, seed=2), PAD)
+    with torch.no_grad():
+        shared = completion_logprobs(model, batch, temperature=0.7)
+        full = batch_module._full_pass_logprobs(model, batch, 0.7)
+        untempered = completion_logprobs(model, batch)
+    mask = batch.completion_mask.bool()
+    torch.testing.assert_close(shared[mask], full[mask], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(shared[mask], untempered[mask], atol=1e-3)
 
 
 def test_rows_are_matched_to_their_own_prompt(model):
