@@ -100,7 +100,6 @@ def test_resume_drops_the_pages_of_steps_run_again(hand_made_run: Path):
 
 
 def test_markdown_table_has_a_row_per_completion():
-    page = hand_made_page(Path("/nonexistent"), 3) if False else None  # built below without thumbnails
     page = {"label": "step 3", "groups": [{"group": 0, "record_id": "r", "category": "c", "answer": "A",
                                            "completions": [_completion(j, 0.5, j == 0, "<think>x|y</think>") for j in range(4)]}]}
     table = markdown_table(page)
