@@ -181,6 +181,7 @@ def evaluated(synthetic, tmp_path_factory):
     return report, work / "out", [r for r in records if r.split == "test"]
 
 
+@pytest.mark.slow
 def test_eval_writes_json_csv_png_with_the_manifests_categories(evaluated):
     from PIL import Image
 
@@ -206,6 +207,7 @@ def test_eval_writes_json_csv_png_with_the_manifests_categories(evaluated):
     assert "overall" in report["table"]
 
 
+@pytest.mark.slow
 def test_eval_writes_a_viewer_per_category_with_wrong_answers_first(evaluated):
     report, out, test_records = evaluated
     assert report["viewer"] == str(out / "view" / "index.html") and (out / "view" / "index.html").is_file()

@@ -162,6 +162,7 @@ def _trace_nll(model_path: str, cfg) -> float:
     return float(-(logprobs * batch.completion_mask).sum() / batch.completion_mask.sum())
 
 
+@pytest.mark.slow
 def test_sft_lowers_the_nll_of_its_traces(sft_run):
     cfg, policy = sft_run
     initial = Path(cfg.run_dir) / "models" / "policy"
@@ -182,6 +183,7 @@ def test_sft_lowers_the_nll_of_its_traces(sft_run):
     assert traces and all(format_reward(t["trace"]) == 1.0 for t in traces)
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_for_train_and_is_not_the_initial_policy(sft_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

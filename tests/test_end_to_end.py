@@ -17,6 +17,8 @@ from cluster.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # every test here reads a real training run (Ray, DeepSpeed, transformers)
+
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):

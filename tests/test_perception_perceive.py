@@ -67,6 +67,7 @@ def read_texts(path: Path) -> dict[str, str]:
     return {row["id"]: row["video_text"] for row in map(json.loads, path.read_text().splitlines())}
 
 
+@pytest.mark.slow
 def test_perceive_describes_a_manifest_into_the_cache_and_resumes(ray_runtime, tiny_vlm, manifest, tmp_path, capsys):
     path, videos = manifest
     run = tmp_path / "run"

@@ -38,6 +38,7 @@ def record(id_: str, video, question: str) -> Record:
                   category="landmark_position", scene="s", source="urbanvideo_bench")
 
 
+@pytest.mark.slow
 def test_pool_describes_each_video_once_and_reuses_the_cache(pool, cfg, realdata, tmp_path):
     videos = realdata / "urbanvideo_bench" / "videos"
     first = videos / "AerialVLN_0_30BUDKLTXMTIKYKFIPPOXCMISXQE5S.mp4"
@@ -83,6 +84,7 @@ def test_pool_describes_each_video_once_and_reuses_the_cache(pool, cfg, realdata
     assert len(skipped_again) == 0
 
 
+@pytest.mark.slow
 def test_question_aware_mode_describes_each_question(pool, cfg, realdata, tmp_path):
     """Question-aware keys: each distinct (video, question) pair is its own description."""
     video = realdata / "urbanvideo_bench" / "videos" / "AerialVLN_1_30BUDKLTXMTIKYKFIPPOXCMISXQE5S.mp4"

@@ -118,6 +118,7 @@ def _wait_until_dead(actor, timeout_s: float = 30.0) -> None:
     raise AssertionError("killed actor still answers")
 
 
+@pytest.mark.slow
 def test_pool_spreads_batches_over_real_actors_and_matches_the_local_judge(pool, judge):
     requests = _requests(10)
     ticket = pool.submit(requests)
@@ -133,6 +134,7 @@ def test_pool_spreads_batches_over_real_actors_and_matches_the_local_judge(pool,
     assert mixed.failures == 1 and mixed.failed_batches == 0
 
 
+@pytest.mark.slow
 def test_pool_timeout_counts_failures_and_scores_none_not_zero(pool, judge):
     failures_before = pool.failures
     requests = _requests(8, think_repeats=8)
@@ -160,6 +162,7 @@ def test_pool_timeout_counts_failures_and_scores_none_not_zero(pool, judge):
     assert pool.judge(requests[:4]).letters == judge.judge(requests[:4])
 
 
+@pytest.mark.slow
 def test_scorer_with_a_working_pool(pool, judge):
     record = Record(id="q", video="v.mp4", question="Where is the lamp?", choices=OPTIONS[:4], answer="C",
                     category="rel_direction", scene="s", source="test")
@@ -174,6 +177,7 @@ def test_scorer_with_a_working_pool(pool, judge):
     assert batch.consistency == [float(expected[0] == "C"), float(expected[1] == "C"), 0.0, float(expected[2] == "C")]
 
 
+@pytest.mark.slow
 def test_dead_replica_fails_its_batches_and_is_replaced(pool, judge):
     """A replica dead for good: its batches fail (None, counted, never 0), the others' succeed, and the pool
     replaces it with a fresh actor that takes work again once loaded."""
@@ -199,6 +203,7 @@ def test_dead_replica_fails_its_batches_and_is_replaced(pool, judge):
     assert pool.collect(ticket).letters == local
 
 
+@pytest.mark.slow
 def test_a_replacement_that_fails_to_load_is_left_out_and_the_others_take_the_work(pool, judge, judge_path, caplog):
     """(Last in the module: it leaves the shared pool with a broken replica.) A replica dies and its replacement cannot
     load the model (the folder is away meanwhile): the pool says so, does not replace it again, sends every later batch

@@ -65,6 +65,7 @@ def test_shard_sizes_are_even():
     assert sum(shard_sizes(17, 5)) == 17
 
 
+@pytest.mark.slow
 def test_pool_returns_completions_in_prompt_order(pool, prompts, models):
     sampling = SamplingConfig(num_samples=3, max_new_tokens=12)
     out = pool.generate(prompts, sampling, seed=7)
@@ -82,6 +83,7 @@ def test_pool_returns_completions_in_prompt_order(pool, prompts, models):
     assert _tokens(pool.generate(prompts, sampling, seed=7)) == _tokens(out)
 
 
+@pytest.mark.slow
 def test_weight_broadcast_reaches_every_worker(pool, prompts, models):
     import ray
     from transformers import AutoModelForCausalLM
@@ -112,6 +114,7 @@ def test_weight_broadcast_reaches_every_worker(pool, prompts, models):
     group.close()
 
 
+@pytest.mark.slow
 def test_pool_in_a_driver_placement_group(models, pool, prompts):
     import ray
 
@@ -138,6 +141,7 @@ def test_pool_in_a_driver_placement_group(models, pool, prompts):
         reserved.release()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_its_shard_regenerated(models, pool, prompts):  # noqa: ARG001 (pool: Ray up)
     """SIGKILL one worker: the next generate finds it dead, replaces it in its bundle, asks the driver to resend the
     weights (the hook), and returns the completions a pool that lost nothing returns."""
@@ -165,6 +169,7 @@ def test_a_killed_worker_is_replaced_and_its_shard_regenerated(models, pool, pro
         faulty.shutdown()
 
 
+@pytest.mark.slow
 def test_verify_fails_and_names_the_worker_whose_weights_differ(pool, models, monkeypatch, caplog):
     """WeightSync.verify against the real workers' digests: equal weights give sync/match 1; one element off by one
     ulp in one worker, or a stale replica still holding the initial weights, give 0 and the log names that worker.

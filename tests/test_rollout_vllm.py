@@ -170,6 +170,7 @@ def test_live_weight_update_through_the_weight_group_equals_a_fresh_engine(engin
         assert torch.allclose(torch.tensor(got.logprobs), torch.tensor(want.logprobs), atol=ATOL)
 
 
+@pytest.mark.slow
 @needs_vllm
 @pytest.mark.skipif(RUNS_VLLM and DEVICE == "cuda" and torch.cuda.device_count() < 2, reason="an NCCL broadcast needs two GPUs (learner and rollout worker)")
 def test_vllm_pool_receives_a_broadcast_and_reports_its_digest(tiny_model):

@@ -89,8 +89,15 @@ def test_a_gloo_broadcast_that_a_member_never_joins_fails_within_the_timeout():
     member = ctx.Process(target=_silent_member, args=(port, joined), daemon=True)
     member.start()
     try:
-        group = create_weight_group("gloo", "127.0.0.1", port, 2, 0, timeout_s=2)
-        assert joined.wait(30)
+        # The store waits as long as the member takes to start (a loaded machine); the group's own timeout is 2 s.
+        import datetime
+
+        import torch.distributed as dist
+
+        store = dist.TCPStore("127.0.0.1", port, 2, is_master=True, timeout=datetime.timedelta(seconds=120),
+                              wait_for_workers=True)
+        group = create_weight_group("gloo", "127.0.0.1", port, 2, 0, timeout_s=2, store=store)
+        assert joined.wait(120)
         started = time.monotonic()
         with pytest.raises((TimeoutError, RuntimeError), match="(?i)timed out|within"):
             group.broadcast(torch.zeros(4))
