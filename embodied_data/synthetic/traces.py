@@ -116,21 +116,31 @@ def answer_text(record: Record) -> str:
     return f"{float(record.answer):g}" if record.is_numeric else str(record.answer)
 
 
-def reasoning_trace(record: Record, video_text: str | None) -> str:
-    """`<think> <cited observations>. So the answer is: ... </think>\\n<answer> X </answer>` for `record`."""
-    citations = cited_observations(record, video_text)
+def observation_sentences(record: Record, video_text: str | None) -> list[str]:
+    """The body of a trace, before its conclusion: one sentence per cited observation ("Frame 2, after rotate left, I
+    observe ..."), or one saying that the video shows none of the question's objects."""
     sentences = []
-    for observation, item in citations:
+    for observation, item in cited_observations(record, video_text):
         where = f"Frame {observation.frame}" + (f", after {observation.action}" if observation.action else "")
         sentences.append(f"{where}, I observe {item}.")
-    if not sentences:
-        sentences.append("The video shows none of the objects the question names directly.")
+    return sentences or ["The video shows none of the objects the question names directly."]
+
+
+def reasoning_trace(record: Record, video_text: str | None) -> str:
+    """`<think> <cited observations>. So the answer is: ... </think>\\n<answer> X </answer>` for `record`."""
+    sentences = observation_sentences(record, video_text)
     answer = answer_text(record)
     if record.is_numeric:
         sentences.append(f"So the answer is {answer}.")
     else:
         sentences.append(conclusion(record, answer))
     return f"<think> {' '.join(sentences)} </think>\n<answer> {answer} </answer>"
+
+
+def swapped_think(record: Record, video_text: str | None, letter: str, with_letter: bool = True) -> str:
+    """The `<think>` text of `reasoning_trace` (multiple choice) with its conclusion naming option `letter`, right or
+    not, with or without the sentence that states the letter: what the consistency judge is asked to read."""
+    return " ".join([*observation_sentences(record, video_text), conclusion(record, letter, with_letter)])
 
 
 def conclusion(record: Record, letter: str, with_letter: bool = True) -> str:
