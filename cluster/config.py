@@ -77,6 +77,7 @@ class RayConfig:
 
 
 WEIGHT_BACKENDS = ("auto", "gloo", "nccl", "shm")  # WeightSyncConfig.backend, resolved in cluster/weight_sync.py
+CHECKPOINT_FAILURE_POLICIES = ("continue", "stop")  # TrainerConfig.checkpoint_failure
 WeightBackend = choice("WeightBackend", WEIGHT_BACKENDS, __name__)
 
 
@@ -112,6 +113,13 @@ class TrainerConfig:
     # stops and names the resume command); dead rollout workers are replaced, at most this many over the run.
     max_restarts: int = 1
     max_worker_replacements: int = 8
+    # SIGTERM (preemption, `ray job stop`): the step in flight is finished, checkpointed, every actor shut down, and the
+    # driver exits 75 naming the resume command, all within this many seconds, else the step is abandoned (exit 75
+    # too; the newest complete checkpoint stays). Keep it under the platform's notice (RAY_JOB_STOP_WAIT_TIME_S).
+    preemption_grace_s: float = 60.0
+    # A checkpoint that cannot be written (a full disk): removed, the previous one kept, and the run goes on
+    # (continue: checkpoints are best effort, faults/checkpoint_failures counts them) or stops with exit 74 (stop).
+    checkpoint_failure: str = "continue"
     # Asynchronous GRPO: 1 generates the next step's rollouts while the learner takes this step, so they are sampled
     # by the policy one step behind (correct with learner.grpo.tis_cap); 0 is the synchronous loop. A checkpoint step
     # is a barrier, so resume stays exact.
@@ -332,7 +340,7 @@ _NON_NEGATIVE = (
 )
 # Timeouts, rates and learning rates where 0 makes no sense.
 _POSITIVE = (
-    "weight_sync.timeout_s", "trainer.sft_warmup_lr",
+    "weight_sync.timeout_s", "trainer.sft_warmup_lr", "trainer.preemption_grace_s",
     "ray.num_cpus",
     "data.synthetic.fps",
     "perception.keyframes.sample_fps", "perception.keyframes.ransac_reproj_threshold", "perception.vlm.timeout_s",
@@ -380,6 +388,7 @@ def _choices() -> dict[str, tuple]:
         "learner.offload.optimizer": learner.OFFLOAD_DEVICES,
         "learner.offload.param": learner.OFFLOAD_DEVICES,
         "weight_sync.backend": WEIGHT_BACKENDS,
+        "trainer.checkpoint_failure": CHECKPOINT_FAILURE_POLICIES,
         "trainer.max_staleness": (0, 1),  # 0: synchronous; 1: the next step's rollouts overlap this step's learning
         "sft.trace_source": TRACE_SOURCES,
     }
