@@ -76,6 +76,10 @@ class BenchSettings:
     # An SFT start to reuse (the policy folder of an earlier run's <out>/run/sft/policy, run with the same data and
     # sft settings): the SFT phase is skipped, e.g. for ablations of the GRPO phase that share one start. "": run SFT.
     start_from: str = ""
+    # The judge's agreement on "which option does this reasoning conclude?" (rewards/judge_agreement.py), on this many
+    # multiple-choice questions of eval_split (round-robin over the categories), letter stated and words only; 0: not
+    # measured. Reported as summary.json's judge_agreement.
+    judge_agreement_records: int = 100
 
 
 # ---- config ---------------------------------------------------------------------------------------------------------
@@ -257,6 +261,16 @@ def mean_of_present(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 # ---- phases ---------------------------------------------------------------------------------------------------------
+def measure_judge_agreement(cfg_object, judge_ref: str, manifest: Path, split: str, max_records: int, seed: int = 0) -> dict:
+    """The agreement of the judge `judge_ref` (resolved as the run resolves models.judge: `tiny` is the run's own) on
+    `max_records` multiple-choice questions of `split`: the command's result (cluster/judge_agreement_cmd.py), without
+    its per-item list."""
+    from cluster.judge_agreement_cmd import run as judge_agreement
+
+    result = judge_agreement(cfg_object, judge_ref, str(manifest), split, max_records, seed)
+    return {k: v for k, v in result.items() if k != "items"}
+
+
 def shutdown_ray() -> None:
     """Each phase starts its own local Ray: the driver of `train` keeps its placement groups until Ray stops."""
     import ray
@@ -476,6 +490,13 @@ def run(config_file: str, out: Path, overrides: list[str]) -> dict:
         more["steps"] = more_steps
         timings["eval_sft_more"] = time.perf_counter() - phase
 
+    agreement = None
+    if bench.judge_agreement_records > 0:  # the judge GRPO's consistency reward asks: the start, or models.judge
+        phase = time.perf_counter()
+        agreement = measure_judge_agreement(OmegaConf.to_object(rl_cfg), rl_cfg.models.judge, manifest,
+                                            bench.eval_split, bench.judge_agreement_records, rl_cfg.trainer.seed)
+        timings["judge_agreement"] = time.perf_counter() - phase
+
     ood = None
     if bench.ood_scenes > 0:  # the real VSI-Bench layouts: out of distribution for every arm
         from bench.ood_eval import ood_eval
@@ -526,6 +547,9 @@ def run(config_file: str, out: Path, overrides: list[str]) -> dict:
     arm_answers = {"sft": distinct_answers(run_dir / "eval_sft_more")} if more else {}
     report["summary"] = summary_by_category(table, best_constant_answer(records, bench.eval_split, evaluated),
                                             {"start": before, "rl": after, "sft": more}, arm_answers)
+    report["summary"]["judge_agreement"] = {"letter": agreement["letter"], "words": agreement["words"]} if agreement else None
+    if agreement:
+        report["judge_agreement"] = agreement
     if ood:
         report["ood"] = ood
     if more:
@@ -541,7 +565,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
         prog="python bench/learning_run.py", description=__doc__.split("\n\n")[0],
         epilog="Config keys: any TrainConfig key (sft.*, trainer.*, learner.*, sampling.*, rewards.*, data.synthetic.*, "
         "models.tiny.*) and bench.categories, bench.eval_split, bench.eval_workers, bench.eval_max_records, "
-        "bench.curve_window. models.policy and trainer.sft_warmup_steps are set by the script for the GRPO phase.",
+        "bench.curve_window, bench.judge_agreement_records. models.policy and trainer.sft_warmup_steps are set by the script for the GRPO phase.",
     )
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="FILE", help="YAML config (default configs/learning.yaml)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder: learning.json, the PNGs, and the run in DIR/run")
@@ -575,6 +599,11 @@ def main(argv: list[str] | None = None) -> int:
           + ("-" if margin is None else f"{margin:+.1f} points")
           + f" (goal >= {TARGET_OVER_CONSTANT_POINTS:g} over >= {MIN_TARGET_CATEGORIES} categories, answers varying: "
           + ("met" if summary["target"]["met"] else "NOT met") + ")")
+    agreement = report.get("judge_agreement")
+    if agreement:
+        rates = ", ".join(f"{form} {'-' if agreement[form] is None else format(agreement[form], '.3f')}" for form in ("letter", "words"))
+        print(f"judge agreement ({agreement['judge']}, {agreement['records']} held-out questions, conclusion swapped to a "
+              f"random option): {rates} (target >= 0.9 with the letter stated)")
     if report.get("ood"):
         from bench.ood_eval import format_table as ood_table
 

@@ -45,6 +45,10 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "cluster.view_cmd", "register",
         "write a static HTML viewer of a run's recorded samples: key frames, captions, completions, rewards",
     ),
+    "judge-agreement": (
+        "cluster.judge_agreement_cmd", "register",
+        "measure the consistency judge: how often it names the option a reasoning concludes (letter stated / words only)",
+    ),
     "models": (
         "cluster.models_cmd", "register",
         "named registry models: list them (cached or not) and pull one into the cache ($EMBODIED_R_CACHE)",
