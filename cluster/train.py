@@ -17,17 +17,20 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 
 from actors import reserve_pool
-from cluster.checkpoints import checkpoint_dir, latest_checkpoint, prune, read_driver_state, write_driver_state
+from cluster.checkpoints import (
+    checkpoint_dir, discard, latest_checkpoint, prune, read_driver_state, verify_checkpoint, write_driver_state,
+)
 from cluster.config import TrainConfig, resolved_yaml
 from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
 from cluster.dynamic_sampling import refill
-from cluster.failpoints import failpoint
+from cluster.failpoints import failpoint, failpoint_error
 from cluster.learner_group import LearnerGroup
 from cluster.evaluate import TrainingEval, load_held_out, with_held_out
 from cluster.metrics import PhaseClock, read_metrics
 from cluster.models import prepare_models
 from cluster.perceive import describe_videos
 from cluster.plots import RunPlots
+from cluster.preemption import CheckpointFailed, Preempted, Preemption, resume_command
 from cluster.prompts import build_prompt_table
 from cluster.runtime import run_log, start_ray
 from cluster.samples import SampleRecorder
@@ -52,8 +55,19 @@ def train(config: DictConfig) -> Path:
 
 
 def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
+    """Raises Preempted after a SIGTERM (checkpointed, actors shut down) and CheckpointFailed when a checkpoint could
+    not be written under trainer.checkpoint_failure=stop; cluster/train_cmd.py turns them into exit codes 75 and 74."""
+    preemption = Preemption(cfg.trainer.preemption_grace_s, run_dir, lambda: latest_checkpoint(str(run_dir)))
+    try:
+        return _run_training(cfg, run_dir, preemption)
+    finally:
+        preemption.uninstall()
+
+
+def _run_training(cfg: TrainConfig, run_dir: Path, preemption: Preemption) -> Path:
     clock = PhaseClock()
     start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.namespace)
+    preemption.install()  # after ray.init, which installs its own (sys.exit on SIGTERM)
     clock.mark("Ray")
 
     # 1. Data, models, perception: everything the prompts need, computed once and cached under the run dir.
@@ -87,13 +101,18 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
         samples = SampleRecorder(cfg, run_dir, video_texts, start_step, metrics_log)  # <run_dir>/samples: `embodied-r view`
         plots = RunPlots(run_dir, enabled=cfg.tracking.plots)  # <run_dir>/plots, drawn beside the loop
         progress = make_progress(cfg, start_step)
-        pipeline = RolloutPipeline(cfg, pools, sampler, prompts, start_step)
+        pipeline = PreemptiblePipeline(cfg, pools, sampler, prompts, start_step, preemption)
 
         # 4. The loop: rollouts -> rewards -> learner -> weights to the workers (with trainer.max_staleness=1 the next
         # step's rollouts are generated meanwhile). A lost learner rank sends it back to the last complete checkpoint,
         # trainer.max_restarts times.
+        # A SIGTERM sets preemption.requested: the step in flight ends in a checkpoint (PreemptiblePipeline makes it a
+        # barrier), then the loop stops; `saved` is the last step a complete checkpoint holds.
+        saved = start_step
         step = start_step + 1
         while step <= cfg.trainer.steps:
+            if preemption.requested and saved == step - 1:
+                break
             try:
                 started = time.perf_counter()
                 rollouts, synced_at_collect = pipeline.rollouts(step)
@@ -109,13 +128,17 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
                 samples.record(step, rollouts, scored, row, evaluation)
                 progress.update(row)
                 if pipeline.is_barrier(step):
-                    save_checkpoint(cfg, pools.learner, sampler, step)
+                    if save_checkpoint(cfg, pools, sampler, step):
+                        saved = step
+                    if preemption.requested:
+                        break
                     if step < cfg.trainer.steps:  # the last step's plots come at the end
                         plots.request()
             except ray.exceptions.RayError as error:
                 if not pools.learner.dead_ranks():
                     raise
                 step = pools.restart_learner(cfg, run_dir, sampler, prompts, error) + 1
+                saved = step - 1
                 pipeline.reset(step - 1)
                 metrics_log.rewind(step - 1)
                 samples.rewind(step - 1)
@@ -128,6 +151,13 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
     finally:
         pools.close()
     clock.mark("shutdown")
+    if preemption.requested:
+        preemption.cancel()  # checkpointed and shut down within the grace
+        newest = latest_checkpoint(str(run_dir))
+        message = (f"preempted (SIGTERM): checkpoint {newest} holds step {saved}; every actor was shut down"
+                   if newest and saved > 0 else "preempted (SIGTERM) before any step was checkpointed")
+        log.warning("%s; resume with: %s", message, resume_command(run_dir))
+        raise Preempted(message, resume_command(run_dir))
     if cfg.tracking.plots:
         log.info("plots: %s", ", ".join(str(path) for path in plots.finish()))
         clock.mark("plots")
@@ -150,6 +180,7 @@ class TrainingPools:
         self.scorer = None
         self.sync: WeightSync | None = None
         self.learner_restarts = 0
+        self.checkpoint_failures = 0
 
     def start(self) -> None:
         """Reserves every pool's bundles, then starts all the actors at once; returns when the learner is up, while
@@ -222,6 +253,7 @@ class TrainingPools:
             "faults/rollout_workers_replaced": self.rollout.replacements,
             "faults/learner_restarts": self.learner_restarts,
             "faults/judge_replicas_replaced": judges.replaced if judges is not None else 0,
+            "faults/checkpoint_failures": self.checkpoint_failures,
         }
 
     def close(self) -> None:
@@ -239,10 +271,12 @@ class TrainingPools:
 def begin(cfg: TrainConfig, run_dir: Path, pools: TrainingPools, sampler: EpochSampler, prompts, resume: bool) -> tuple[int, bool]:
     """Puts the learner where training starts: the newest complete checkpoint (resume), or a fresh policy after the
     optional SFT warm-up. Returns the last step already done, and whether the learner's weights now differ from
-    models.policy (the workers' weights), so they must be sent."""
+    models.policy (the workers' weights), so they must be sent. A checkpoint whose files differ from its hash
+    manifest is refused (CheckpointIntegrityError naming the file) before anything of it is loaded."""
     resume_from = latest_checkpoint(str(run_dir)) if resume else None
     start_step = 0
     if resume_from:
+        verify_checkpoint(resume_from)
         state = read_driver_state(resume_from)
         pools.learner.load_checkpoint(resume_from)
         sampler.restore(state["sampler"])
@@ -291,16 +325,60 @@ def make_reward_scorer(cfg: DictConfig, judge_model: str, wait: bool = True) -> 
     return RewardScorer(cfg.rewards, judge), judge_pool
 
 
-def save_checkpoint(cfg: DictConfig, learner: LearnerGroup, sampler: EpochSampler, step: int) -> None:
+class PreemptiblePipeline(RolloutPipeline):
+    """The rollout pipeline, where a requested preemption makes a barrier of the step in flight, or of the next one when
+    that one's generation had already started (trainer.max_staleness=1): the checkpoint written there is then exact."""
+
+    def __init__(self, cfg, pools, sampler: EpochSampler, prompts: list, start_step: int, preemption: Preemption):
+        super().__init__(cfg, pools, sampler, prompts, start_step)
+        self.preemption = preemption
+
+    def is_barrier(self, step: int) -> bool:
+        return super().is_barrier(step) or (self.preemption.requested and self._in_flight is None)
+
+
+def save_checkpoint(cfg: DictConfig, pools: TrainingPools, sampler: EpochSampler, step: int) -> bool:
+    """Writes step `step`'s checkpoint; True when it is complete. A write that fails with an OSError (a full disk, a
+    quota, an I/O error; from the learner or the driver) is reported naming the path, what it left is removed (the
+    previous complete checkpoint stays, untouched by pruning), faults/checkpoint_failures counts it, and then the run
+    goes on (trainer.checkpoint_failure=continue: False) or stops (stop: CheckpointFailed, exit 74)."""
     target = checkpoint_dir(cfg.run_dir, step)
     if Path(target).exists():  # what a run killed while writing this step's checkpoint left (resume went back past it)
         shutil.rmtree(target)
     state = {"step": step, "sampler": sampler.state()}
-    learner.save_checkpoint(target, client_state=state)
-    failpoint("checkpoint.before_driver_state", step)  # the fault drills' place to kill a driver mid-checkpoint
-    write_driver_state(target, state)  # written last: its presence marks the checkpoint complete
+    try:
+        pools.learner.save_checkpoint(target, client_state=state)
+        failpoint("checkpoint.before_driver_state", step)  # the fault drills' place to kill a driver mid-checkpoint
+        failpoint_error("checkpoint.enospc", step, Path(target) / "manifest.sha256")  # the full-disk drill's
+        write_driver_state(target, state)  # the manifest, then the driver state: its presence marks the checkpoint complete
+    except (OSError, ray.exceptions.RayTaskError) as error:
+        disk_error = error if isinstance(error, OSError) else getattr(error, "cause", None)
+        if not isinstance(disk_error, OSError):  # a learner that failed otherwise, or died: not a disk problem
+            raise
+        return _checkpoint_failed(cfg, pools, target, step, disk_error, from_learner=not isinstance(error, OSError))
     prune(cfg.run_dir, cfg.trainer.keep_checkpoints)
     log.info("checkpoint %s", target)
+    return True
+
+
+def _checkpoint_failed(cfg: DictConfig, pools: TrainingPools, target: str, step: int, error: OSError,
+                       from_learner: bool) -> bool:
+    pools.checkpoint_failures += 1
+    removed = discard(target)
+    where = error.filename or target
+    previous = latest_checkpoint(cfg.run_dir)
+    log.error("checkpoint of step %d failed: %s (%s)%s; the newest complete checkpoint is %s",
+              step, error.strerror or error, where, f", removed {', '.join(removed)}" if removed else "",
+              previous or "none")
+    # Several learner ranks: one that failed may have left the others inside a collective of the write; stop.
+    stop = cfg.trainer.checkpoint_failure == "stop" or (from_learner and cfg.learner.num_replicas > 1)
+    if stop:
+        raise CheckpointFailed(
+            f"checkpoint of step {step} could not be written: {error.strerror or error} ({where}); the newest complete "
+            f"checkpoint is {previous or 'none'}", resume_command(cfg.run_dir)) from error
+    log.warning("trainer.checkpoint_failure=continue: training goes on without the checkpoint of step %d "
+                "(faults/checkpoint_failures=%d)", step, pools.checkpoint_failures)
+    return False
 
 
 class make_progress:

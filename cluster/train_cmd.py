@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from cluster.config import load_config
 from cluster.runtime import VERBOSE_ENV
@@ -34,8 +35,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         os.environ[VERBOSE_ENV] = "1"
     else:  # transformers' own bars in the driver (tokenizers, tiny models written): before transformers is imported
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from cluster.preemption import CheckpointFailed, Preempted
     from cluster.train import train
 
-    run_dir = train(cfg)
+    try:
+        run_dir = train(cfg)
+    except (Preempted, CheckpointFailed) as stopped:  # exit 75 (EX_TEMPFAIL) / 74 (EX_IOERR): cluster/preemption.py
+        print(f"run stopped: {stopped}; resume with: {stopped.resume}", file=sys.stderr, flush=True)
+        return stopped.exit_code
     print(f"run finished: metrics in {run_dir / 'metrics.jsonl'}, checkpoints in {run_dir / 'checkpoints'}")
     return 0

@@ -370,7 +370,7 @@ class Learner:
             self._load_reference(root / "reference")
         rng_file = root / "rng" / f"rank_{self.rank}.pt"
         if rng_file.is_file():
-            _set_rng_state(torch.load(rng_file, weights_only=False))
+            _set_rng_state(_load_rng_state(rng_file))
         return client_state or {}
 
     def _load_reference(self, folder: Path) -> None:
@@ -447,6 +447,12 @@ def _rng_state() -> dict:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _load_rng_state(path: Path) -> dict:
+    """The RNG states `_rng_state` saved: tensors, tuples and ints only, so torch's weights-only unpickler reads them and
+    the file cannot run code (DeepSpeed's own state files still need full unpickling: checkpoints are trusted)."""
+    return torch.load(path, weights_only=True)
 
 
 def _set_rng_state(state: dict) -> None:
