@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 
 import pytest
 import torch
@@ -154,12 +153,10 @@ def _checkpoint(folder):
 
 # ---- a real evaluation ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def evaluated(synthetic, tmp_path_factory):
-    ray = pytest.importorskip("ray")
+def evaluated(ray_local, synthetic, tmp_path_factory):
     from omegaconf import OmegaConf
 
     from cluster.config import load_config
-    from cluster.runtime import actor_env
     from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
 
     manifest, records, captions = synthetic
@@ -171,13 +168,7 @@ def evaluated(synthetic, tmp_path_factory):
         f"run_dir={work}", "perception.source=ground_truth", "sampling.max_new_tokens=16",
         "rollout.num_cpus_per_replica=0.5", "rewards.judge.num_cpus_per_replica=0.5",
     ]))
-    env = actor_env()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-    try:
-        report = run_eval(cfg, EvalOptions(checkpoint=policy, manifest=str(manifest), out_dir=str(work / "out"), judge=judge), progress=False)
-    finally:
-        ray.shutdown()
+    report = run_eval(cfg, EvalOptions(checkpoint=policy, manifest=str(manifest), out_dir=str(work / "out"), judge=judge), progress=False)
     return report, work / "out", [r for r in records if r.split == "test"]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -110,20 +109,8 @@ def test_sft_section_is_in_the_config_tree_and_the_cli(tmp_path):
 
 # ---- a real run -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def ray_runtime():
-    ray = pytest.importorskip("ray")
+def sft_run(ray_local, tmp_path_factory):
     pytest.importorskip("deepspeed")
-    from cluster.runtime import actor_env
-
-    env = actor_env()  # DeepSpeed's op cache and the venv's ninja on PATH, in this process and every actor
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def sft_run(ray_runtime, tmp_path_factory):
     from omegaconf import OmegaConf
 
     from cluster.sft import sft

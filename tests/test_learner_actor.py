@@ -135,17 +135,6 @@ def vocab(model_path) -> int:
     return AutoConfig.from_pretrained(model_path).vocab_size
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    from cluster.runtime import start_ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    start_ray("", 2, "test-learner-actor")
-    yield
-    ray.shutdown()
-
-
 class Groups:
     """Creates groups in their own pools and tears all of them down at the end of the module."""
 
@@ -183,7 +172,7 @@ class Groups:
 
 
 @pytest.fixture(scope="module")
-def groups(ray_runtime, model_path):
+def groups(ray_local, model_path):
     made = Groups(model_path)
     try:
         yield {
@@ -389,7 +378,7 @@ def _completion_logprobs(learner, samples: list[Sample]) -> list[list[float]]:
 
 
 @pytest.fixture(scope="module")
-def options_group(ray_runtime, model_path):
+def options_group(ray_local, model_path):
     made = Groups(model_path, prefix="options")
     try:
         yield made.create(1, 2, grpo=GRPOConfig(beta=0.0, clip_low=0.2, clip_high=0.2))

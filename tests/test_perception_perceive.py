@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from pathlib import Path
 
@@ -21,14 +20,6 @@ from perception.keyframes import extract_keyframes
 ray = pytest.importorskip("ray")
 
 SETTINGS = ["perception.vlm.max_new_tokens=6", "perception.num_cpus_per_replica=0.5", "perception.torch_threads=1"]
-
-
-@pytest.fixture(scope="module")
-def ray_runtime():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +59,7 @@ def read_texts(path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_perceive_describes_a_manifest_into_the_cache_and_resumes(ray_runtime, tiny_vlm, manifest, tmp_path, capsys):
+def test_perceive_describes_a_manifest_into_the_cache_and_resumes(ray_local, tiny_vlm, manifest, tmp_path, capsys):
     path, videos = manifest
     run = tmp_path / "run"
     texts = tmp_path / "texts.jsonl"

@@ -22,15 +22,12 @@ def cfg() -> PerceptionConfig:
 
 
 @pytest.fixture(scope="module")
-def pool(tiny_vlm, cfg):
+def pool(ray_local, tiny_vlm, cfg):
     from perception.pool import PerceptionPool
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     pool = PerceptionPool(cfg, tiny_vlm)
     yield pool
     pool.shutdown()
-    ray.shutdown()
 
 
 def record(id_: str, video, question: str) -> Record:

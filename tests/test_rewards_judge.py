@@ -37,19 +37,11 @@ def judge(judge_path) -> Judge:
     return Judge(judge_path, JudgeConfig(model=judge_path, batch_size=3, max_think_tokens=64), device="cpu")
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 POOL_CFG = dict(num_replicas=2, num_cpus_per_replica=0.25, batch_size=4, timeout_s=60, max_think_tokens=64)
 
 
 @pytest.fixture(scope="module")
-def pool(ray_runtime, judge_path):
+def pool(ray_local, judge_path):
     """One pool of two real Judge actors for the module (actor start-up dominates these tests' time)."""
     judge_pool = JudgePool(JudgeConfig(model=judge_path, **POOL_CFG))
     yield judge_pool

@@ -29,15 +29,11 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pool(models):
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def pool(ray_local, models):
     cfg = RolloutConfig(num_replicas=2, num_cpus_per_replica=0.5, generate_batch_size=8)
     pool = RolloutPool(cfg, models[0])
     yield pool
     pool.shutdown()
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
