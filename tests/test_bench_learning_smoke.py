@@ -5,14 +5,11 @@ minutes and is the benchmark itself, not a unit test."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from bench import learning_run as bench
 from embodied_data.records import Record

@@ -7,7 +7,6 @@ target.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import pytest
 pytest.importorskip("psutil")
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from bench import faults  # noqa: E402
 

@@ -3,7 +3,6 @@ its group's advantage (counted, never scored 0)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,12 +27,6 @@ def _numeric(record_id: str = "n1", answer: float = 2.0) -> Record:
 def _completion(answer: str, think: str = "The lamp stayed on my right.", well_formed: bool = True) -> str:
     text = f"<think>{think}</think>\n<answer>{answer}</answer>"
     return text if well_formed else "Sure. " + text
-
-
-def _advantages(values, group_size: int) -> np.ndarray:
-    rewards = np.asarray(values, dtype=float).reshape(-1, group_size)
-    centred = rewards - rewards.mean(axis=1, keepdims=True)
-    return (centred / (rewards.std(axis=1, keepdims=True) + 1e-6)).reshape(-1)
 
 
 def test_totals_and_consistency_only_on_correct_answers():
