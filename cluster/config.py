@@ -206,7 +206,6 @@ def load_config(config_file: str | None, overrides: list[str] | None = None) -> 
         if bad:
             raise ConfigError(f"overrides must look like key=value, got {bad}")
         layers.append(OmegaConf.from_dotlist(list(overrides)))
-    layers = [layers[0], *(_renamed_keys_moved(layer) for layer in layers[1:])]
     try:
         cfg = OmegaConf.merge(*layers)
     except OmegaConfBaseException:
@@ -220,48 +219,6 @@ def load_config(config_file: str | None, overrides: list[str] | None = None) -> 
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from None
     validate(cfg)
     return cfg
-
-
-# Keys renamed for one naming scheme (every pool: num_replicas, num_cpus_per_replica, num_gpus_per_replica; every
-# dtype a torch dtype name; the weight broadcast's settings in weight_sync): the old names still load, with a warning.
-RENAMED_KEYS = {
-    "learner.num_ranks": "learner.num_replicas",
-    "learner.num_cpus_per_rank": "learner.num_cpus_per_replica",
-    "learner.num_gpus_per_rank": "learner.num_gpus_per_replica",
-    "rollout.num_workers": "rollout.num_replicas",
-    "rollout.num_cpus_per_worker": "rollout.num_cpus_per_replica",
-    "rollout.num_gpus_per_worker": "rollout.num_gpus_per_replica",
-    "learner.precision": "learner.dtype",
-    "trainer.verify_sync": "weight_sync.verify",
-    "trainer.weight_backend": "weight_sync.backend",
-    "trainer.weight_bucket_mb": "weight_sync.bucket_mb",
-    "trainer.weight_sync_timeout_s": "weight_sync.timeout_s",
-}
-_RENAMED_VALUES = {"learner.precision": {"fp32": "float32", "bf16": "bfloat16"}}
-
-
-def _renamed_keys_moved(layer: DictConfig) -> DictConfig:
-    """`layer` with each old key of RENAMED_KEYS moved to its new name (a warning says so); the new name wins when a
-    layer sets both."""
-    tree = OmegaConf.to_container(layer, resolve=False)
-    moved = False
-    for old, new in RENAMED_KEYS.items():
-        *parents, leaf = old.split(".")
-        node = tree
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            continue
-        value = node.pop(leaf)
-        value = _RENAMED_VALUES.get(old, {}).get(value, value)
-        *new_parents, new_leaf = new.split(".")
-        target = tree
-        for part in new_parents:
-            target = target.setdefault(part, {})
-        target.setdefault(new_leaf, value)
-        warnings.warn(f"config key {old} is now {new} (the old name still works)", FutureWarning, stacklevel=3)
-        moved = True
-    return OmegaConf.create(tree) if moved else layer
 
 
 def _leaves(node, prefix: str = ""):

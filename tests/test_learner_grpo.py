@@ -11,7 +11,8 @@ import torch
 from learner.batch import Sample, pack
 from learner.config import GRPOConfig
 from learner.filtering import kept_sample_indices
-from learner.grpo import aggregate, check_grpo_config, group_advantages, grpo_token_loss
+from learner.algo.checks import check_grpo_config
+from learner.algo.grpo import aggregate, group_advantages, grpo_token_loss
 from learner.kl import kl_estimate
 
 

@@ -66,8 +66,3 @@ class Algorithm:
         out = self.token_loss(inputs)
         out.loss = self.aggregate(out.per_token, inputs.mask, norm)
         return out
-
-
-def check_group_size(rewards: torch.Tensor, group_size: int) -> None:
-    if group_size < 1 or rewards.numel() % group_size:
-        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")

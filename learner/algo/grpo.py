@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 
@@ -43,15 +42,6 @@ def _masked_group_advantages(rewards: torch.Tensor, group_size: int, norm: str, 
         std = (centred.pow(2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()
         centred = centred / (std + eps)
     return centred.view(-1)
-
-
-@dataclass
-class LossParts:
-    loss: torch.Tensor  # what backward() sees
-    token_sum: torch.Tensor  # sum over completion tokens of the per-token loss (for logging)
-    kl_sum: torch.Tensor  # sum over completion tokens of the KL estimate
-    clipped_tokens: torch.Tensor  # tokens whose ratio was clipped
-    tokens: torch.Tensor  # completion tokens in this micro-batch
 
 
 def grpo_token_loss(
