@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from learner.algo.base import Algorithm, LossInputs, LossNorm, LossOutputs
