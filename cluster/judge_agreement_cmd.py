@@ -1,8 +1,8 @@
 """`embodied-r judge-agreement`: how often the consistency judge names the option a reasoning concludes
 (rewards/judge_agreement.py), on a manifest's held-out split, with the letter stated and with the words only.
 
-    embodied-r judge-agreement --judge smollm2-135m-instruct --config configs/learning.yaml --data /tmp/d \
-        --max-records 60 --out agreement.json
+    embodied-r judge-agreement --judge smollm2-135m-instruct --config configs/learning.yaml \
+        --data runs/learning/run/bench_data --max-records 60 --out agreement.json
 
 The judge is built in this process (no Ray): `--judge` is any model reference (`tiny`, a folder, a hub id, a named
 registry model; default: the config's models.judge), judged with the config's rewards.judge settings (engine, dtype,
@@ -100,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "each and names an option; agreement is the share naming the drawn option, per form and per category "
         "(failed judgements counted, left out of the rate). Prints the table; --out writes JSON with every item.",
         epilog="Example: embodied-r judge-agreement --judge smollm2-135m-instruct --config configs/learning.yaml "
-        "--data runs/learning/run/data --max-records 60 --out agreement.json. The judge runs in this process with the "
+        "--data runs/learning/run/bench_data --max-records 60 --out agreement.json. The judge runs in this process with the "
         "config's rewards.judge settings (engine, dtype, batch_size, max_think_tokens).",
     )
     parser.add_argument("--judge", default=None, metavar="MODEL_REF",
