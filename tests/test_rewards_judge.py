@@ -11,7 +11,6 @@ import pytest
 import ray
 import torch
 
-from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
 from embodied_data.records import Record
 from rewards.combine import RewardScorer
 from rewards.config import JudgeConfig, RewardConfig, RewardStage
@@ -25,40 +24,23 @@ WEIGHTS = RewardStage(start=0, format=0.1, accuracy=0.7, consistency=0.2)
 
 
 @pytest.fixture(scope="module")
-def judge_path(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("judge")
-    texts = ["I moved forward and the chair was on my left.", "After rotate right, Observe: a lamp ahead."] * 20
-    tokenizer_dir = train_tokenizer(texts, root / "tokenizer", vocab_size=512)
-    return build_tiny_causal_lm(tokenizer_dir, root / "model", seed=7)
-
-
-@pytest.fixture(scope="module")
-def judge(judge_path) -> Judge:
-    return Judge(judge_path, JudgeConfig(model=judge_path, batch_size=3, max_think_tokens=64), device="cpu")
+def judge(tiny_judge) -> Judge:
+    return Judge(tiny_judge, JudgeConfig(model=tiny_judge, batch_size=3, max_think_tokens=64), device="cpu")
 
 
 POOL_CFG = dict(num_replicas=2, num_cpus_per_replica=0.25, batch_size=4, timeout_s=60, max_think_tokens=64)
 
 
 @pytest.fixture(scope="module")
-def pool(ray_local, judge_path):
+def pool(ray_local, tiny_judge):
     """One pool of two real Judge actors for the module (actor start-up dominates these tests' time)."""
-    judge_pool = JudgePool(JudgeConfig(model=judge_path, **POOL_CFG))
+    judge_pool = JudgePool(JudgeConfig(model=tiny_judge, **POOL_CFG))
     yield judge_pool
     judge_pool.shutdown()
 
 
-def _requests(count: int, think_repeats: int = 1) -> list[JudgeRequest]:
-    requests = []
-    for i in range(count):
-        num_choices = 2 + i % 6
-        think = f"Frame {i}: after I rotate left the lamp is {OPTIONS[i % num_choices]}. " * (1 + (i * 3) % 7) * think_repeats
-        requests.append(JudgeRequest(question=f"Where is lamp {i}?", choices=OPTIONS[:num_choices], think=think))
-    return requests
-
-
-def test_judge_answers_a_valid_letter_and_batches_do_not_change_results(judge):
-    requests = _requests(8)
+def test_judge_answers_a_valid_letter_and_batches_do_not_change_results(judge, judge_requests):
+    requests = judge_requests(8)
     batched = judge.judge(requests)  # batch_size 3: chunks of 3, 3, 2 with left padding
     one_by_one = [judge.judge([request])[0] for request in requests]
     assert all(letter in request.letters for letter, request in zip(batched, requests))
@@ -67,9 +49,9 @@ def test_judge_answers_a_valid_letter_and_batches_do_not_change_results(judge):
         assert torch.allclose(together, alone, atol=1e-4)
 
 
-def test_restricted_argmax_equals_greedy_decoding_restricted_to_letters(judge):
+def test_restricted_argmax_equals_greedy_decoding_restricted_to_letters(judge, judge_requests):
     """The T -> 0 limit restricted to the option letters, checked against transformers' generate()."""
-    for request in _requests(4):
+    for request in judge_requests(4):
         prompt = judge.tokenizer(judge.build_prompt(request), return_tensors="pt", add_special_tokens=False)
         allowed = [judge.letter_token_ids[letter] for letter in request.letters]
         generated = judge.model.generate(
@@ -91,8 +73,8 @@ def test_prompt_holds_question_choices_and_cut_reasoning_only(judge):
     assert judge.letter_logits([request])[0].tolist() == judge.letter_logits([same_after_cut])[0].tolist()
 
 
-def test_a_request_without_choices_gets_none_and_does_not_spoil_the_batch(judge):
-    requests = _requests(3)
+def test_a_request_without_choices_gets_none_and_does_not_spoil_the_batch(judge, judge_requests):
+    requests = judge_requests(3)
     bad = JudgeRequest(question="How far?", choices=(), think="about 2 m")
     letters = judge.judge([requests[0], bad, requests[1], requests[2]])
     assert letters[1] is None
@@ -111,8 +93,8 @@ def _wait_until_dead(actor, timeout_s: float = 30.0) -> None:
 
 
 @pytest.mark.slow
-def test_pool_spreads_batches_over_real_actors_and_matches_the_local_judge(pool, judge):
-    requests = _requests(10)
+def test_pool_spreads_batches_over_real_actors_and_matches_the_local_judge(pool, judge, judge_requests):
+    requests = judge_requests(10)
     ticket = pool.submit(requests)
     assert {call.replica for call in ticket.calls} == {0, 1}
     assert max(call.end - call.begin for call in ticket.calls) <= pool.cfg.batch_size
@@ -127,9 +109,9 @@ def test_pool_spreads_batches_over_real_actors_and_matches_the_local_judge(pool,
 
 
 @pytest.mark.slow
-def test_pool_timeout_counts_failures_and_scores_none_not_zero(pool, judge):
+def test_pool_timeout_counts_failures_and_scores_none_not_zero(pool, judge, judge_requests):
     failures_before = pool.failures
-    requests = _requests(8, think_repeats=8)
+    requests = judge_requests(8, think_repeats=8)
     started = time.perf_counter()
     result = pool.judge(requests, timeout_s=1e-4)  # far below one forward pass
     assert time.perf_counter() - started < 5
@@ -170,10 +152,10 @@ def test_scorer_with_a_working_pool(pool, judge):
 
 
 @pytest.mark.slow
-def test_dead_replica_fails_its_batches_and_is_replaced(pool, judge):
+def test_dead_replica_fails_its_batches_and_is_replaced(pool, judge, judge_requests):
     """A replica dead for good: its batches fail (None, counted, never 0), the others' succeed, and the pool
     replaces it with a fresh actor that takes work again once loaded."""
-    requests = _requests(10)
+    requests = judge_requests(10)
     local = judge.judge(requests)
     failures_before, replaced_before = pool.failures, pool.replaced
     dead_actor = pool.replicas[0]
@@ -196,18 +178,18 @@ def test_dead_replica_fails_its_batches_and_is_replaced(pool, judge):
 
 
 @pytest.mark.slow
-def test_a_replacement_that_fails_to_load_is_left_out_and_the_others_take_the_work(pool, judge, judge_path, caplog):
+def test_a_replacement_that_fails_to_load_is_left_out_and_the_others_take_the_work(pool, judge, tiny_judge, caplog, judge_requests):
     """(Last in the module: it leaves the shared pool with a broken replica.) A replica dies and its replacement cannot
     load the model (the folder is away meanwhile): the pool says so, does not replace it again, sends every later batch
     to the replica that works, and wait_ready no longer waits for it."""
     import logging
     import os
 
-    requests = _requests(10)
+    requests = judge_requests(10)
     local = judge.judge(requests)
     replaced_before = pool.replaced
-    away = f"{judge_path}.away"
-    os.rename(judge_path, away)  # what the replacement will try to load
+    away = f"{tiny_judge}.away"
+    os.rename(tiny_judge, away)  # what the replacement will try to load
     try:
         caplog.set_level(logging.ERROR, logger="rewards.judge_pool")
         dead_actor = pool.replicas[1]
@@ -221,7 +203,7 @@ def test_a_replacement_that_fails_to_load_is_left_out_and_the_others_take_the_wo
             pool.collect(pool.submit(requests))
         assert "judge replica 1: its replacement failed to load" in caplog.text
     finally:
-        os.rename(away, judge_path)
+        os.rename(away, tiny_judge)
     ticket = pool.submit(requests)
     assert {call.replica for call in ticket.calls} == {0}
     result = pool.collect(ticket)

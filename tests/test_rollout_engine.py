@@ -8,32 +8,16 @@ import math
 import pytest
 import torch
 
-from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
 from rollout.config import SamplingConfig
 from rollout.engines.hf_engine import HFEngine
 from weightsync import weights_digest
 
 torch.set_num_threads(1)
 
-TEXTS = [
-    f"Frame {i}: After {a}, Observe: a {c} chair is {s} of you and the table is ahead. Question: where is the {c} chair?"
-    for i in range(30)
-    for a in ("move forward", "rotate left", "tilt upward")
-    for c in ("red", "blue")
-    for s in ("left", "right", "behind")
-]
-
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    tokenizer_dir = train_tokenizer(TEXTS, root / "tokenizer")
-    return build_tiny_causal_lm(tokenizer_dir, root / "policy0", seed=0), build_tiny_causal_lm(tokenizer_dir, root / "policy1", seed=1)
-
-
-@pytest.fixture(scope="module")
-def engine(models):
-    return HFEngine(models[0], generate_batch_size=5)
+def engine(policy_pair):
+    return HFEngine(policy_pair[0], generate_batch_size=5)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +29,10 @@ def prompts(engine):
 
 def _forward_logprobs(model, prompt: list[int], completion: list[int], temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
     """Log-probs of `completion` after `prompt` from one unpadded forward pass, under log_softmax(logits / T) cut to top-p."""
+    return _nucleus_logprobs(model, prompt, completion, temperature, top_p)
+
+
+def _nucleus_logprobs(model, prompt: list[int], completion: list[int], temperature: float, top_p: float) -> torch.Tensor:
     ids = torch.tensor([prompt + completion])
     with torch.no_grad():
         logits = model(ids).logits[0, len(prompt) - 1 : -1].float() / temperature
@@ -92,13 +80,19 @@ def test_logprobs_are_those_of_the_tempered_top_p_distribution(engine, prompts):
         for c in group:
             expected = _forward_logprobs(engine.model, c.prompt_token_ids, c.token_ids, 0.7, 0.9)
             assert torch.all(torch.isfinite(expected))  # every sampled token lies inside the top-p set
-            assert torch.allclose(torch.tensor(c.logprobs), expected, atol=1e-4)
+            # A token whose mass-before lies within float rounding of top_p may fall on either side of the cut in a
+            # batched, padded pass: there the nucleus (and so the normaliser) may be one token larger or smaller.
+            narrower = _nucleus_logprobs(engine.model, c.prompt_token_ids, c.token_ids, 0.7, 0.9 - 1e-5)
+            wider = _nucleus_logprobs(engine.model, c.prompt_token_ids, c.token_ids, 0.7, 0.9 + 1e-5)
+            got = torch.tensor(c.logprobs)
+            close = [(got - e).abs() <= 1e-4 for e in (expected, narrower, wider)]
+            assert torch.all(close[0] | close[1] | close[2]), (c.logprobs, expected.tolist())
 
 
-def test_sequences_that_stop_early_keep_exact_logprobs(models, prompts):
+def test_sequences_that_stop_early_keep_exact_logprobs(policy_pair, prompts):
     # Half the vocabulary counts as EOS, so sequences in one batch stop at different steps: the rows that finish
     # first are padded while the others continue, and generate may run a step past the last stop.
-    engine = HFEngine(models[0], generate_batch_size=6)
+    engine = HFEngine(policy_pair[0], generate_batch_size=6)
     engine.eos_token_ids = list(range(engine.vocab_size // 2))
     out = engine.generate(prompts, SamplingConfig(num_samples=4, max_new_tokens=12), seed=8)
     completions = [c for g in out for c in g]
@@ -122,7 +116,7 @@ def test_same_seed_same_completions(engine, prompts):
     assert tokens(first) != tokens(other)
 
 
-def test_a_prompts_completions_depend_on_its_seed_not_on_its_batch(engine, models, prompts):
+def test_a_prompts_completions_depend_on_its_seed_not_on_its_batch(engine, policy_pair, prompts):
     """Each sequence draws from its own seeded stream: a prompt sampled alone, in another order or in batches of
     another size gets the same tokens (log-probs equal up to the batch shape's rounding)."""
     from rollout.engines.base import prompt_seeds
@@ -132,7 +126,7 @@ def test_a_prompts_completions_depend_on_its_seed_not_on_its_batch(engine, model
     together = engine.generate(prompts, sampling, seeds)
     alone = [engine.generate([p], sampling, [s])[0] for p, s in zip(prompts, seeds)]
     reversed_order = engine.generate(prompts[::-1], sampling, seeds[::-1])[::-1]
-    other_batches = HFEngine(models[0], generate_batch_size=2).generate(prompts, sampling, seeds)
+    other_batches = HFEngine(policy_pair[0], generate_batch_size=2).generate(prompts, sampling, seeds)
     for out in (alone, reversed_order, other_batches):
         assert [[c.token_ids for c in g] for g in out] == [[c.token_ids for c in g] for g in together]
         for group, want in zip(out, together):
@@ -164,12 +158,12 @@ def test_bad_prompts_are_refused(engine):
         engine.generate([[engine.vocab_size + 5]], SamplingConfig(num_samples=1, max_new_tokens=2), seed=0)
 
 
-def test_load_weights_makes_it_the_source_model(models, prompts):
+def test_load_weights_makes_it_the_source_model(policy_pair, prompts):
     from transformers import AutoModelForCausalLM
 
-    target = HFEngine(models[0], generate_batch_size=5)
-    source = AutoModelForCausalLM.from_pretrained(models[1], dtype=torch.float32)
-    reference = HFEngine(models[1], generate_batch_size=5)
+    target = HFEngine(policy_pair[0], generate_batch_size=5)
+    source = AutoModelForCausalLM.from_pretrained(policy_pair[1], dtype=torch.float32)
+    reference = HFEngine(policy_pair[1], generate_batch_size=5)
     sampling = SamplingConfig(num_samples=2, max_new_tokens=16)
     before = target.generate(prompts, sampling, seed=21)
 
@@ -183,8 +177,8 @@ def test_load_weights_makes_it_the_source_model(models, prompts):
     assert [[c.token_ids for c in g] for g in after] == [[c.token_ids for c in g] for g in expected]
 
 
-def test_load_weights_through_the_tied_alias_and_refusals(models):
-    engine = HFEngine(models[0])
+def test_load_weights_through_the_tied_alias_and_refusals(policy_pair):
+    engine = HFEngine(policy_pair[0])
     new_embedding = torch.randn_like(engine.model.lm_head.weight)
     engine.load_weights([("lm_head.weight", new_embedding)])
     assert torch.equal(engine.model.model.embed_tokens.weight, new_embedding)

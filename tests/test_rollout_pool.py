@@ -8,7 +8,6 @@ import os
 import pytest
 import torch
 
-from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
 from rollout.config import RolloutConfig, SamplingConfig
 from rollout.engines.base import prompt_seeds
 from rollout.engines.hf_engine import HFEngine
@@ -18,29 +17,20 @@ from weightsync.group import free_port
 
 torch.set_num_threads(1)
 
-TEXTS = [f"Frame {i}: After rotate {d}, Observe: a {c} lamp is {d} of you." for i in range(30) for d in ("left", "right") for c in ("red", "green")]
-
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    tokenizer_dir = train_tokenizer(TEXTS, root / "tokenizer")
-    return build_tiny_causal_lm(tokenizer_dir, root / "policy0", seed=0), build_tiny_causal_lm(tokenizer_dir, root / "policy1", seed=1)
-
-
-@pytest.fixture(scope="module")
-def pool(ray_local, models):
+def pool(ray_local, policy_pair):
     cfg = RolloutConfig(num_replicas=2, num_cpus_per_replica=0.5, generate_batch_size=8)
-    pool = RolloutPool(cfg, models[0])
+    pool = RolloutPool(cfg, policy_pair[0])
     yield pool
     pool.shutdown()
 
 
 @pytest.fixture(scope="module")
-def prompts(models):
+def prompts(policy_pair):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(models[0])
+    tok = AutoTokenizer.from_pretrained(policy_pair[0])
     texts = ["Frame 0:", "a red lamp is left", "Observe: a green lamp", "rotate right", "Frame 3: After rotate left, Observe: a lamp"]
     return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
 
@@ -62,7 +52,7 @@ def test_shard_sizes_are_even():
 
 
 @pytest.mark.slow
-def test_pool_returns_completions_in_prompt_order(pool, prompts, models):
+def test_pool_returns_completions_in_prompt_order(pool, prompts, policy_pair):
     sampling = SamplingConfig(num_samples=3, max_new_tokens=12)
     out = pool.generate(prompts, sampling, seed=7)
     assert len(out) == len(prompts)
@@ -74,17 +64,17 @@ def test_pool_returns_completions_in_prompt_order(pool, prompts, models):
     assert stats["generated_tokens"] == sum(len(c.token_ids) for g in out for c in g)
 
     # Each worker sampled its contiguous shard with those prompts' seeds: a local engine reproduces both shards.
-    local = HFEngine(models[0], generate_batch_size=8)
+    local = HFEngine(policy_pair[0], generate_batch_size=8)
     assert _tokens(out) == _tokens(_as_the_pool_shards(local, prompts, sampling, 7))
     assert _tokens(pool.generate(prompts, sampling, seed=7)) == _tokens(out)
 
 
 @pytest.mark.slow
-def test_weight_broadcast_reaches_every_worker(pool, prompts, models):
+def test_weight_broadcast_reaches_every_worker(pool, prompts, policy_pair):
     import ray
     from transformers import AutoModelForCausalLM
 
-    source = AutoModelForCausalLM.from_pretrained(models[1], dtype=torch.float32)
+    source = AutoModelForCausalLM.from_pretrained(policy_pair[1], dtype=torch.float32)
     named = dict(source.named_parameters())
     metas = metas_of((name, p.shape, p.dtype) for name, p in named.items())
     port = free_port()
@@ -105,13 +95,13 @@ def test_weight_broadcast_reaches_every_worker(pool, prompts, models):
     # The workers now sample what the source model samples.
     sampling = SamplingConfig(num_samples=2, max_new_tokens=12)
     out = pool.generate(prompts, sampling, seed=9)
-    reference = HFEngine(models[1], generate_batch_size=8)
+    reference = HFEngine(policy_pair[1], generate_batch_size=8)
     assert _tokens(out) == _tokens(_as_the_pool_shards(reference, prompts, sampling, 9))
     group.close()
 
 
 @pytest.mark.slow
-def test_pool_in_a_driver_placement_group(models, pool, prompts):
+def test_pool_in_a_driver_placement_group(policy_pair, pool, prompts):
     import ray
 
     from actors import reserve_pool
@@ -120,11 +110,11 @@ def test_pool_in_a_driver_placement_group(models, pool, prompts):
     too_small = reserve_pool("rollout-too-small", 1, 0.25, 0.0)
     try:
         with pytest.raises(ValueError, match="2 actors but its pool reserved 1"):
-            RolloutPool(cfg, models[0], pool=too_small)
+            RolloutPool(cfg, policy_pair[0], pool=too_small)
     finally:
         too_small.release()
     reserved = reserve_pool("rollout-placed", 2, 0.25, 0.0)
-    placed = RolloutPool(cfg, models[0], pool=reserved)
+    placed = RolloutPool(cfg, policy_pair[0], pool=reserved)
     try:
         out = placed.generate(prompts[:2], SamplingConfig(num_samples=1, max_new_tokens=4), seed=0)
         assert [g[0].prompt_index for g in out] == [0, 1]
@@ -138,17 +128,17 @@ def test_pool_in_a_driver_placement_group(models, pool, prompts):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_replaced_and_its_shard_regenerated(models, pool, prompts):  # noqa: ARG001 (pool: Ray up)
+def test_a_killed_worker_is_replaced_and_its_shard_regenerated(policy_pair, pool, prompts):  # noqa: ARG001 (pool: Ray up)
     """SIGKILL one worker: the next generate finds it dead, replaces it in its bundle, asks the driver to resend the
     weights (the hook), and returns the completions a pool that lost nothing returns."""
     import signal
     import time
 
     sampling = SamplingConfig(num_samples=2, max_new_tokens=48)
-    local = HFEngine(models[0], generate_batch_size=8)
+    local = HFEngine(policy_pair[0], generate_batch_size=8)
     expected = _tokens(_as_the_pool_shards(local, prompts, sampling, 11))
     cfg = RolloutConfig(num_replicas=2, num_cpus_per_replica=0.5, generate_batch_size=8)
-    faulty = RolloutPool(cfg, models[0], max_replacements=1)
+    faulty = RolloutPool(cfg, policy_pair[0], max_replacements=1)
     try:
         replaced: list[list[int]] = []
         faulty.on_replaced = replaced.append
@@ -166,7 +156,7 @@ def test_a_killed_worker_is_replaced_and_its_shard_regenerated(models, pool, pro
 
 
 @pytest.mark.slow
-def test_verify_fails_and_names_the_worker_whose_weights_differ(pool, models, monkeypatch, caplog):
+def test_verify_fails_and_names_the_worker_whose_weights_differ(pool, policy_pair, monkeypatch, caplog):
     """WeightSync.verify against the real workers' digests: equal weights give sync/match 1; one element off by one
     ulp in one worker, or a stale replica still holding the initial weights, give 0 and the log names that worker.
     (The learner's side is a stand-in that returns the digest of what it would send.)"""
@@ -194,7 +184,7 @@ def test_verify_fails_and_names_the_worker_whose_weights_differ(pool, models, mo
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         return {name: p.detach().clone() for name, p in model.named_parameters()}
 
-    current, initial = state_of(models[1]), state_of(models[0])
+    current, initial = state_of(policy_pair[1]), state_of(policy_pair[0])
     learner = type("Learner", (), {"param_metas": lambda self, dtype: None,
                                    "weights_digest": lambda self, metas: weights_digest(current.items())})()
     monkeypatch.setattr(WeightSync, "connect", lambda self: None)  # no weight group: only verify() is exercised

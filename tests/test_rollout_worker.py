@@ -82,25 +82,16 @@ def test_an_engine_that_does_not_declare_the_interface_is_refused(monkeypatch):
         _worker(monkeypatch, DuckEngine())
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
-
-    root = tmp_path_factory.mktemp("tiny_worker")
-    tokenizer_dir = train_tokenizer([f"Frame {i}: a chair is left of you." for i in range(40)], root / "tokenizer")
-    return build_tiny_causal_lm(tokenizer_dir, root / "policy0", seed=0), build_tiny_causal_lm(tokenizer_dir, root / "policy1", seed=1)
-
-
-def test_a_transformers_worker_receives_a_gloo_broadcast_in_process(models):
+def test_a_transformers_worker_receives_a_gloo_broadcast_in_process(policy_pair):
     from transformers import AutoModelForCausalLM
 
     from weightsync import create_weight_group, metas_of, send_weights, weights_digest
     from weightsync.group import free_port
 
-    worker = RolloutWorker(models[0], RolloutConfig(engine="transformers", num_replicas=1, num_cpus_per_replica=1), rank=1)
+    worker = RolloutWorker(policy_pair[0], RolloutConfig(engine="transformers", num_replicas=1, num_cpus_per_replica=1), rank=1)
     with pytest.raises(RuntimeError, match="rollout worker 1: receive_weights called before init_weight_group"):
         worker.receive_weights([], 1 << 16)
-    source = AutoModelForCausalLM.from_pretrained(models[1], dtype=torch.float32)
+    source = AutoModelForCausalLM.from_pretrained(policy_pair[1], dtype=torch.float32)
     named = dict(source.named_parameters())
     metas = metas_of((n, p.shape, p.dtype) for n, p in named.items())
     port, bucket_bytes, sent = free_port(), 1 << 14, {}
@@ -121,7 +112,7 @@ def test_a_transformers_worker_receives_a_gloo_broadcast_in_process(models):
     assert worker.engine._weight_group is None  # left the group
 
 
-def test_a_transformers_worker_over_shm_shares_the_segment_and_owns_its_weights_again_after(models):
+def test_a_transformers_worker_over_shm_shares_the_segment_and_owns_its_weights_again_after(policy_pair):
     """Over shm (a segment holding the whole broadcast) the engine's parameters become the segment's views, so the
     next broadcast updates them with no copy on the worker; a plain load afterwards gives them storage of their own."""
     from transformers import AutoModelForCausalLM
@@ -129,8 +120,8 @@ def test_a_transformers_worker_over_shm_shares_the_segment_and_owns_its_weights_
     from weightsync import create_weight_group, metas_of, send_weights, weights_digest
     from weightsync.group import free_port
 
-    worker = RolloutWorker(models[0], RolloutConfig(engine="transformers", num_replicas=1, num_cpus_per_replica=1), rank=1)
-    sources = [dict(AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32).named_parameters()) for m in models]
+    worker = RolloutWorker(policy_pair[0], RolloutConfig(engine="transformers", num_replicas=1, num_cpus_per_replica=1), rank=1)
+    sources = [dict(AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32).named_parameters()) for m in policy_pair]
     metas = metas_of((n, p.shape, p.dtype) for n, p in sources[1].items())
     port, bucket_bytes = free_port(), 1 << 14
     checked, ready = threading.Event(), threading.Event()
