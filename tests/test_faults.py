@@ -101,3 +101,48 @@ def test_failpoints_are_inert_unless_named_for_that_step(monkeypatch):
     assert stopped.is_alive(), "the named failpoint of that step must hold the driver until it is killed"
     assert faults.next_failpoint([("worker", 3), ("checkpoint", 4)]) == "checkpoint.before_driver_state@4"
     assert faults.next_failpoint([("driver", 2), ("checkpoint", 4)]) == ""
+
+
+def test_a_preempted_run_checkpoints_exits_75_and_resumes_to_the_uninterrupted_runs_metrics(tmp_path, baseline):
+    """SIGTERM to the driver during step 3 (what a spot node's notice and `ray job stop` send): it finishes the step,
+    checkpoints it (3 is not a trainer.checkpoint_every step), shuts every actor down and exits 75 naming the resume
+    command. The same run has a full disk at step 2's checkpoint (the ENOSPC failpoint, trainer.checkpoint_failure's
+    default `continue`): reported with the path, nothing partial left, counted, and the run goes on. Resumed, its rows
+    are the uninterrupted run's."""
+    import signal
+    import time
+
+    import psutil
+
+    from cluster.checkpoints import latest_checkpoint, verify_checkpoint
+
+    run_dir = faults.prepared_run_dir(tmp_path / "run", baseline)
+    driver = faults.start_run(run_dir, SPEC, failpoint="checkpoint.enospc@2")
+    log_file = run_dir / "train.log"
+    faults.wait_for(lambda: len(faults.read_rows(run_dir)) >= 2 and log_file.exists()
+                    and "checkpoint of step 2 failed" in log_file.read_text(errors="replace"),
+                    SPEC.timeout_s, "step 2's failed checkpoint", driver)
+    descendants = psutil.Process(driver.pid).children(recursive=True)
+    sent = time.monotonic()
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=120) == 75
+    stopped_s = time.monotonic() - sent
+    _, alive = psutil.wait_procs(descendants, timeout=30)
+    assert alive == [], f"processes left behind by the preempted driver: {alive}"
+
+    out = (run_dir / "driver.out").read_text(errors="replace")
+    assert f"resume with: embodied-r train --config {run_dir / 'config.yaml'} trainer.resume=true" in out
+    rows = faults.read_rows(run_dir)
+    newest = latest_checkpoint(str(run_dir))
+    assert newest is not None and newest.endswith(f"step_{rows[-1]['step']:06d}") and rows[-1]["step"] >= 3, (newest, len(rows))
+    verify_checkpoint(newest)
+    log_text = log_file.read_text(errors="replace")
+    assert f"No space left on device ({run_dir / 'checkpoints' / 'step_000002' / 'manifest.sha256'})" in log_text
+    assert not (run_dir / "checkpoints" / "step_000002").exists()
+    assert rows[2]["faults/checkpoint_failures"] == 1
+
+    resumed = faults.start_run(run_dir, SPEC, "trainer.resume=true")
+    faults.finish(resumed, run_dir, SPEC.timeout_s)
+    assert faults.differences(faults.read_rows(run_dir), faults.read_rows(baseline)) == []
+    assert f"resumed from {newest}" in log_file.read_text(errors="replace")
+    print(f"preempted: stopped {stopped_s:.1f} s after SIGTERM, resumed from {newest}")
