@@ -39,6 +39,7 @@ if sys.path[:1] != [str(REPO)]:  # first: the script's own folder (bench/, with 
 from omegaconf import OmegaConf
 
 from cluster.plots import before_after_bars, moving_average, reward_curves  # noqa: F401 (moving_average: the curves' trailing mean, bench.moving_average)
+from bench.evaluation import best_constant_answer, distinct_answers, evaluate_checkpoint, mean_of_present, shutdown_ray  # noqa: F401 (re-exported: bench.ablations, tests)
 from embodied_data.atomic import write_text_atomically
 
 log = logging.getLogger("embodied_r.bench.learning")
@@ -173,31 +174,6 @@ def answer_prior_baseline(records, split: str) -> dict[str, float]:
     return {c: sum(v) / len(v) for c, v in sorted(scores.items())}
 
 
-
-def best_constant_answer(records, split: str, only_ids: set[str] | None = None) -> dict[str, dict]:
-    """Per category of `split` (restricted to `only_ids`, the questions evaluated, when given): the one answer that,
-    given to every question whatever it asks, scores best there, and that score (an oracle over those very questions:
-    no policy that ignores the question can beat it). Multiple choice: the best letter. Numeric: the best of the
-    questions' own gold values, scored with MRA as the evaluation scores it."""
-    from rewards.accuracy import accuracy_reward
-
-    by_category: dict[str, list] = collections.defaultdict(list)
-    for r in records:
-        if r.split == split and (only_ids is None or r.id in only_ids):
-            by_category[r.category].append(r)
-    best: dict[str, dict] = {}
-    for category, rows in sorted(by_category.items()):
-        if rows[0].is_numeric:
-            candidates = sorted({f"{float(r.answer):g}" for r in rows})
-        else:
-            candidates = sorted({letter for r in rows for letter in r.letters})
-        scored = [(sum(accuracy_reward(f"<think> </think><answer> {c} </answer>", r) for r in rows) / len(rows), c)
-                  for c in candidates]
-        accuracy, answer = max(scored, key=lambda pair: pair[0])  # the first of equals: candidates are sorted
-        best[category] = {"answer": answer, "accuracy": accuracy, "n": len(rows)}
-    return best
-
-
 def summary_by_category(table: list[dict], constant: dict[str, dict], evals: dict[str, dict | None] | None = None,
                         answers: dict[str, dict[str, int]] | None = None) -> dict:
     """summary.json: per category n, sft_accuracy, rl_accuracy, constant_accuracy (best_constant_answer) and
@@ -255,11 +231,6 @@ def summary_by_category(table: list[dict], constant: dict[str, dict], evals: dic
     }
 
 
-def mean_of_present(values) -> float | None:
-    """The mean of the values that are not None; None when none is."""
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
-
 # ---- phases ---------------------------------------------------------------------------------------------------------
 def measure_judge_agreement(cfg_object, judge_ref: str, manifest: Path, split: str, max_records: int, seed: int = 0) -> dict:
     """The agreement of the judge `judge_ref` (resolved as the run resolves models.judge: `tiny` is the run's own) on
@@ -269,28 +240,6 @@ def measure_judge_agreement(cfg_object, judge_ref: str, manifest: Path, split: s
 
     result = judge_agreement(cfg_object, judge_ref, str(manifest), split, max_records, seed)
     return {k: v for k, v in result.items() if k != "items"}
-
-
-def shutdown_ray() -> None:
-    """Each phase starts its own local Ray: the driver of `train` keeps its placement groups until Ray stops."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-def evaluate_checkpoint(cfg_object, checkpoint: str, manifest: Path, out_dir: Path, split: str, workers: int,
-                        max_records: int, judge: str | None = None, progress: bool = True) -> dict:
-    """run_eval of `checkpoint` on `split` of `manifest` (greedy, one answer per question) into `out_dir` under the
-    TrainConfig object `cfg_object`, with the local Ray it starts shut down afterwards, so the next phase starts its own."""
-    from cluster.evaluate import EvalOptions, run_eval
-
-    options = EvalOptions(checkpoint=checkpoint, manifest=str(manifest), out_dir=str(out_dir), split=split, samples=1,
-                          workers=workers, max_records=max_records, judge=judge)
-    try:
-        return run_eval(cfg_object, options, progress=progress)
-    finally:
-        shutdown_ray()
 
 
 def evaluate(cfg, checkpoint: str, manifest: Path, out_dir: Path, bench: BenchSettings, judge: str | None = None) -> dict:
@@ -338,18 +287,6 @@ def draw_before_after(table: list[dict], path: Path, title: str) -> Path:
 
 
 # ---- report ---------------------------------------------------------------------------------------------------------
-def distinct_answers(eval_dir: Path) -> dict[str, int]:
-    """Per category, how many different answers the greedy policy gave (the text inside <answer>, stripped): 1 means
-    one answer for every question, whatever the video and the question say."""
-    from rewards.answer import extract_answer
-
-    answers: dict[str, set[str]] = collections.defaultdict(set)
-    for line in (eval_dir / "eval_samples.jsonl").read_text().splitlines():
-        sample = json.loads(line)
-        answers[sample["category"]].add((extract_answer(sample["text"]) or "").strip())
-    return {c: len(v) for c, v in sorted(answers.items())}
-
-
 def compare(before: dict, after: dict, prior: dict[str, float], answers_before: dict[str, int] | None = None,
             answers_after: dict[str, int] | None = None) -> list[dict]:
     """One row per category plus `overall` (mean over questions) and `macro` (mean over categories)."""

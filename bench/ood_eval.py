@@ -32,7 +32,7 @@ if sys.path[:1] != [str(REPO)]:  # first: the script's own folder (bench/, with 
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench.learning_run import best_constant_answer, distinct_answers, evaluate_checkpoint, mean_of_present
+from bench.evaluation import best_constant_answer, distinct_answers, evaluate_checkpoint, mean_of_present
 from embodied_data.atomic import write_text_atomically
 
 log = logging.getLogger("embodied_r.bench.ood")

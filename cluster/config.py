@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cluster.sft import SFTConfig
+from cluster.sft_config import SFTConfig
 from learner.config import LearnerConfig
 from perception.config import PerceptionConfig
 from rewards.config import RewardConfig
@@ -314,7 +314,7 @@ _OPEN_FRACTION = (
 
 def _choices() -> dict[str, tuple]:
     """Every string (and enumerated int) choice of the tree: its key and its allowed values, declared beside the field."""
-    from cluster.sft import TRACE_SOURCES
+    from cluster.sft_config import TRACE_SOURCES
     from learner import config as learner
     from perception import config as perception
     from rewards import config as rewards
@@ -451,7 +451,7 @@ def _learner_checks():
 
 def validate(cfg: DictConfig) -> None:
     """Every choice against its allowed values and every bound, all at load: one ConfigError lists each problem by key."""
-    from cluster.sft import validate_sft
+    from cluster.sft_config import validate_sft
     from rewards.schedule import validate_reward_config
 
     problems: list[str] = []

@@ -14,7 +14,7 @@ def run_lookup_warmup(learner, tokenizer, records, sft_cfg, seed: int, out: Path
     """Runs the warm-up on `learner` (a LearnerGroup) over the words of the records' questions and choices: each
     drill's options are the prompt and its target the loss. One row per step in <out>/lookup_metrics.jsonl; returns the
     NLL per step."""
-    from cluster.sft import end_of_turn, supervised_steps
+    from cluster.supervised import end_of_turn, supervised_steps
     from embodied_data.synthetic.lookup import drill_vocabulary, lookup_drill
     from learner.batch import Sample
 

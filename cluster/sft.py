@@ -7,48 +7,18 @@ concluding the answer, then `<answer>`) with the DeepSpeed learner, ending in an
 
 from __future__ import annotations
 
-from configtypes import choice
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# cluster/config.py imports SFTConfig from here, so this module imports nothing heavy (ray, torch, the learner) and
-# nothing of cluster.config at import time; the run's imports come inside the functions that need them.
+from cluster.sft_config import SFTConfig, num_steps, validate_sft
+from cluster.supervised import end_of_turn, supervised_steps
 
 log = logging.getLogger("embodied_r.sft")
-
-TRACE_SOURCES = ("auto", "video_text")
-TraceSource = choice("TraceSource", TRACE_SOURCES, __name__)
-
-
-@dataclass
-class SFTConfig:
-    steps: int = 100  # optimiser steps (ignored when epochs > 0)
-    epochs: int = 0  # > 0: this many passes over the traces instead: steps = ceil(epochs * traces / prompts_per_step)
-    prompts_per_step: int = 8  # traces per optimiser step
-    lr: float = 1e-5
-    warmup_ratio: float = 0.0  # linear warm-up over this share of the steps, then constant
-    out_dir: str = "${run_dir}/sft"  # gets policy/ (HF format), sft_metrics.jsonl, traces.jsonl, sft_state.json
-    # auto: cite the manifest's ground-truth captions where it has them (synthetic data), else the prompt's video text;
-    # video_text: always cite the text the prompt shows (the VLM's description under perception.source=vlm).
-    trace_source: TraceSource = TraceSource.auto
-    # Also teach the policy the consistency judge's task, so that the SFT checkpoint can be `models.judge` (a trained
-    # judge instead of random weights): per multiple-choice trace, one judge prompt whose reasoning concludes an option
-    # drawn at random (the right one or not), with that option's letter as the target. See judge_trace.
-    judge_traces: bool = False
-    # Steps of option-lookup drills (cluster/lookup_warmup.py) before the traces, at the same lr: they drill a policy
-    # from random weights (the tiny models) in copying an option's letter from its words, which an instruct model
-    # brings. Measured on configs/learning.yaml: learnt in the drills' own form after ~600 steps, not yet in the traces.
-    lookup_steps: int = 0
-    lookup_drills_per_step: int = 64
-    progress: bool = True
 
 
 @dataclass
@@ -57,36 +27,6 @@ class TraceItem:
     prompt_ids: list[int]
     target_ids: list[int]  # the trace's tokens and the end-of-turn token
     text: str
-
-
-def num_steps(cfg: SFTConfig, num_traces: int) -> int:
-    if cfg.epochs > 0:
-        return max(1, math.ceil(cfg.epochs * num_traces / cfg.prompts_per_step))
-    return cfg.steps
-
-
-def lr_at(step: int, steps: int, lr: float, warmup_ratio: float) -> float:
-    """The learning rate of 1-based `step`: a linear warm-up from lr/(W+1) over W = ceil(warmup_ratio * steps) steps, then lr."""
-    warmup = math.ceil(warmup_ratio * steps)
-    return lr * min(1.0, step / (warmup + 1)) if warmup else lr
-
-
-def validate_sft(cfg: SFTConfig) -> None:
-    problems = []
-    if cfg.steps < 1 and cfg.epochs < 1:
-        problems.append("sft.steps (or sft.epochs) must be >= 1")
-    if cfg.prompts_per_step < 1:
-        problems.append("sft.prompts_per_step must be >= 1")
-    if not cfg.lr > 0:
-        problems.append("sft.lr must be > 0")
-    if not 0 <= cfg.warmup_ratio < 1:
-        problems.append("sft.warmup_ratio must be in [0, 1)")
-    if cfg.lookup_steps < 0 or cfg.lookup_drills_per_step < 1:
-        problems.append("sft.lookup_steps must be >= 0 and sft.lookup_drills_per_step >= 1")
-    if cfg.trace_source not in TRACE_SOURCES:
-        problems.append(f"sft.trace_source must be one of {TRACE_SOURCES}")
-    if problems:
-        raise ValueError("invalid sft config:\n  " + "\n  ".join(problems))
 
 
 def build_traces(prompts, video_texts: dict[str, str], gt_captions: dict[str, str], tokenizer, trace_source: str,
@@ -110,15 +50,6 @@ def build_traces(prompts, video_texts: dict[str, str], gt_captions: dict[str, st
         if judge_traces and not record.is_numeric:
             items.append(judge_trace(record, text, tokenizer, end, rng))
     return items
-
-
-def end_of_turn(tokenizer) -> list[int]:
-    """The token that ends every SFT target: the chat template's <|im_end|>, else the tokenizer's EOS."""
-    vocab = tokenizer.get_vocab()
-    end = [vocab["<|im_end|>"]] if "<|im_end|>" in vocab else [tokenizer.eos_token_id]
-    if end[0] is None:
-        raise ValueError(f"tokenizer {tokenizer.name_or_path} has neither <|im_end|> nor an EOS token to end a trace with")
-    return end
 
 
 def judge_trace(record, trace: str, tokenizer, end: list[int], rng) -> TraceItem:
@@ -217,36 +148,6 @@ def train_on_traces(learner, traces: list[TraceItem], steps: int, sft_cfg: SFTCo
 
     return supervised_steps(learner, next_batch, steps, sft_cfg.lr, sft_cfg.warmup_ratio, out / "sft_metrics.jsonl",
                             "SFT", sft_cfg.progress)
-
-
-def supervised_steps(learner, next_batch, steps: int, lr: float, warmup_ratio: float, metrics_path: Path, desc: str,
-                     progress: bool) -> list[float]:
-    """`steps` optimiser steps of `learner` (a LearnerGroup), each on `next_batch()` -> (samples, extra metric fields),
-    at lr_at's schedule; one row per step (step, the extra fields, nll, lr, target_tokens, time/step) in a fresh
-    `metrics_path`. Returns the NLL per step."""
-    from cluster.metrics import MetricsWriter
-    from tqdm import tqdm
-
-    metrics = MetricsWriter(metrics_path, truncate_after_step=0)  # a fresh file: SFT does not resume
-    bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress, file=sys.stderr)
-    nll = []
-    try:
-        for step in range(1, steps + 1):
-            started = time.perf_counter()
-            batch, extra = next_batch()
-            step_lr = lr_at(step, steps, lr, warmup_ratio)
-            nll.append(learner.sft_step(batch, step_lr))
-            row = {
-                "step": step, **extra, "nll": nll[-1], "lr": step_lr,
-                "target_tokens": sum(len(s.completion_ids) for s in batch), "time/step": time.perf_counter() - started,
-            }
-            metrics.write(row)
-            bar.set_postfix(nll=f"{nll[-1]:.3f}", s=f"{row['time/step']:.2f}")
-            bar.update(1)
-    finally:
-        bar.close()
-        metrics.close()
-    return nll
 
 
 def save_policy(learner, out: Path, client_state: dict) -> Path:

@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import shutil
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -161,9 +160,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--serve", type=int, metavar="PORT", default=None,
                         help="also serve it on 127.0.0.1:PORT, rebuilt on every load (0 picks a free port)")
     parser.set_defaults(func=_run)
-
-
-if __name__ == "__main__":
-    from cluster.cli import main
-
-    sys.exit(main(["view", *sys.argv[1:]]))

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from cluster.config import load_config
-from cluster.sft import SFTConfig, build_traces, lr_at, num_steps, validate_sft
+from cluster.sft import build_traces
+from cluster.sft_config import SFTConfig, num_steps, validate_sft
+from cluster.supervised import lr_at
 from embodied_data.records import Record
 from embodied_data.synthetic.traces import cited_observations, parse_video_text, reasoning_trace
 from rewards.accuracy import accuracy_reward
