@@ -50,7 +50,14 @@ class LearnerGroup:
             r.train_step.remote(shard, num_micro, tokens, max(len(samples), 1), current_version=current_version)
             for r, shard in zip(self.ranks, shards)
         ])
-        return combine_rank_results(results)
+        metrics = combine_rank_results(results)
+        # Each sample's engine/learner log-prob gap, back in the batch's order (shards are dealt round-robin).
+        mismatch = [0.0] * len(samples)
+        for rank, result in enumerate(results):
+            for position, value in enumerate(result.get("sample_mismatch", [])):
+                mismatch[rank + position * len(self.ranks)] = value
+        metrics["sample_mismatch"] = mismatch
+        return metrics
 
     def sft_step(self, samples: list[Sample], lr: float) -> float:
         """One supervised step over all ranks; returns the batch's mean NLL per target token."""

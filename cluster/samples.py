@@ -201,10 +201,12 @@ def _judge_verdict(letter: str | None, failed: bool, consistency, errors: Sequen
     return "not asked"
 
 
-def train_groups(rollouts, scored, video_texts: dict[str, str], store: FrameStore, max_groups: int) -> list[dict]:
+def train_groups(rollouts, scored, video_texts: dict[str, str], store: FrameStore, max_groups: int,
+                 sample_mismatch: Sequence[float] = ()) -> list[dict]:
     """The first `max_groups` groups of a step (its prompts are a random draw already), each completion with its reward
-    terms (rewards.combine.RewardBatch), advantage, judge verdict, the policy version that sampled it and its mean
-    sampler log-prob."""
+    terms (rewards.combine.RewardBatch), advantage, judge verdict, the policy version that sampled it, its mean
+    sampler log-prob and, when the learner took it, its log-prob mismatch (`sample_mismatch`, in the learner's sample
+    order: the mean |learner - sampler| log-prob over its tokens)."""
     rewards = scored.rewards
     size = len(rollouts.groups[0]) if rollouts.groups else 0
     out = []
@@ -228,10 +230,19 @@ def train_groups(rollouts, scored, video_texts: dict[str, str], store: FrameStor
                 "overlong": scored.overlong[i] if scored.overlong else None,
                 "policy_version": completion.policy_version,
                 "mean_logprob": (sum(completion.logprobs) / len(completion.logprobs)) if completion.logprobs else None,
+                "logprob_mismatch": _mismatch_of(i, scored, sample_mismatch),
                 "correct": is_correct(accuracy, record.is_numeric),
             })
         out.append({"group": g, **_group(record, prompt, video_texts, store, completions)})
     return out
+
+
+def _mismatch_of(completion: int, scored, sample_mismatch: Sequence[float]) -> float | None:
+    """The learner's log-prob mismatch of a completion; None when it was not learned (filtered, excluded, skipped)."""
+    position = getattr(scored, "sample_of_completion", {}).get(completion)
+    if position is None or position >= len(sample_mismatch):
+        return None
+    return _finite(sample_mismatch[position])
 
 
 def eval_groups(prompts: Sequence, groups: Sequence[Sequence], scores: Sequence, video_texts: dict[str, str],
@@ -408,14 +419,17 @@ class SampleRecorder:
             self.folder = SampleFolder(Path(run_dir) / "samples", cfg.perception.keyframes, self.settings.max_bytes)
             self.folder.drop_after(start_step)
 
-    def record(self, step: int, rollouts, scored, row: dict, evaluation=None) -> None:
+    def record(self, step: int, rollouts, scored, row: dict, evaluation=None, learned=None) -> None:
         """Records `step` when it is due; `row` is the step's metrics row (the page keeps it: the viewer links each
-        sample to it), `evaluation` the run's TrainingEval (its last answers are recorded when `row` has eval/*)."""
+        sample to it), `evaluation` the run's TrainingEval (its last answers are recorded when `row` has eval/*),
+        `learned` the learner's step (cluster.stages.Learned: each learned sample's log-prob mismatch)."""
         if self.folder is None:
             return
         try:
             if step % self.settings.every == 0:
-                groups = train_groups(rollouts, scored, self.video_texts, self.folder.store, self.settings.max_groups)
+                mismatch = learned.sample_mismatch if learned is not None else ()
+                groups = train_groups(rollouts, scored, self.video_texts, self.folder.store, self.settings.max_groups,
+                                      mismatch)
                 page = {
                     "id": f"train_{step:06d}", "kind": "train", "step": step, "label": f"step {step}",
                     "epoch": rollouts.batch.epoch, "policy_version": rollouts.policy_version,

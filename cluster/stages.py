@@ -82,6 +82,8 @@ class Scored:
     categories: list[str] = field(default_factory=list)
     overlong: list[float] = field(default_factory=list)  # the soft overlong penalty of each sample, when it is on
     advantages: list[float] = field(default_factory=list)  # per completion, in rollout order (0 where excluded)
+    # completion index (in rollout order) -> its sample's position in `samples`, for the completions the learner gets
+    sample_of_completion: dict[int, int] = field(default_factory=dict)
     extra_metrics: dict = field(default_factory=dict)  # what dynamic sampling's refill adds (cluster/dynamic_sampling.py)
 
     @property
@@ -125,13 +127,15 @@ def score(cfg, scorer, rollouts: Rollouts) -> Scored:
     else:
         kept = {i for i, ok in enumerate(valid) if ok}
     groups: list[list[Sample]] = []
+    sample_of_completion: dict[int, int] = {}
     for begin in range(0, len(completions), group_size):
         members = [i for i in range(begin, begin + group_size) if i in kept]
         if members:
+            sample_of_completion.update((i, len(sample_of_completion)) for i in members)
             groups.append([_sample(completions[i], advantages[i]) for i in members])
     filtered = len(completions) // group_size - len(groups)
     return Scored(rewards, weights, groups, filtered, time.perf_counter() - started, [r.category for r in records], overlong,
-                  advantages)
+                  advantages, sample_of_completion)
 
 
 def example_lines(rollouts: Rollouts, scored: Scored, count: int, width: int = 320) -> list[str]:
@@ -173,10 +177,16 @@ class Learned:
     updated: bool
     seconds: float
 
+    @property
+    def sample_mismatch(self) -> list[float]:
+        """Each learned sample's mean |learner - sampler| log-prob over its tokens (empty when the step was skipped)."""
+        return list(self.metrics_by_name.get("sample_mismatch") or [])
+
     def metrics(self) -> dict:
         """The learner's metrics by their row names (engine/learner mismatch is the rollout's), the optional ones
-        (tis/*, staleness/*, truncated_masked) only when the learner reported them."""
-        named = {("rollout/logprob_mismatch" if k == "logprob_mismatch" else k): v for k, v in self.metrics_by_name.items()}
+        (tis/*, staleness/*, truncated_masked) only when the learner reported them; the per-sample list stays out."""
+        named = {("rollout/logprob_mismatch" if k == "logprob_mismatch" else k): v
+                 for k, v in self.metrics_by_name.items() if k != "sample_mismatch"}
         return {**named, "time/learn": self.seconds}
 
 

@@ -125,7 +125,7 @@ def _run_training(cfg: TrainConfig, run_dir: Path, preemption: Preemption) -> Pa
                 if evaluation is not None and evaluation.due(step):
                     row.update(evaluation.metrics(pools.rollout, pipeline.policy_version))
                 metrics_log.write(row)
-                samples.record(step, rollouts, scored, row, evaluation)
+                samples.record(step, rollouts, scored, row, evaluation, learned)
                 progress.update(row)
                 if pipeline.is_barrier(step):
                     if save_checkpoint(cfg, pools, sampler, step):

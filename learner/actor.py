@@ -119,6 +119,7 @@ class Learner:
         tis_total = TISStats(weight_sum=0.0, weight_max=0.0, capped_tokens=0.0, tokens=0.0)
         ref_logprobs = self._reference_logprobs(micro_batches)
         totals = {"kl": 0.0, "tokens": 0.0, "mismatch": 0.0}
+        sample_mismatch: list[float] = []  # per sample, in order: its mean |learner - sampler| log-prob over its tokens
         updates: list[dict] = []
         grad_norm = None
         for _ in range(grpo.updates_per_batch):
@@ -156,7 +157,10 @@ class Learner:
                 if not updates:
                     totals["kl"] += (out.kl * mask).sum().item()
                     totals["tokens"] += in_loss.sum().item()
-                    totals["mismatch"] += ((logprobs.detach() - batch.rollout_logprobs).abs() * mask).sum().item()
+                    gap = (logprobs.detach() - batch.rollout_logprobs).abs()
+                    totals["mismatch"] += (gap * mask).sum().item()
+                    per_row = (gap * batch.completion_mask).sum(dim=1) / batch.completion_mask.sum(dim=1).clamp(min=1)
+                    sample_mismatch += per_row.tolist()
             stats["ratio_mean"] = stats.pop("ratio_sum") / max(stats["tokens"], 1.0)
             updates.append(stats)
             grad_norm = self.engine.get_global_grad_norm()
@@ -172,6 +176,7 @@ class Learner:
             "kl": totals["kl"] / tokens,
             "clip_fraction": clipped_tokens / tokens,
             "logprob_mismatch": totals["mismatch"] / tokens,
+            "sample_mismatch": sample_mismatch,
             "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
             "lr": float(self.engine.get_lr()[0]),
             "updates": updates,

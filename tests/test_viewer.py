@@ -216,6 +216,10 @@ def test_two_step_run_records_its_groups_frames_and_rewards(two_step_run: Path):
                                                    + 0.2 * (c["consistency"] or 0.0), abs=1e-6) or c["judge_failed"]
                 assert c["judge"] == "not asked" or c["judge"].startswith(("failed", c["judge_letter"] or "?"))
                 assert c["advantage"] is not None
+                # The learner's gap to the sampler, per completion it learned from (float32 both ends: rounding only).
+                assert c["logprob_mismatch"] is None or 0 <= c["logprob_mismatch"] < 1e-3
+            mismatches = [c["logprob_mismatch"] for g in page["groups"] for c in g["completions"]]
+            assert any(m is not None for m in mismatches) or page["metrics"]["loss"] is None
     # Thumbnails are written once per video, shared by the pages that show it.
     assert {p.name for p in (two_step_run / "samples" / "frames").iterdir()} >= videos
     assert all(g["completions"][0]["advantage"] is None for g in pages["eval_000002"]["groups"])
