@@ -110,8 +110,9 @@ def _copy_frames(source: Path, target: Path) -> None:
             shutil.copyfile(image, copy)
 
 
-def serve(source: str | Path, out: Path, port: int) -> None:
-    """Serves the viewer on 127.0.0.1:`port` until interrupted, rebuilding it whenever index.html is requested."""
+def make_server(source: str | Path, out: Path, port: int):
+    """An HTTP server of the viewer on 127.0.0.1:`port` (0: a free one) that rebuilds it whenever index.html is
+    requested, so a live run's new steps appear on reload; not started."""
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(SimpleHTTPRequestHandler):
@@ -123,7 +124,12 @@ def serve(source: str | Path, out: Path, port: int) -> None:
         def log_message(self, format: str, *args) -> None:  # quiet: one line per page would drown the run's log
             log.debug(format, *args)
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Handler, directory=str(out)))
+    return ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Handler, directory=str(out)))
+
+
+def serve(source: str | Path, out: Path, port: int) -> None:
+    """Serves the viewer on 127.0.0.1:`port` until interrupted (make_server)."""
+    server = make_server(source, out, port)
     print(f"serving {out} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

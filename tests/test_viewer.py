@@ -121,6 +121,32 @@ def test_view_is_static_and_self_contained(hand_made_run: Path):
     assert [p.name for p in (view / "data").iterdir()] == ["train_000001.js"]
 
 
+def test_serve_follows_a_live_run_on_loopback_only(hand_made_run: Path):
+    import threading
+    import urllib.request
+
+    from cluster.view_cmd import make_server
+
+    out = hand_made_run / "view"
+    server = make_server(hand_made_run, out, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+        url = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{url}/", timeout=10) as reply:
+            assert reply.status == 200 and "train_000002" in reply.read().decode()
+        SampleFolder(hand_made_run / "samples").write(hand_made_page(hand_made_run / "samples", 3))  # the run goes on
+        with urllib.request.urlopen(f"{url}/index.html", timeout=10) as reply:
+            assert "train_000003" in reply.read().decode()  # rebuilt on load
+        with urllib.request.urlopen(f"{url}/data/train_000003.js", timeout=10) as reply:
+            assert reply.read().decode().startswith("window.ER_PAGE(")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _cards(dom: str) -> list[str]:
     """The rendered completion cards' classes (the page's own script text, which holds the markup, does not match)."""
     return re.findall(r'<article class="completion (correct|wrong)', dom)
