@@ -14,23 +14,18 @@ pytest.importorskip("peft")
 from learner import lora  # noqa: E402
 from learner.broadcast import iter_full_buckets, param_metas  # noqa: E402
 from learner.config import GRPOConfig, LearnerConfig, LoRAConfig, QWEN2_PROJECTIONS  # noqa: E402
-from learner_inproc import learner_process_group, make_learner, make_samples, tiny_policy  # noqa: E402
+from learner_inproc import learner_process_group, make_learner, make_samples  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> str:
-    return tiny_policy(tmp_path_factory.mktemp("lora_tiny"))
-
-
-def _base(model_path: str) -> torch.nn.Module:
+def _base(tiny_policy_path: str) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(tiny_policy_path, dtype=torch.float32).eval()
 
 
-def _trained_adapters(model_path: str, seed: int = 0) -> torch.nn.Module:
+def _trained_adapters(tiny_policy_path: str, seed: int = 0) -> torch.nn.Module:
     """A wrapped policy whose adapters are non-zero (B starts at 0, which would make every merge trivially the base)."""
-    wrapped = lora.wrap_policy(_base(model_path), LoRAConfig(enabled=True, r=4, alpha=8.0)).eval()
+    wrapped = lora.wrap_policy(_base(tiny_policy_path), LoRAConfig(enabled=True, r=4, alpha=8.0)).eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in wrapped.named_parameters():
@@ -50,8 +45,8 @@ def _logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         return model(input_ids=ids).logits
 
 
-def test_only_the_adapters_of_the_target_projections_train(model_path):
-    base = _base(model_path)
+def test_only_the_adapters_of_the_target_projections_train(tiny_policy_path):
+    base = _base(tiny_policy_path)
     wrapped = lora.wrap_policy(base, LoRAConfig(enabled=True, r=4))
     trainable = {name: p for name, p in wrapped.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_A." in name or ".lora_B." in name for name in trainable)
@@ -65,18 +60,18 @@ def test_only_the_adapters_of_the_target_projections_train(model_path):
     assert lora.adapter_parameters(wrapped) == list(trainable.values())
 
 
-def test_target_modules_that_match_nothing_are_refused(model_path):
+def test_target_modules_that_match_nothing_are_refused(tiny_policy_path):
     with pytest.raises(ValueError, match="target_modules"):
-        lora.wrap_policy(_base(model_path), LoRAConfig(enabled=True, target_modules=["no_such_proj"]))
+        lora.wrap_policy(_base(tiny_policy_path), LoRAConfig(enabled=True, target_modules=["no_such_proj"]))
 
 
-def test_export_is_the_merged_model_under_the_base_models_names(model_path):
-    wrapped = _trained_adapters(model_path)
+def test_export_is_the_merged_model_under_the_base_models_names(tiny_policy_path):
+    wrapped = _trained_adapters(tiny_policy_path)
     before = {name: p.detach().clone() for name, p in wrapped.named_parameters()}
     exported = _exported(wrapped)
     merged = copy.deepcopy(wrapped).merge_and_unload()
     expected = dict(merged.named_parameters())
-    plain = _base(model_path)
+    plain = _base(tiny_policy_path)
     # The metas the workers check are those of the plain base model: names, shapes, dtypes.
     assert param_metas(wrapped) == param_metas(plain)
     assert exported.keys() == expected.keys()
@@ -94,10 +89,10 @@ def test_export_is_the_merged_model_under_the_base_models_names(model_path):
     torch.testing.assert_close(_logits(plain, ids), _logits(wrapped, ids), rtol=1e-4, atol=1e-5)
 
 
-def test_reference_is_the_base_model_and_fold_keeps_the_policy(model_path):
-    wrapped = _trained_adapters(model_path, seed=1)
+def test_reference_is_the_base_model_and_fold_keeps_the_policy(tiny_policy_path):
+    wrapped = _trained_adapters(tiny_policy_path, seed=1)
     ids = torch.randint(10, 400, (2, 11), generator=torch.Generator().manual_seed(4))
-    base_logits = _logits(_base(model_path), ids)
+    base_logits = _logits(_base(tiny_policy_path), ids)
     policy_logits = _logits(wrapped, ids)
     with lora.reference_forward(wrapped):
         torch.testing.assert_close(_logits(wrapped, ids), base_logits, rtol=0, atol=0)
@@ -129,18 +124,18 @@ def _tokens(samples) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("zero_stage", [2, 3])
-def test_deepspeed_lora_learns_broadcasts_the_base_shapes_and_resumes_exactly(model_path, zero_stage, tmp_path):
+def test_deepspeed_lora_learns_broadcasts_the_base_shapes_and_resumes_exactly(tiny_policy_path, zero_stage, tmp_path):
     samples = make_samples(400, [1.0, -0.5, 0.3, -1.2], seed=1)
     with learner_process_group():
-        learner = make_learner(_config(zero_stage), model_path)
+        learner = make_learner(_config(zero_stage), tiny_policy_path)
         assert learner.describe()["lora"] and learner.reference is None and learner.has_reference
         # Adam's states exist for the adapters only: the optimiser's memory is that of ~8k parameters, not the model's.
         trainable = learner.describe()["trainable_params"]
-        total = sum(p.numel() for p in _base(model_path).parameters())
+        total = sum(p.numel() for p in _base(tiny_policy_path).parameters())
         assert 0 < trainable < total / 10
         # The broadcast describes the plain base model, so the workers need no change.
         metas = learner.param_metas()
-        assert metas == param_metas(_base(model_path))
+        assert metas == param_metas(_base(tiny_policy_path))
         initial = learner.weights_digest(metas)
 
         # The reference is the untouched base: KL is exactly 0 before any update.
@@ -170,7 +165,7 @@ def test_deepspeed_lora_learns_broadcasts_the_base_shapes_and_resumes_exactly(mo
         after_save = learner.weights_digest(metas)
         next_step = learner.train_step(samples, 2, _tokens(samples), len(samples))
 
-        resumed = make_learner(_config(zero_stage), model_path)
+        resumed = make_learner(_config(zero_stage), tiny_policy_path)
         assert resumed.load_checkpoint(checkpoint)["step"] == 3
         assert resumed.weights_digest(metas) == after_save  # the folded base and the adapters both came back
         again = resumed.train_step(samples, 2, _tokens(samples), len(samples))

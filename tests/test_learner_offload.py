@@ -123,28 +123,21 @@ class _MoveLog:
         module.to = to
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> str:
-    from learner_inproc import tiny_policy
-
-    return tiny_policy(tmp_path_factory.mktemp("offload_tiny"))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("zero_stage, offload", [
     (2, {"optimizer": "cpu", "reference": True}),
     (3, {"optimizer": "cpu", "param": "cpu", "reference": True}),
 ])
-def test_offloaded_engine_takes_the_same_steps_as_without(model_path, zero_stage, offload):
+def test_offloaded_engine_takes_the_same_steps_as_without(tiny_policy_path, zero_stage, offload):
     pytest.importorskip("deepspeed")
     from learner_inproc import learner_process_group, make_learner, make_samples
 
     samples = make_samples(400, [1.0, -0.5, 0.3, -1.2], seed=2)
     with learner_process_group():
-        plain = make_learner(_engine_cfg(zero_stage), model_path)
+        plain = make_learner(_engine_cfg(zero_stage), tiny_policy_path)
         assert _optimizer_offloads(plain) == {"optimizer": False, "param": False}
         expected_losses, expected_weights = _history(plain, samples)
-        offloaded = make_learner(_engine_cfg(zero_stage, **offload), model_path)
+        offloaded = make_learner(_engine_cfg(zero_stage, **offload), tiny_policy_path)
         engine = offloaded.engine
         # DeepSpeed took the settings: ZeRO-Offload of the optimizer (and ZeRO-3's parameter offload), in its config and
         # in the optimizer it built.
@@ -165,13 +158,13 @@ def test_offloaded_engine_takes_the_same_steps_as_without(model_path, zero_stage
     assert weights.keys() == expected_weights.keys()
     for name, tensor in expected_weights.items():
         torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
-    assert any(not torch.equal(t, plain_t) for t, plain_t in zip(expected_weights.values(), _initial(model_path).values()))
+    assert any(not torch.equal(t, plain_t) for t, plain_t in zip(expected_weights.values(), _initial(tiny_policy_path).values()))
 
 
-def _initial(model_path: str) -> dict[str, torch.Tensor]:
+def _initial(tiny_policy_path: str) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 
-    return {n: p.detach() for n, p in AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).named_parameters()}
+    return {n: p.detach() for n, p in AutoModelForCausalLM.from_pretrained(tiny_policy_path, dtype=torch.float32).named_parameters()}
 
 
 def test_dataclass_defaults_offload_nothing():
