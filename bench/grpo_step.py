@@ -21,7 +21,7 @@ The pairings (`--threads`):
 - 2: TRL with 2 torch threads against ours asynchronous (trainer.max_staleness=1): the same two 1-thread actors, the
   next step's rollouts generated while this step learns.
 
-Ours is the real thing: cluster/train.py's TrainingPools (a Ray RolloutPool of HFEngine workers, a DeepSpeed ZeRO-2
+Ours is the real thing: cluster/driver.py's TrainingPools (a Ray RolloutPool of HFEngine workers, a DeepSpeed ZeRO-2
 LearnerGroup with its frozen reference, the gloo WeightSync) driven by cluster/stages.py's RolloutPipeline, as the
 training loop drives them (only the reward is the trivial one). TRL is GRPOTrainer (gradient checkpointing and bf16,
 its defaults, turned off: fp32 without recomputation, as ours), one generation batch per optimiser step.
@@ -279,7 +279,7 @@ class Ours:
         from cluster.models import ModelPaths
         from cluster.stages import RolloutPipeline
         from cluster.data import EpochSampler
-        from cluster.train import TrainingPools
+        from cluster.driver import TrainingPools
         from learner.algo import make_algorithm
 
         overrides = [

@@ -4,7 +4,7 @@ GRPO checkpoint), with the training reward curves drawn to PNG.
 
 Perception is the synthetic world's ground-truth captioner (perception.source=ground_truth): no VLM, so what is
 measured is the reasoning policy alone. Everything runs through the project's own Python APIs: cluster.sft.sft,
-cluster.train.train, cluster.evaluate.run_eval.
+cluster.driver.train, cluster.evaluate.run_eval.
 
     python bench/learning_run.py --out runs/learning                       # configs/learning.yaml, ~15 min on 2 cores
     python bench/learning_run.py --out runs/l2 trainer.steps=40 sft.steps=60   # key=value overrides, as for `train`
@@ -361,7 +361,7 @@ def run(config_file: str, out: Path, overrides: list[str]) -> dict:
     from cluster.config import load_config
     from cluster.metrics import read_metrics
     from cluster.sft import sft
-    from cluster.train import train
+    from cluster.driver import train
     from embodied_data.manifest import read_manifest
 
     started = time.perf_counter()

@@ -109,7 +109,7 @@ class LazySubParsers(argparse._SubParsersAction):
 
 
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
-    from cluster.train_cmd import build_arg_parser, run_from_args
+    from cluster.train import build_arg_parser, run_from_args
 
     train = subparsers.add_parser(
         "train",

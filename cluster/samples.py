@@ -404,7 +404,7 @@ class _Settings:
 
 
 class SampleRecorder:
-    """What cluster/train.py calls once per step: every trainer.samples_every steps it writes the step's first
+    """What cluster/driver.py calls once per step: every trainer.samples_every steps it writes the step's first
     trainer.samples_max_groups groups as a page (and the step's held-out evaluation, when one ran), and sends the same
     table to the tracker's text backends (TensorBoard, W&B). trainer.samples_every=0 records nothing."""
 

@@ -94,7 +94,7 @@ class _RecordingLearner:
 
 def test_resume_refuses_an_edited_checkpoint_before_the_learner_loads_anything(tmp_path):
     from cluster.data import EpochSampler
-    from cluster.train import begin
+    from cluster.driver import begin
 
     folder = checkpoint(tmp_path, 4)
     cfg = SimpleNamespace(trainer=SimpleNamespace(seed=0, sft_warmup_steps=0))
@@ -149,7 +149,7 @@ def _setup(tmp_path, policy: str, learner: _Learner):
 def test_a_full_disk_with_continue_keeps_the_previous_checkpoint_and_counts_the_failure(tmp_path, monkeypatch, caplog, source):
     import ray
 
-    from cluster.train import save_checkpoint
+    from cluster.driver import save_checkpoint
 
     learner = _Learner()
     cfg, pools, sampler = _setup(tmp_path, "continue", learner)
@@ -182,7 +182,7 @@ def test_a_full_disk_with_continue_keeps_the_previous_checkpoint_and_counts_the_
 
 def test_a_full_disk_with_stop_stops_naming_the_path_and_the_resume(tmp_path, monkeypatch):
     from cluster.preemption import EXIT_CHECKPOINT_FAILED, CheckpointFailed
-    from cluster.train import save_checkpoint
+    from cluster.driver import save_checkpoint
 
     cfg, pools, sampler = _setup(tmp_path, "stop", _Learner())
     assert save_checkpoint(cfg, pools, sampler, 2)
@@ -200,7 +200,7 @@ def test_a_full_disk_with_stop_stops_naming_the_path_and_the_resume(tmp_path, mo
 def test_a_learner_that_failed_otherwise_is_not_taken_for_a_full_disk(tmp_path):
     import ray
 
-    from cluster.train import save_checkpoint
+    from cluster.driver import save_checkpoint
 
     cfg, pools, sampler = _setup(tmp_path, "continue", _Learner(fail=ray.exceptions.RayTaskError("f", "tb", ValueError("bug"))))
     with pytest.raises(ray.exceptions.RayTaskError):
@@ -264,8 +264,8 @@ def test_a_run_checkpointed_within_the_grace_cancels_the_watchdog_and_a_second_s
 @pytest.mark.parametrize("error, code", [("Preempted", 75), ("CheckpointFailed", 74)])
 def test_the_command_exits_with_the_distinct_code_and_prints_the_resume_command(monkeypatch, capsys, error, code):
     import cluster.preemption as preemption
-    import cluster.train as train_module
-    from cluster.train_cmd import build_arg_parser, run_from_args
+    import cluster.driver as train_module
+    from cluster.train import build_arg_parser, run_from_args
 
     def stopped(cfg):
         raise getattr(preemption, error)("preempted (SIGTERM): checkpoint X holds step 3", "embodied-r train --config r/config.yaml trainer.resume=true")

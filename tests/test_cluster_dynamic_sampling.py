@@ -115,7 +115,7 @@ def test_refill_and_the_skipped_learner_step_on_real_pools(tmp_path):
     import ray
 
     from cluster.config import load_config
-    from cluster.train import train
+    from cluster.driver import train
 
     per_step, rounds = 2, 2
     overrides = [

@@ -158,7 +158,7 @@ def test_one_step_off_training_end_to_end(tmp_path):
     import ray
 
     from cluster.config import load_config
-    from cluster.train import train
+    from cluster.driver import train
 
     overrides = [
         "trainer.steps=4", "trainer.checkpoint_every=2", "trainer.max_staleness=1", "learner.grpo.tis_cap=2.0",

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import ray
 
-import cluster.train as train_module
-from cluster.train import TrainingPools
+import cluster.driver as train_module
+from cluster.driver import TrainingPools
 from cluster.weight_sync import WeightSync
 
 

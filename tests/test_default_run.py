@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def default_run(tmp_path_factory, smollm2_path):
     import ray
 
-    from cluster.train import train
+    from cluster.driver import train
 
     run_dir = tmp_path_factory.mktemp("default_run")
     cfg = load_config(str(ROOT / "configs" / "default.yaml"), [

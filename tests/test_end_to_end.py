@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from cluster.config import load_config
 from cluster.metrics import read_metrics
-from cluster.train import train
+from cluster.driver import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

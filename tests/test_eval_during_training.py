@@ -67,7 +67,7 @@ def test_training_writes_eval_metrics_tensorboard_events_and_plots(tmp_path):
     from tensorboard.backend.event_processing import event_accumulator
 
     from cluster.metrics import read_metrics
-    from cluster.train import train
+    from cluster.driver import train
 
     run_dir = tmp_path / "run"
     cfg = load_config(str(ROOT / "configs" / "tiny.yaml"), [

@@ -108,14 +108,8 @@ def test_no_layer_imports_a_layer_above_it():
     assert layer_violations(import_graph()) == []
 
 
-# The one cycle left (issue 23): `python -m cluster.train` is the entry of `ray job submit`, so the driver module's
-# main() calls its command module, which calls the driver. The cure is moving the driver's machinery out of
-# cluster/train.py (cluster/driver.py) and keeping cluster/train.py the thin command; this list then empties.
-KNOWN_CYCLES = [["cluster.train", "cluster.train_cmd"]]
-
-
-def test_no_import_cycles_but_the_known_one():
-    assert cycles(import_graph()) == KNOWN_CYCLES
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
 
 
 if __name__ == "__main__":

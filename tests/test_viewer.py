@@ -195,7 +195,7 @@ def two_step_run(tmp_path_factory) -> Path:
     import ray
 
     from cluster.config import load_config
-    from cluster.train import train
+    from cluster.driver import train
 
     run_dir = tmp_path_factory.mktemp("viewer_run")
     cfg = load_config(str(ROOT / "configs" / "tiny.yaml"), [
