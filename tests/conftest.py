@@ -23,6 +23,15 @@ def realdata() -> Path:
 
 
 @pytest.fixture(scope="session")
+def vsi_bench_dir(realdata: Path) -> Path:
+    """realdata/vsi_bench with its question parquet and meta_info (the room annotations); skipped without them."""
+    folder = realdata / "vsi_bench"
+    if not ((folder / "test-00000-of-00001.parquet").is_file() and (folder / "meta_info").is_dir()):
+        pytest.skip(f"VSI-Bench parquet and meta_info not found under {folder}")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def real_videos(realdata: Path) -> list[Path]:
     """The three real benchmark videos: two UrbanVideo-Bench (AerialVLN) clips, then the OpenEQA clip."""
     videos = sorted((realdata / "urbanvideo_bench" / "videos").glob("*.mp4")) + sorted((realdata / "openeqa").glob("*.mp4"))

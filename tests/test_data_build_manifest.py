@@ -13,7 +13,6 @@ from embodied_data.build_manifest import build_manifest
 from embodied_data.loaders import load_egoschema, load_mvbench
 from embodied_data.manifest import read_manifest, read_manifest_metadata
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 
 
 def _question(q_uid: str, **overrides: str) -> dict:
@@ -142,12 +141,11 @@ def test_cli_prints_the_skip_report_and_refuses_an_empty_manifest(egoschema: Pat
     assert "not valid JSON" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (REALDATA / "vsi_bench").is_dir(), reason="shared/realdata not present")
-def test_real_vsi_bench_without_videos_kept_by_the_flag(tmp_path: Path, capsys):
+def test_real_vsi_bench_without_videos_kept_by_the_flag(tmp_path: Path, capsys, vsi_bench_dir):
     out = tmp_path / "vsi.parquet"
-    assert main(["data", "build-manifest", "vsi_bench", str(REALDATA / "vsi_bench"), "--out", str(out)]) == 2
+    assert main(["data", "build-manifest", "vsi_bench", str(vsi_bench_dir), "--out", str(out)]) == 2
     assert "5130 x missing video" in capsys.readouterr().err and not out.exists()
-    assert main(["data", "build-manifest", "vsi_bench", str(REALDATA / "vsi_bench"), "--out", str(out),
+    assert main(["data", "build-manifest", "vsi_bench", str(vsi_bench_dir), "--out", str(out),
                  "--keep-missing-videos"]) == 0
     printed = capsys.readouterr().out
     assert "5130 rows" in printed and "kept without a video file (--keep-missing-videos): 5130 rows, 288 videos" in printed
@@ -156,9 +154,8 @@ def test_real_vsi_bench_without_videos_kept_by_the_flag(tmp_path: Path, capsys):
     assert {r.split for r in records} == {"train", "val", "test"}
 
 
-@pytest.mark.skipif(not (REALDATA / "urbanvideo_bench").is_dir(), reason="shared/realdata not present")
-def test_real_urbanvideo_bench_with_its_videos(tmp_path: Path, capsys):
-    root = REALDATA / "urbanvideo_bench"
+def test_real_urbanvideo_bench_with_its_videos(tmp_path: Path, capsys, realdata):
+    root = realdata / "urbanvideo_bench"
     out = tmp_path / "urban.parquet"
     assert main(["data", "build-manifest", "urbanvideo", str(root), "--videos", str(root / "videos"), "--out",
                  str(out), "--split", "test"]) == 0

@@ -32,22 +32,18 @@ from embodied_data.vsi.layout import VSIObject, VSISceneLayout, load_meta_dir
 
 cv2.setNumThreads(1)
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
-META = REAL / "vsi_bench" / "meta_info"
-VSI = REAL / "vsi_bench" / "test-00000-of-00001.parquet"
-needs_real_data = pytest.mark.skipif(not (META.is_dir() and VSI.is_file()), reason=f"VSI-Bench meta_info/parquet not found under {REAL}")
 SEED = 4  # two small scenes first in this seeded order (ARKitScenes 45260928, ScanNet++ 5ee7c22ba0): fast
 
 
 @pytest.fixture(scope="module")
-def layouts() -> dict[str, VSISceneLayout]:
-    return load_meta_dir(META)
+def layouts(vsi_bench_dir) -> dict[str, VSISceneLayout]:
+    return load_meta_dir(vsi_bench_dir / "meta_info")
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory, layouts) -> tuple[Path, list, object]:
+def generated(tmp_path_factory: pytest.TempPathFactory, layouts, realdata) -> tuple[Path, list, object]:
     out = tmp_path_factory.mktemp("real_layouts")
-    records, report = generate_real_layouts(out, num_scenes=2, seed=SEED, size=128, realdata_dir=REAL, progress=False)
+    records, report = generate_real_layouts(out, num_scenes=2, seed=SEED, size=128, realdata_dir=realdata, progress=False)
     return out, records, report
 
 
@@ -122,7 +118,6 @@ def test_mentioned_categories_prefer_longest_names_and_aliases() -> None:
 # ---------------------------------------------------------------- real layouts
 
 
-@needs_real_data
 def test_layout_scene_is_the_annotation_moved_rigidly(layouts) -> None:
     for name in select_scenes(layouts, 6, SEED):
         layout = layouts[name]
@@ -152,13 +147,12 @@ def test_layout_scene_is_the_annotation_moved_rigidly(layouts) -> None:
             assert face.normal @ (centre - built.boxes[face.object_id - 1].centroid) > 0
 
 
-@needs_real_data
-def test_manifest_keeps_the_real_questions_and_answers(generated) -> None:
+def test_manifest_keeps_the_real_questions_and_answers(generated, vsi_bench_dir) -> None:
     out, records, report = generated
     read, read_report = read_manifest(out / "manifest.parquet")
     assert len(read_report) == 0 and len(read) == len(records) >= 10
     assert read_manifest_metadata(out / "manifest.parquet")["kind"] == "real_layouts"
-    rows = {f"vsi_{r['id']}": r for r in pq.read_table(VSI).to_pylist()}
+    rows = {f"vsi_{r['id']}": r for r in pq.read_table(vsi_bench_dir / "test-00000-of-00001.parquet").to_pylist()}
     scenes = {r.scene for r in records}
     assert len(scenes) == 2
     for record in records:
@@ -187,7 +181,6 @@ def test_manifest_keeps_the_real_questions_and_answers(generated) -> None:
     assert all(c.startswith("Frame 0: Observe: ") for c in captions.values())
 
 
-@needs_real_data
 def test_every_named_object_is_seen_in_its_video(generated, layouts) -> None:
     out, records, _ = generated
     from embodied_data.vsi.answers import CATEGORY_ALIASES
@@ -207,8 +200,7 @@ def test_every_named_object_is_seen_in_its_video(generated, layouts) -> None:
                 assert {o["id"] for o in truth["objects"] if o["category"] == category} <= seen_ids
 
 
-@needs_real_data
-def test_reuse_and_cli(generated, capsys: pytest.CaptureFixture) -> None:
+def test_reuse_and_cli(generated, realdata, capsys: pytest.CaptureFixture) -> None:
     out, records, report = generated
     manifest = out / "manifest.parquet"
     stamp = manifest.stat().st_mtime_ns
@@ -217,7 +209,7 @@ def test_reuse_and_cli(generated, capsys: pytest.CaptureFixture) -> None:
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["data", "real-layouts", "--out", str(out), "--scenes", "2", "--seed", str(SEED),
-                              "--size", "128", "--realdata", str(REAL)])
+                              "--size", "128", "--realdata", str(realdata)])
     args.func(args)  # same parameters: the complete output is reused, not rendered again
     assert manifest.stat().st_mtime_ns == stamp
     printed = capsys.readouterr().out

@@ -4,7 +4,6 @@ are reported by the loaders and the manifest reader with their id and the reason
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,8 +20,6 @@ from embodied_data.loaders import load_embodied_r_json, load_urbanvideo, load_vs
 from embodied_data.manifest import read_manifest, write_manifest
 from embodied_data.records import Record, duplicate_choices
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
-needs_real_data = pytest.mark.skipif(not REAL.is_dir(), reason=f"real benchmark data not found at {REAL}")
 
 
 def mc(record_id: str = "r1", question: str = "Which is closest?", choices: tuple[str, ...] = ("lamp", "tv", "sofa"),
@@ -70,11 +67,10 @@ def test_a_category_spelled_with_other_case_or_separators_is_the_same_one():
     assert category_problem("route_planning") is None
 
 
-@needs_real_data
-def test_every_category_of_the_real_files_is_known():
-    vsi = set(pq.read_table(REAL / "vsi_bench" / "test-00000-of-00001.parquet", columns=["question_type"]).column(0).to_pylist())
-    urban = set(pq.read_table(REAL / "urbanvideo_bench" / "MCQ.parquet", columns=["question_category"]).column(0).to_pylist())
-    demo = {item["question_category"] for item in json.loads((REAL / "embodied_r" / "data_demo.json").read_text())}
+def test_every_category_of_the_real_files_is_known(realdata):
+    vsi = set(pq.read_table(realdata / "vsi_bench" / "test-00000-of-00001.parquet", columns=["question_type"]).column(0).to_pylist())
+    urban = set(pq.read_table(realdata / "urbanvideo_bench" / "MCQ.parquet", columns=["question_category"]).column(0).to_pylist())
+    demo = {item["question_category"] for item in json.loads((realdata / "embodied_r" / "data_demo.json").read_text())}
     assert vsi == set(VSI_BENCH_CATEGORIES) and urban == set(URBANVIDEO_BENCH_CATEGORIES)
     assert all(category_problem(name) is None for name in vsi | urban | demo), demo
 

@@ -31,13 +31,6 @@ from embodied_data.vsi.geometry import (
     shell_samples,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-VSI_DIR = SHARED / "realdata" / "vsi_bench"
-PARQUET = VSI_DIR / "test-00000-of-00001.parquet"
-META_DIR = VSI_DIR / "meta_info"
-needs_real_data = pytest.mark.skipif(
-    not (PARQUET.is_file() and META_DIR.is_dir()), reason=f"VSI-Bench parquet and meta_info not found under {VSI_DIR}"
-)
 
 # The published templates (as in the parquet), so the parsers are exercised on the real wording.
 HARD = (
@@ -335,13 +328,11 @@ def test_cli_reports_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 @pytest.fixture(scope="module")
-def real_report():
-    if not (PARQUET.is_file() and META_DIR.is_dir()):
-        pytest.skip(f"VSI-Bench parquet and meta_info not found under {VSI_DIR}")
-    return run_agreement(PARQUET, META_DIR, compare_methods=("sampled", "box", "centroid"), progress=False)
+def real_report(vsi_bench_dir):
+    return run_agreement(vsi_bench_dir / "test-00000-of-00001.parquet", vsi_bench_dir / "meta_info",
+                         compare_methods=("sampled", "box", "centroid"), progress=False)
 
 
-@needs_real_data
 @pytest.mark.parametrize(
     "question_type",
     [
@@ -363,7 +354,6 @@ def test_real_answers_reproduce_published_ground_truth(real_report, question_typ
     assert stats.agreement >= 0.99, (question_type, dict(stats.disagreements))
 
 
-@needs_real_data
 def test_vsi_closest_point_is_its_cropped_box_samples(real_report) -> None:
     absolute = real_report.by_type["object_abs_distance"].agree_by_method
     relative = real_report.by_type["object_rel_distance"].agree_by_method
@@ -373,9 +363,8 @@ def test_vsi_closest_point_is_its_cropped_box_samples(real_report) -> None:
     assert relative["sampled"] >= relative["box"] > relative["centroid"]
 
 
-@needs_real_data
-def test_every_question_is_accounted_for(real_report) -> None:
-    table = pq.read_table(PARQUET, columns=["question_type"]).column("question_type").to_pylist()
+def test_every_question_is_accounted_for(real_report, vsi_bench_dir) -> None:
+    table = pq.read_table(vsi_bench_dir / "test-00000-of-00001.parquet", columns=["question_type"]).column("question_type").to_pylist()
     assert sum(s.total for s in real_report.by_type.values()) == len(table)
     for question_type, stats in real_report.by_type.items():
         assert stats.total == table.count(question_type)
@@ -386,7 +375,6 @@ def test_every_question_is_accounted_for(real_report) -> None:
         assert real_report.by_type[video_only].covered == 0
 
 
-@needs_real_data
 def test_published_hard_directions_use_half_open_counter_clockwise_quadrants(real_report) -> None:
     """VSI's generator skips hard targets within 10 degrees below a quadrant's upper boundary, but not above one:
     the published bearings (our convention) show exactly that one-sided gap."""
@@ -395,7 +383,6 @@ def test_published_hard_directions_use_half_open_counter_clockwise_quadrants(rea
     assert (angles % 90).min() < 5
 
 
-@needs_real_data
 def test_report_json_has_the_agreed_keys(real_report, tmp_path: Path) -> None:
     written = json.loads(write_report(real_report, tmp_path / "agreement.json").read_text())
     for question_type, stats in written.items():
