@@ -16,6 +16,21 @@ REALDATA = SHARED / "realdata"
 
 
 @pytest.fixture(scope="session")
+def make_record():
+    """`make_record(**fields)`: a Record with every field defaulted (a three-option direction question about v.mp4,
+    answer B, train split); a test names only the fields it is about."""
+    from embodied_data.records import Record
+
+    defaults = dict(id="q1", video="v.mp4", question="Where is the lamp?", choices=("left", "right", "behind"), answer="B",
+                    category="rel_direction", scene="s", source="test", split="train")
+
+    def build(**fields):
+        return Record(**{**defaults, **fields})
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real benchmark files not found at {REALDATA} (shared/ must sit beside the checkout)")

@@ -25,21 +25,14 @@ class Scorer:
         return score_group_batch(texts, records, group_size, weights, None)
 
 
-def _record(index: int):
-    from embodied_data.records import Record
-
-    return Record(id=f"q{index}", video="v.mp4", question="Where is the lamp?", choices=("left", "right", "behind"),
-                  answer="B", category="rel_direction", scene="s", source="test")
-
-
-def _rollouts(groups: list[list[tuple[str, int, bool]]]) -> Rollouts:
-    """Groups of (answer letter, completion length, finished)."""
+def _rollouts(make_record, groups: list[list[tuple[str, int, bool]]]) -> Rollouts:
+    """Groups of (answer letter, completion length, finished), each group about its own question (answer B)."""
     from rollout.types import Completion
 
     completions = [[Completion(g, [1, 2], list(range(3, 3 + length)), [-0.5] * length,
                                f"<think>It is on my {a}.</think>\n<answer>{a}</answer>", finished, 3)
                     for a, length, finished in group] for g, group in enumerate(groups)]
-    prompts = [SimpleNamespace(record=_record(g)) for g in range(len(groups))]
+    prompts = [SimpleNamespace(record=make_record(id=f"q{g}")) for g in range(len(groups))]
     return Rollouts(StepPrompts(1, 0, list(range(len(groups))), prompts, [0] * len(groups)), completions, 3, 0.0, 0.0)
 
 
@@ -59,11 +52,11 @@ def _config(max_new_tokens: int = 10, overlong: bool = False, cache: int = 4, fi
     return cfg
 
 
-def test_the_overlong_penalty_lowers_the_totals_of_long_completions_and_truncated_ones_are_marked():
+def test_the_overlong_penalty_lowers_the_totals_of_long_completions_and_truncated_ones_are_marked(make_record):
     # One answer for all, so the rewards differ only by the penalty: 0 up to 10 - 4 = 6 tokens, then -1/4 per token.
     group = [("B", 2, True), ("B", 6, True), ("B", 9, True), ("B", 10, False)]
-    plain = score(_config(), Scorer(), _rollouts([group]))
-    penalised = score(_config(overlong=True), Scorer(), _rollouts([group]))
+    plain = score(_config(), Scorer(), _rollouts(make_record, [group]))
+    penalised = score(_config(overlong=True), Scorer(), _rollouts(make_record, [group]))
     base = plain.rewards.total
     assert len(set(base)) == 1 and base[0] > 0
     penalties = [0.0, 0.0, -0.75, -1.0]
@@ -79,16 +72,16 @@ def test_the_overlong_penalty_lowers_the_totals_of_long_completions_and_truncate
     assert all(s.policy_version == 3 for s in penalised.samples)
 
 
-def test_the_equal_reward_filter_drops_exactly_the_groups_whose_rewards_are_all_equal():
+def test_the_equal_reward_filter_drops_exactly_the_groups_whose_rewards_are_all_equal(make_record):
     groups = [
         [("B", 3, True)] * G,  # all right: equal rewards
         [("B", 3, True), ("A", 3, True), ("B", 3, True), ("C", 3, True)],  # mixed
         [("A", 3, True)] * G,  # all wrong: equal rewards
     ]
-    kept = score(_config(filter_groups=True), Scorer(), _rollouts(groups))
+    kept = score(_config(filter_groups=True), Scorer(), _rollouts(make_record, groups))
     assert kept.filtered_groups == 2 and kept.metrics()["groups/filtered"] == 2
     assert len(kept.groups) == 1 and [len(s.completion_ids) for s in kept.groups[0]] == [3] * G
-    everything = score(_config(filter_groups=False), Scorer(), _rollouts(groups))
+    everything = score(_config(filter_groups=False), Scorer(), _rollouts(make_record, groups))
     assert everything.filtered_groups == 0 and len(everything.samples) == 3 * G
     assert [s.advantage for s in kept.samples] == [s.advantage for s in everything.samples[G : 2 * G]]
     # The reward metrics are the whole batch's, filtered or not.
@@ -104,9 +97,9 @@ class Learner:
         return dict.fromkeys(LEARNER_METRICS, 0.5)
 
 
-def test_learn_skips_the_learner_when_every_group_was_filtered_and_calls_it_otherwise():
+def test_learn_skips_the_learner_when_every_group_was_filtered_and_calls_it_otherwise(make_record):
     groups = [[("B", 3, True)] * G, [("A", 3, True)] * G]
-    filtered = score(_config(filter_groups=True), Scorer(), _rollouts(groups))
+    filtered = score(_config(filter_groups=True), Scorer(), _rollouts(make_record, groups))
     assert filtered.samples == [] and filtered.filtered_groups == 2
     learner = Learner()
     skipped = learn(learner, filtered, step=5)
@@ -114,7 +107,7 @@ def test_learn_skips_the_learner_when_every_group_was_filtered_and_calls_it_othe
     assert set(skipped.metrics_by_name) == set(LEARNER_METRICS)
     assert all(math.isnan(v) for v in skipped.metrics_by_name.values())
 
-    mixed = score(_config(filter_groups=True), Scorer(), _rollouts([[("B", 3, True), ("A", 3, True)] * 2]))
+    mixed = score(_config(filter_groups=True), Scorer(), _rollouts(make_record, [[("B", 3, True), ("A", 3, True)] * 2]))
     learned = learn(learner, mixed, step=5)
     assert learned.updated is True and learner.calls == [(G, 4)]  # the learner is at version step - 1
     assert learned.metrics()["loss"] == 0.5

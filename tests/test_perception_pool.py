@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 
-from embodied_data.records import Record
 from perception.cache import DescriptionCache
 from perception.config import PerceptionConfig, VLMConfig
 from perception.keyframes import extract_keyframes
@@ -30,13 +29,8 @@ def pool(ray_local, tiny_vlm, cfg):
     pool.shutdown()
 
 
-def record(id_: str, video, question: str) -> Record:
-    return Record(id=id_, video=str(video), question=question, choices=("left", "right"), answer="A",
-                  category="landmark_position", scene="s", source="urbanvideo_bench")
-
-
 @pytest.mark.slow
-def test_pool_describes_each_video_once_and_reuses_the_cache(pool, cfg, realdata, tmp_path):
+def test_pool_describes_each_video_once_and_reuses_the_cache(pool, cfg, realdata, tmp_path, make_record):
     videos = realdata / "urbanvideo_bench" / "videos"
     first = videos / "AerialVLN_0_30BUDKLTXMTIKYKFIPPOXCMISXQE5S.mp4"
     second = videos / "AerialVLN_1_30BUDKLTXMTIKYKFIPPOXCMISXQE5S.mp4"
@@ -45,13 +39,13 @@ def test_pool_describes_each_video_once_and_reuses_the_cache(pool, cfg, realdata
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000))
     records = [
-        record("q1", first, "Where is the tall tower?"),
-        record("q2", first, "Which way did the drone turn?"),
-        record("q3", second, "What is below the drone?"),
-        record("q4", copy_of_second, "Is the road to the left?"),
-        record("bad1", corrupt, "Anything?"),
-        record("bad2", corrupt, "Anything else?"),
-        record("gone", tmp_path / "missing.mp4", "Nothing?"),
+        make_record(id="q1", video=str(first), question="Where is the tall tower?"),
+        make_record(id="q2", video=str(first), question="Which way did the drone turn?"),
+        make_record(id="q3", video=str(second), question="What is below the drone?"),
+        make_record(id="q4", video=str(copy_of_second), question="Is the road to the left?"),
+        make_record(id="bad1", video=str(corrupt), question="Anything?"),
+        make_record(id="bad2", video=str(corrupt), question="Anything else?"),
+        make_record(id="gone", video=str(tmp_path / "missing.mp4"), question="Nothing?"),
     ]
     keyframe_counts = {v: len(extract_keyframes(str(v), cfg.keyframes).indices) for v in (first, second)}
 
@@ -82,11 +76,12 @@ def test_pool_describes_each_video_once_and_reuses_the_cache(pool, cfg, realdata
 
 
 @pytest.mark.slow
-def test_question_aware_mode_describes_each_question(pool, cfg, realdata, tmp_path):
+def test_question_aware_mode_describes_each_question(pool, cfg, realdata, tmp_path, make_record):
     """Question-aware keys: each distinct (video, question) pair is its own description."""
     video = realdata / "urbanvideo_bench" / "videos" / "AerialVLN_1_30BUDKLTXMTIKYKFIPPOXCMISXQE5S.mp4"
-    records = [record("a", video, "Where is the bridge?"), record("b", video, "What is ahead?"),
-               record("c", video, "Where is the bridge?")]
+    records = [make_record(id="a", video=str(video), question="Where is the bridge?"),
+               make_record(id="b", video=str(video), question="What is ahead?"),
+               make_record(id="c", video=str(video), question="Where is the bridge?")]
     cache = DescriptionCache(tmp_path / "cache")
     requests_before = pool.vlm_requests
     descriptions, skipped = pool.describe(records, cache, question_aware=True)

@@ -7,18 +7,10 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from embodied_data.records import Record
 from rewards.accuracy import accuracy_reward
 from rewards.answer import extract_answer, extract_think, parse_choice_letter, parse_number
 
 CHOICES = ("left", "right", "back", "front-left", "front-right", "behind the sofa", "ahead")
-
-
-def _record(answer: str = "C", choices: tuple[str, ...] = CHOICES) -> Record:
-    return Record(
-        id="q1", video="v.mp4", question="Where is the door?", choices=choices, answer=answer,
-        category="object_rel_direction", scene="s", source="test",
-    )
 
 
 @pytest.mark.parametrize(
@@ -66,9 +58,9 @@ def test_extract_think():
         "<think>ok</think><answer>A door is behind me</answer>",
     ],
 )
-def test_released_code_misreadings_score_zero(completion):
+def test_released_code_misreadings_score_zero(completion, make_record):
     for truth in "ACEG":
-        assert accuracy_reward(completion, _record(truth)) == 0.0
+        assert accuracy_reward(completion, make_record(question="Where is the door?", choices=CHOICES, answer=truth)) == 0.0
 
 
 @pytest.mark.parametrize(
