@@ -1,6 +1,10 @@
 """The consistency judge's engines agree on the letter: transformers (the definition), an in-process vLLM engine, a pool
 of vLLM replicas in Ray actors, and an OpenAI-compatible endpoint (a real vLLM server on 127.0.0.1, which the
-perception HTTP engine is pointed at too); a request an engine fails on is a failed judgement (None), never a letter."""
+perception HTTP engine is pointed at too); a request an engine fails on is a failed judgement (None), never a letter.
+
+Without vLLM: a flapping OpenAI-compatible endpoint (500s, stalls, dropped connections on a schedule) behind a real
+JudgePool actor, the RewardScorer and the driver's scoring stage: failed judgements are counted and excluded from the
+advantages and the learner's batch, and a step's scoring is bounded by the judge's timeouts."""
 
 from __future__ import annotations
 
@@ -254,3 +258,219 @@ def test_perception_openai_engine_on_a_vllm_server_matches_greedy_transformers(s
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=model.config.eos_token_id)
         assert text == tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+# ------------------------------------------------------------------------------------------------ a flapping endpoint
+
+
+class FlappingJudgeServer:
+    """A local OpenAI-compatible chat endpoint (127.0.0.1 only) that flaps on a schedule: each request's reasoning
+    carries a key `[kN]`, and `plan(N)` lists what the server does on that key's 1st, 2nd, ... attempt (the last entry
+    repeats): "ok" answers the key's letter in the first token's top_logprobs (`letter(N)`), "500" answers HTTP 500,
+    "stall" holds the request for `stall_s` (or until `release()`) before answering, "drop" closes the connection
+    without a reply. Every attempt is recorded as (key, attempt, mode)."""
+
+    def __init__(self, plan, letter, stall_s: float = 60.0) -> None:
+        import json
+        import re
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.plan, self.letter, self.stall_s = plan, letter, stall_s
+        self.attempts: list[tuple[int, int, str]] = []
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                key = int(re.search(r"\[k(\d+)\]", body["messages"][-1]["content"]).group(1))
+                with server._lock:
+                    attempt = 1 + sum(1 for k, _, _ in server.attempts if k == key)
+                    steps = server.plan(key)
+                    mode = steps[min(attempt, len(steps)) - 1]
+                    server.attempts.append((key, attempt, mode))
+                if mode == "drop":
+                    self.close_connection = True  # no status line at all: the client sees the connection end
+                    return
+                if mode == "500":
+                    self._send(500, {"error": {"message": "flapping", "type": "server_error"}})
+                    return
+                if mode == "stall":
+                    server._released.wait(server.stall_s)
+                letter = server.letter(key)
+                candidate = {"token": letter, "logprob": -0.1, "bytes": list(letter.encode())}
+                self._send(200, {
+                    "id": f"k{key}", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{
+                        "index": 0, "finish_reason": "length",
+                        "message": {"role": "assistant", "content": letter},
+                        "logprobs": {"content": [{**candidate, "top_logprobs": [candidate]}]},
+                    }],
+                })
+
+            def _send(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # a stalled request whose client gave up
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def release(self) -> None:
+        """Stalled requests answer now, and later stalls do not wait."""
+        self._released.set()
+
+    def outcome(self, key: int) -> str:
+        """The mode of the key's last attempt: what its judgement came to."""
+        return [mode for k, _, mode in self.attempts if k == key][-1]
+
+    def close(self) -> None:
+        self.release()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+G = 4
+GROUPS = 3  # each group: 3 correct answers (B), each with a keyed reasoning the judge is asked about, and 1 wrong (A)
+
+
+def _flapping_rollouts():
+    """GROUPS groups of G completions about their own question (answer B); completion g*G+j (j < 3) is correct and its
+    reasoning carries the key 3*g+j; the last of each group answers A (wrong: no judge call)."""
+    from cluster.stages import Rollouts, StepPrompts
+    from embodied_data.records import Record
+    from rollout.types import Completion
+
+    groups, prompts = [], []
+    for g in range(GROUPS):
+        texts = [f"<think>[k{3 * g + j}] The lamp is on my right.</think>\n<answer>B</answer>" for j in range(G - 1)]
+        texts.append("<think>The lamp is on my left.</think>\n<answer>A</answer>")
+        # Each completion's tokens are its own (100 * index + ...), so a learner sample names its completion.
+        groups.append([Completion(g, [1, 2], [100 * (g * G + j) + t for t in range(3)], [-0.5] * 3, text, True, 0)
+                       for j, text in enumerate(texts)])
+        prompts.append(SimpleNamespace(record=Record(
+            id=f"q{g}", video="v.mp4", question=f"Where is the lamp {g}?", choices=("left", "right", "behind"),
+            answer="B", category="rel_direction", scene="s", source="test")))
+    return Rollouts(StepPrompts(1, 0, list(range(GROUPS)), prompts, [0] * GROUPS), groups, 0, 0.0, 0.0)
+
+
+def _completion_of_key(key: int) -> int:
+    return (key // 3) * G + key % 3
+
+
+def _flapping_config(url: str, **judge):
+    from omegaconf import OmegaConf
+
+    from cluster.config import TrainConfig
+    from rewards.config import RewardStage
+
+    cfg = OmegaConf.to_object(OmegaConf.structured(TrainConfig))
+    cfg.sampling.num_samples = G
+    cfg.rewards.stages = [RewardStage(start=0, format=0.1, accuracy=0.7, consistency=0.2)]
+    cfg.learner.grpo.filter_equal_reward_groups = False
+    for name, value in dict(model="judge-model", engine="openai", base_url=url, api_key_env="", num_replicas=1,
+                            num_cpus_per_replica=0.5, batch_size=16, max_concurrency=8, **judge).items():
+        setattr(cfg.rewards.judge, name, value)
+    return cfg
+
+
+def _assert_failed_ones_left_out(scored, failed: set[int]) -> None:
+    """A failed judgement is no reward: consistency None, excluded, advantage 0, and not in the learner's batch."""
+    n = GROUPS * G
+    rewards = scored.rewards
+    assert {i for i in range(n) if rewards.excluded[i]} == failed
+    assert {i for i in range(n) if rewards.judge_failed[i]} == failed
+    assert all(rewards.consistency[i] is None and scored.advantages[i] == 0.0 for i in failed)
+    assert set(scored.sample_of_completion) == set(range(n)) - failed
+    # The learner's batch, read from its samples' tokens (completion i's start at 100 * i): exactly the others.
+    assert sorted(sample.completion_ids[0] // 100 for sample in scored.samples) == sorted(set(range(n)) - failed)
+    metrics = scored.metrics()
+    assert metrics["reward/judge_failures"] == len(failed) and metrics["reward/excluded"] == len(failed)
+
+
+@needs_openai
+def test_a_flapping_judge_endpoint_fails_judgements_not_the_step(ray_local):
+    """500s, stalls past the per-request timeout and dropped connections, each either recovered by the client's one
+    retry or a counted failed judgement that is excluded from the advantages and the learner's batch; the step's
+    scoring time is bounded by the per-request timeouts, far below the pool's deadline."""
+    from cluster.stages import score
+    from rewards.combine import RewardScorer
+    from rewards.judge_pool import JudgePool
+
+    plans = [["ok"], ["500", "500"], ["stall", "stall"], ["drop", "drop"], ["500", "ok"], ["drop", "ok"], ["stall", "ok"]]
+    server = FlappingJudgeServer(plan=lambda key: plans[key % len(plans)], letter=lambda key: "BC"[key % 2])
+    try:
+        cfg = _flapping_config(server.url, request_timeout_s=1.0, max_retries=1, timeout_s=30.0)
+        pool = JudgePool(cfg.rewards.judge, ready_timeout_s=120)
+        try:
+            scored = score(cfg, RewardScorer(cfg.rewards, pool), _flapping_rollouts())
+            stats = pool.stats()
+        finally:
+            pool.shutdown()
+    finally:
+        server.close()
+
+    keys = range(3 * GROUPS)
+    # Every keyed request was tried exactly as planned: once, or twice (max_retries=1) when the first try failed.
+    assert sorted({k for k, _, _ in server.attempts}) == list(keys)
+    for key in keys:
+        assert [mode for k, _, mode in server.attempts if k == key] == plans[key % len(plans)], server.attempts
+    failed_keys = {key for key in keys if server.outcome(key) != "ok"}
+    assert failed_keys == {1, 2, 3, 8}
+    failed = {_completion_of_key(key) for key in failed_keys}
+    _assert_failed_ones_left_out(scored, failed)
+    rewards = scored.rewards
+    assert rewards.judge_failures == 4 and rewards.judged == 5
+    for key in set(keys) - failed_keys:  # the judged ones score what the server said: B agrees, C does not
+        assert rewards.consistency[_completion_of_key(key)] == (1.0 if key % 2 == 0 else 0.0)
+    # Each failure was a request's own (after its retry), not the pool's deadline; the slowest chain is two 1 s stalls
+    # and one backoff (< 1 s), so the step took a few seconds, not judge.timeout_s.
+    assert stats["judge/failed_batches"] == 0 and stats["judge/failures"] == 4
+    assert scored.seconds < 10.0, scored.seconds
+
+
+@needs_openai
+def test_a_stalled_judge_endpoint_costs_a_step_at_most_the_judge_timeout_and_the_run_goes_on(ray_local):
+    """Every request stalls far past judge.timeout_s: the step's scoring returns at the pool's deadline with every
+    judgement counted failed and excluded; once the endpoint answers again, the next step is judged in full."""
+    from cluster.stages import score
+    from rewards.combine import RewardScorer
+    from rewards.judge_pool import JudgePool
+
+    healthy = False
+    server = FlappingJudgeServer(plan=lambda key: ["ok"] if healthy else ["stall"], letter=lambda key: "B", stall_s=60.0)
+    try:
+        timeout_s = 3.0
+        cfg = _flapping_config(server.url, request_timeout_s=30.0, max_retries=0, timeout_s=timeout_s)
+        pool = JudgePool(cfg.rewards.judge, ready_timeout_s=120)
+        try:
+            scorer = RewardScorer(cfg.rewards, pool)
+            stalled = score(cfg, scorer, _flapping_rollouts())
+            assert timeout_s <= stalled.seconds < timeout_s + 3.0, stalled.seconds
+            judged_completions = {_completion_of_key(key) for key in range(3 * GROUPS)}
+            _assert_failed_ones_left_out(stalled, judged_completions)
+            assert stalled.rewards.judged == 0 and pool.stats()["judge/failed_batches"] >= 1
+
+            healthy = True
+            server.release()  # the stalled requests answer now; their late batch's letters are ignored
+            recovered = score(cfg, scorer, _flapping_rollouts())
+        finally:
+            pool.shutdown()
+    finally:
+        server.close()
+    assert recovered.rewards.judge_failures == 0 and recovered.rewards.judged == 3 * GROUPS
+    assert all(recovered.rewards.consistency[i] == 1.0 for i in judged_completions)
+    assert len(recovered.samples) == GROUPS * G and recovered.seconds < timeout_s
