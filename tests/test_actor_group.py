@@ -70,6 +70,7 @@ def test_a_slow_start_times_out_naming_the_actor_and_a_failed_start_is_an_actor_
     slow = _group(start=False, delays={1: 30.0})
     try:
         slow.launch()
+        slow.wait_ready([0], timeout_s=120)  # actor 0 is up (on a loaded machine a start alone may take seconds)
         started = time.monotonic()
         with pytest.raises(ActorGroupError, match=r"replicas: actor\(s\) \[1\] not ready after 2.0 s \(each asks"):
             slow.wait_ready(range(2), timeout_s=2.0)
