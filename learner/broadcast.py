@@ -7,11 +7,11 @@ What is sent is the model the rollout workers hold: the policy's own parameters,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import nullcontext
 
 import torch
 
 from learner.lora import ExportedWeight, is_lora, merged_exports
+from learner.zero import full_shape, gathered
 from weightsync import ParamMeta, WeightGroup, metas_of, plan_buckets, send_weights
 
 
@@ -23,19 +23,11 @@ def exported_weights(module: torch.nn.Module) -> list[ExportedWeight]:
 
 
 def param_metas(module: torch.nn.Module, dtype: torch.dtype | None = None) -> list[ParamMeta]:
-    """Names, full shapes and the wire dtype of every exported tensor (ZeRO-3 keeps the full shape in `ds_shape`)."""
+    """Names, full shapes and the wire dtype of every exported tensor (under ZeRO-3 too: learner.zero.full_shape)."""
     return metas_of(
-        (w.name, getattr(w.params[0], "ds_shape", w.params[0].shape), dtype or w.params[0].dtype)
+        (w.name, full_shape(w.params[0]), dtype or w.params[0].dtype)
         for w in exported_weights(module)
     )
-
-
-def _gathered(params: list[torch.nn.Parameter]):
-    if params and hasattr(params[0], "ds_id"):
-        import deepspeed
-
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
-    return nullcontext()
 
 
 def iter_full_buckets(module: torch.nn.Module, metas: list[ParamMeta], bucket_bytes: int) -> Iterator[list[torch.Tensor]]:
@@ -47,7 +39,7 @@ def iter_full_buckets(module: torch.nn.Module, metas: list[ParamMeta], bucket_by
     for bucket in plan_buckets(metas, bucket_bytes):
         bucket_exports = [exports[m.name] for m in bucket]
         sources = list({id(p): p for w in bucket_exports for p in w.params}.values())
-        with _gathered(sources):
+        with gathered(sources):
             yield [w.compute().to(m.torch_dtype).clone() for w, m in zip(bucket_exports, bucket)]
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from learner.config import LoRAConfig
+from learner.zero import full_shape, gathered
 
 ADAPTER = "default"  # peft's name for the one adapter get_peft_model adds
 
@@ -121,17 +121,10 @@ def fold_adapters(module: torch.nn.Module, rank: int) -> None:
             continue
         base = layer.get_base_layer().weight
         lora_b = layer.lora_B[ADAPTER].weight
-        with _gathered([base, layer.lora_A[ADAPTER].weight, lora_b], modifier_rank=0):
-            if not hasattr(base, "ds_id") or rank == 0:
+        with gathered([base, layer.lora_A[ADAPTER].weight, lora_b], rank) as writes:
+            if writes:
                 base.data += layer.get_delta_weight(ADAPTER).to(base.dtype)
                 lora_b.data.zero_()
         # ZeRO keeps its own fp32 master copy of every trained parameter; the next step would restore B from it.
-        safe_set_full_fp32_param(lora_b, torch.zeros(tuple(getattr(lora_b, "ds_shape", lora_b.shape)), dtype=torch.float32, device=lora_b.device))
+        safe_set_full_fp32_param(lora_b, torch.zeros(tuple(full_shape(lora_b)), dtype=torch.float32, device=lora_b.device))
 
-
-def _gathered(params: list[torch.nn.Parameter], modifier_rank: int | None = None):
-    if hasattr(params[0], "ds_id"):
-        import deepspeed
-
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
-    return nullcontext()
