@@ -17,11 +17,10 @@ from learner.broadcast import broadcast_weights, exported_weights, iter_full_buc
 from learner.config import LearnerConfig
 from learner.engine import build_engines, init_distributed_env, init_process_group, reference_on_device
 from learner import lora
-from learner.algo import LossInputs, LossNorm, check_grpo_config, make_algorithm
-from learner.algo.staleness import staleness_stats
-from learner.algo.tis import TISStats, tis_weights
-from learner.algo.truncation import loss_mask
+from learner.algo import Algorithm, LossNorm, check_grpo_config, make_algorithm
 from learner.sft import sft_token_loss
+from learner.step import FirstPass, MicroBatch, rank_metrics, update
+from learner.zero import gathered
 from weightsync import WeightGroup, create_weight_group, weights_digest
 from weightsync.rendezvous import host_store, join_store
 
@@ -81,6 +80,11 @@ class Learner:
         return self.describe()
 
     # ---- training -------------------------------------------------------------------------------------------
+    @property
+    def algorithm(self) -> Algorithm:
+        """learner.grpo's loss variant with its options (built once per distinct settings: learner.algo.make_algorithm)."""
+        return make_algorithm(self.cfg.grpo, self.max_new_tokens)
+
     def train_step(
         self, samples: list[Sample], num_micro_batches: int, batch_tokens: int, batch_sequences: int,
         current_version: int | None = None,
@@ -92,118 +96,35 @@ class Learner:
         per-rank losses add up to the batch loss exactly. With learner.grpo.mask_truncated the ranks count the tokens
         and sequences left in the loss themselves (one all-reduce), and these two are not used.
 
-        Returns the loss, KL and engine/learner mismatch of the first update (the policy that generated the batch), the
-        clipped-token count averaged over the updates, and under `updates` each update's loss and ratio statistics.
-        Per-token statistics are over the tokens in the loss. With learner.grpo.tis_cap > 0 also the importance
-        weights' statistics (`tis/*`, before the cap); given the learner's `current_version`, the samples' staleness
-        (`staleness/*`, from Sample.policy_version). learner.algo.metrics.combine_rank_results adds the ranks up.
+        Returns the metrics of learner.step.rank_metrics (given the learner's `current_version`, with the samples'
+        staleness), the gradient norm and the LR; learner.algo.metrics.combine_rank_results adds the ranks up.
         """
         started = time.perf_counter()
         self.engine.train()
-        grpo = self.cfg.grpo
-        algorithm = make_algorithm(grpo, self.max_new_tokens)
-        if grpo.old_logprobs == "rollout":
-            _check_rollout_logprobs(samples, self.rank, "learner.grpo.old_logprobs=rollout")
-        if grpo.tis_cap > 0:
-            _check_rollout_logprobs(samples, self.rank, "learner.grpo.tis_cap > 0")
-        micro_batches = self._micro_batches(samples, num_micro_batches)
-        loss_masks = [loss_mask(batch.completion_mask, batch.truncated, grpo.mask_truncated) for batch, _ in micro_batches]
-        if grpo.mask_truncated:
-            norm = self._loss_counts(micro_batches, loss_masks)
-        else:
-            norm = LossNorm(tokens=batch_tokens, sequences=batch_sequences)
-        old_logprobs: list[torch.Tensor | None] = [None] * len(micro_batches)
-        if grpo.old_logprobs == "rollout":
-            old_logprobs = [batch.rollout_logprobs for batch, _ in micro_batches]
-        is_weights: list[torch.Tensor | None] = [None] * len(micro_batches)
-        tis_total = TISStats(weight_sum=0.0, weight_max=0.0, capped_tokens=0.0, tokens=0.0)
-        ref_logprobs = self._reference_logprobs(micro_batches)
-        totals = {"kl": 0.0, "tokens": 0.0, "mismatch": 0.0}
-        sample_mismatch: list[float] = []  # per sample, in order: its mean |learner - sampler| log-prob over its tokens
-        updates: list[dict] = []
-        grad_norm = None
-        for _ in range(grpo.updates_per_batch):
-            stats = {"loss": 0.0, "clipped_tokens": 0.0, "tokens": 0.0, "ratio_sum": 0.0, "ratio_min": math.inf, "ratio_max": -math.inf}
-            for index, (batch, weight) in enumerate(micro_batches):
-                self.engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
-                logprobs = completion_logprobs(self.engine, batch, self.sampling_temperature)
-                mask = loss_masks[index]
-                if old_logprobs[index] is None:
-                    # The first pass runs on the weights that generated the batch: its log-probs are the old policy's.
-                    old_logprobs[index] = logprobs.detach()
-                if grpo.tis_cap > 0 and is_weights[index] is None:
-                    # pi_old (this first pass) against the sampler: fixed for the batch, so computed once.
-                    is_weights[index], tis = tis_weights(old_logprobs[index], batch.rollout_logprobs, mask, grpo.tis_cap)
-                    if weight:
-                        tis_total = _add_tis(tis_total, tis)
-                out = algorithm.loss(
-                    LossInputs(logprobs, old_logprobs[index], ref_logprobs[index], batch.advantages, mask, is_weights[index]), norm
-                )
-                # DeepSpeed averages gradients over ranks, so scale by world size to get the batch sum / batch count.
-                loss = out.loss * weight * self.world_size
-                self.engine.backward(loss, scale_wrt_gas=False)
-                self.engine.step()
-                if weight == 0:
-                    continue  # an empty filler micro-batch: nothing to count
-                in_loss = mask.bool()
-                ratio = out.ratio[in_loss]
-                stats["loss"] += loss.item() / self.world_size
-                stats["clipped_tokens"] += out.clipped.sum().item()
-                stats["tokens"] += in_loss.sum().item()
-                stats["ratio_sum"] += ratio.sum().item()
-                if ratio.numel():
-                    stats["ratio_min"] = min(stats["ratio_min"], ratio.min().item())
-                    stats["ratio_max"] = max(stats["ratio_max"], ratio.max().item())
-                if not updates:
-                    totals["kl"] += (out.kl * mask).sum().item()
-                    totals["tokens"] += in_loss.sum().item()
-                    gap = (logprobs.detach() - batch.rollout_logprobs).abs()
-                    totals["mismatch"] += (gap * mask).sum().item()
-                    per_row = (gap * batch.completion_mask).sum(dim=1) / batch.completion_mask.sum(dim=1).clamp(min=1)
-                    sample_mismatch += per_row.tolist()
-            stats["ratio_mean"] = stats.pop("ratio_sum") / max(stats["tokens"], 1.0)
-            updates.append(stats)
+        algorithm = self.algorithm
+        algorithm.check_samples(samples, self.rank)
+        micro_batches = [MicroBatch(b, w, algorithm.loss_mask(b)) for b, w in self._micro_batches(samples, num_micro_batches)]
+        norm = self._loss_counts(micro_batches) if algorithm.masks_truncated else LossNorm(batch_tokens, batch_sequences)
+        for micro, ref_logprobs in zip(micro_batches, self._reference_logprobs([m.batch for m in micro_batches])):
+            micro.ref_logprobs = ref_logprobs
+        first, updates, grad_norm = FirstPass(), [], None
+        for index in range(self.cfg.grpo.updates_per_batch):
+            args = (self.engine, algorithm, micro_batches, norm, self.sampling_temperature, self.world_size)
+            updates.append(update(*args, first=first if index == 0 else None))
             grad_norm = self.engine.get_global_grad_norm()
         self.engine.set_gradient_accumulation_boundary(None)
         self.steps_done += 1
-        tokens = max(totals["tokens"], 1.0)
-        clipped_tokens = sum(u["clipped_tokens"] for u in updates) / len(updates)
-        metrics = {
-            "loss": updates[0]["loss"],
-            "kl_sum": totals["kl"],
-            "clipped_tokens": clipped_tokens,
-            "tokens": totals["tokens"],
-            "kl": totals["kl"] / tokens,
-            "clip_fraction": clipped_tokens / tokens,
-            "logprob_mismatch": totals["mismatch"] / tokens,
-            "sample_mismatch": sample_mismatch,
+        return {
+            **rank_metrics(algorithm, updates, first, samples, current_version),
             "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
             "lr": float(self.engine.get_lr()[0]),
-            "updates": updates,
-            "sequences": float(len(samples)),
-            "truncated_masked": float(sum(s.truncated for s in samples)) if grpo.mask_truncated else 0.0,
             "seconds": time.perf_counter() - started,
         }
-        if grpo.tis_cap > 0:
-            metrics.update({
-                "tis_weight_sum": tis_total.weight_sum, "tis_capped_tokens": tis_total.capped_tokens, "tis_tokens": tis_total.tokens,
-                "tis/weight_mean": tis_total.weight_sum / max(tis_total.tokens, 1.0),
-                "tis/weight_max": tis_total.weight_max,
-                "tis/capped_fraction": tis_total.capped_tokens / max(tis_total.tokens, 1.0),
-            })
-        if current_version is not None:
-            lag = staleness_stats([s.policy_version for s in samples], current_version)
-            metrics.update({
-                "staleness_sum": lag.total,
-                "staleness/mean": lag.total / max(lag.sequences, 1.0),
-                "staleness/max": lag.max,
-            })
-        return metrics
 
-    def _loss_counts(self, micro_batches: list[tuple[PackedBatch, float]], loss_masks: list[torch.Tensor]) -> LossNorm:
+    def _loss_counts(self, micro_batches: list[MicroBatch]) -> LossNorm:
         """The whole batch's tokens and sequences left in the loss: this rank's, summed over the ranks (every rank calls it)."""
-        tokens = sum(float(mask.sum()) for mask, (_, weight) in zip(loss_masks, micro_batches) if weight)
-        sequences = sum(float((mask.sum(dim=1) > 0).sum()) for mask, (_, weight) in zip(loss_masks, micro_batches) if weight)
+        tokens = sum(float(m.mask.sum()) for m in micro_batches if m.weight)
+        sequences = sum(float((m.mask.sum(dim=1) > 0).sum()) for m in micro_batches if m.weight)
         counts = torch.tensor([tokens, sequences], dtype=torch.float64)
         if self.world_size > 1 and dist.is_initialized():
             counts = counts.to(self.engine.device)
@@ -255,8 +176,8 @@ class Learner:
                 for (name, policy_param), (_, ref_param) in zip(
                     self.engine.module.named_parameters(), self.reference.module.named_parameters(), strict=True
                 ):
-                    with _gathered_for_copy([policy_param, ref_param]):
-                        if not hasattr(ref_param, "ds_id") or self.rank == 0:
+                    with gathered([policy_param, ref_param], self.rank) as writes:
+                        if writes:
                             ref_param.data.copy_(policy_param.data)
         inner = self.engine.optimizer
         while hasattr(inner, "optimizer"):
@@ -286,14 +207,14 @@ class Learner:
         return self.reference is not None or (self.cfg.lora.enabled and self.cfg.grpo.beta > 0)
 
     @torch.no_grad()
-    def _reference_logprobs(self, micro_batches: list[tuple[PackedBatch, float]]) -> list[torch.Tensor | None]:
+    def _reference_logprobs(self, batches: list[PackedBatch]) -> list[torch.Tensor | None]:
         if self.cfg.lora.enabled and self.cfg.grpo.beta > 0:
             with lora.reference_forward(self.engine.module):
-                return [completion_logprobs(self.engine, batch, self.sampling_temperature) for batch, _ in micro_batches]
+                return [completion_logprobs(self.engine, batch, self.sampling_temperature) for batch in batches]
         if self.reference is None:
-            return [None] * len(micro_batches)
+            return [None] * len(batches)
         with reference_on_device(self.reference, self.cfg) as reference:  # one move for all micro-batches
-            return [completion_logprobs(reference, batch, self.sampling_temperature) for batch, _ in micro_batches]
+            return [completion_logprobs(reference, batch, self.sampling_temperature) for batch in batches]
 
     # ---- weights --------------------------------------------------------------------------------------------
     def param_metas(self, dtype: str | None = None):
@@ -390,10 +311,8 @@ class Learner:
         for shard in sorted(folder.glob("*.safetensors")):
             saved.update(load_file(shard))
         for name, param in params.items():
-            with _gathered_for_copy([param]):
-                if not hasattr(param, "ds_id") or self.rank == 0:
-                    if name not in saved:  # a tied alias saved under its other name
-                        continue
+            with gathered([param], self.rank) as writes:
+                if writes and name in saved:  # a name not saved is a tied alias saved under its other name
                     param.data.copy_(saved[name])
 
     def _save_lora(self, tmp: Path) -> None:
@@ -469,36 +388,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _check_rollout_logprobs(samples: list[Sample], rank: int, setting: str) -> None:
-    """With old_logprobs=rollout or TIS every completion token needs the engine's log-prob (pack would pad a missing one with 0)."""
-    for index, sample in enumerate(samples):
-        if len(sample.rollout_logprobs) != len(sample.completion_ids) or not all(map(math.isfinite, sample.rollout_logprobs)):
-            raise ValueError(
-                f"rank {rank}, sample {index}: {setting} needs one finite rollout log-prob per "
-                f"completion token; got {len(sample.rollout_logprobs)} for {len(sample.completion_ids)} tokens"
-            )
-
-
-def _add_tis(total: TISStats, part: TISStats) -> TISStats:
-    return TISStats(
-        weight_sum=total.weight_sum + part.weight_sum,
-        weight_max=max(total.weight_max, part.weight_max),
-        capped_tokens=total.capped_tokens + part.capped_tokens,
-        tokens=total.tokens + part.tokens,
-    )
-
-
-def _gathered_for_copy(params):
-    """Under ZeRO-3, gathers both tensors; rank 0's write to the reference is scattered back to every rank on exit."""
-    if hasattr(params[0], "ds_id"):
-        import deepspeed
-
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
-    from contextlib import nullcontext
-
-    return nullcontext()
-
-
 def _as_is(named: dict[str, torch.nn.Parameter]) -> list[lora.ExportedWeight]:
     return [lora.ExportedWeight(name, (p,), lambda p=p: p.data) for name, p in named.items()]
 
@@ -507,15 +396,7 @@ def _gather_all(weights: list[lora.ExportedWeight]) -> dict[str, torch.Tensor]:
     """Every tensor in full, on the CPU; under ZeRO-3 one gather of all their parameters (a collective: every rank
     calls it), as a checkpoint holds the whole model anyway."""
     sources = list({id(p): p for w in weights for p in w.params}.values())
-    if sources and hasattr(sources[0], "ds_id"):
-        import deepspeed
-
-        gathered = deepspeed.zero.GatheredParameters(sources, modifier_rank=None)
-    else:
-        from contextlib import nullcontext
-
-        gathered = nullcontext()
-    with gathered, torch.no_grad():
+    with gathered(sources), torch.no_grad():
         return {w.name: w.compute().detach().to("cpu", copy=True) for w in weights}
 
 

@@ -10,7 +10,7 @@ import statistics
 import pytest
 import torch
 
-from learner.algo import ALGORITHMS, LossInputs, LossNorm, check_grpo_config, make_algorithm
+from learner.algo import ALGORITHMS, LossInputs, LossMetrics, LossNorm, check_grpo_config, make_algorithm
 from learner.algo.metrics import combine_rank_results
 from learner.algo.staleness import staleness_stats
 from learner.algo.tis import tis_weights
@@ -402,6 +402,54 @@ def test_combine_rank_results_adds_sums_and_takes_maxima():
     assert metrics["staleness/mean"] == pytest.approx(3 / 5) and metrics["staleness/max"] == 2.0
     bare = combine_rank_results([{k: v for k, v in r.items() if not k.startswith(("tis", "staleness"))} for r in ranks])
     assert not any(k.startswith(("tis", "staleness")) for k in bare)
+
+
+# ---- the algorithm object: its options, its loss's metrics, built once ------------------------------------------------
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_the_loss_output_carries_its_metrics_over_the_tokens_in_the_loss(name):
+    logp, old, ref, _, mask = random_batch(seed=11, spread=1.0)
+    adv = torch.tensor([0.5, 1.5, -0.8, -0.3], dtype=torch.float64)
+    algorithm = make_algorithm(GRPOConfig(algorithm=name, beta=0.05), max_new_tokens=6)
+    out, _ = library(algorithm, logp, old, ref, adv, mask, LossNorm(tokens=mask.sum().item(), sequences=4))
+    on, metrics = mask.bool(), out.metrics
+    assert metrics.tokens == on.sum().item() and metrics.clipped_tokens == out.clipped.sum().item()
+    assert metrics.kl_sum == pytest.approx(out.kl.sum().item(), rel=1e-12) and metrics.kl_sum > 0
+    assert metrics.ratio_sum == pytest.approx(out.ratio[on].sum().item(), rel=1e-12)
+    assert (metrics.ratio_min, metrics.ratio_max) == (out.ratio[on].min().item(), out.ratio[on].max().item())
+    both = metrics + LossMetrics(tokens=1.0, ratio_min=0.0, ratio_max=9.0)
+    assert both.tokens == metrics.tokens + 1 and (both.ratio_min, both.ratio_max) == (0.0, 9.0)
+
+
+def test_the_options_mask_truncations_fix_the_old_policy_and_its_tis_weights():
+    samples = [Sample([5, 6], [7, 8, 9], [-1.0, -2.0, -0.5], 0.5), Sample([5], [7, 8], [-0.3, -0.2], -0.5, truncated=True)]
+    batch = pack(samples, pad_id=0)
+    first = (-torch.rand(batch.completion_mask.shape, generator=torch.Generator().manual_seed(4))).requires_grad_(True)
+    algorithm = make_algorithm(GRPOConfig(tis_cap=1.5, mask_truncated=True))
+    mask = algorithm.loss_mask(batch)
+    assert torch.equal(mask[0], batch.completion_mask[0]) and mask[1].sum() == 0
+    old = algorithm.old_policy(first, batch, mask)
+    assert torch.equal(old.logprobs, first.detach()) and not old.logprobs.requires_grad
+    weights, stats = tis_weights(first.detach(), batch.rollout_logprobs, mask, 1.5)
+    assert torch.equal(old.is_weights, weights) and old.tis == stats
+    rollout = make_algorithm(GRPOConfig(old_logprobs="rollout")).old_policy(first, batch, batch.completion_mask)
+    assert rollout.logprobs is batch.rollout_logprobs and rollout.is_weights is None and rollout.tis is None
+    short = Sample([5], [7, 8], [-0.3], 0.0)
+    with pytest.raises(ValueError, match="rank 2, sample 1: learner.grpo.tis_cap > 0 needs one finite"):
+        algorithm.check_samples([samples[0], short], rank=2)
+    make_algorithm(GRPOConfig()).check_samples([short], rank=0)  # pi_old from the learner needs no engine log-probs
+
+
+def test_the_algorithm_is_built_once_per_settings():
+    from omegaconf import OmegaConf
+
+    cfg = GRPOConfig(algorithm="dr_grpo")
+    built = make_algorithm(cfg, max_new_tokens=8)
+    assert make_algorithm(GRPOConfig(algorithm="dr_grpo"), max_new_tokens=8) is built
+    assert make_algorithm(OmegaConf.structured(GRPOConfig(algorithm="dr_grpo")), max_new_tokens=8) is built  # the driver's node
+    assert make_algorithm(cfg, max_new_tokens=16) is not built
+    cfg.clip_high = 0.3  # a changed setting gives a new object; the built one keeps its own copy
+    changed = make_algorithm(cfg, max_new_tokens=8)
+    assert changed is not built and changed.cfg.clip_high == 0.3 and built.cfg.clip_high == 0.2
 
 
 # ---- config checks ------------------------------------------------------------------------------------------------

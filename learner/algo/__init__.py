@@ -6,14 +6,18 @@ An Algorithm owns the advantages from rewards, the per-token loss and its aggreg
 - `gspo`    (gspo.py): one ratio per sequence, clipped per sequence, a mean over sequences;
 - `dr_grpo` (dr_grpo.py): advantages r - group mean, the loss over a constant (max_tokens_norm x sequences).
 
-Options that work with every variant live in their own files: truncated importance sampling (tis.py), masking
-truncated completions (truncation.py), and the staleness statistics (staleness.py). A new variant is a new file with an
-Algorithm subclass, registered in ALGORITHMS (and its name in checks.ALGORITHM_NAMES).
+The options that work with every variant are the Algorithm's own methods (base.py), computed by tis.py (truncated
+importance sampling) and truncation.py (masking truncated completions); the loss returns its metrics with its output
+(LossOutputs.metrics). The staleness statistics are in staleness.py. A new variant is a new file with an Algorithm
+subclass, registered in ALGORITHMS (and its name in checks.ALGORITHM_NAMES).
 """
 
 from __future__ import annotations
 
-from learner.algo.base import Algorithm, LossInputs, LossNorm, LossOutputs
+from dataclasses import fields
+from functools import lru_cache
+
+from learner.algo.base import Algorithm, LossInputs, LossMetrics, LossNorm, LossOutputs, OldPolicy
 from learner.algo.checks import ALGORITHM_NAMES, check_grpo_config
 from learner.algo.dr_grpo import DrGRPO
 from learner.algo.grpo import GRPO, group_advantages
@@ -25,7 +29,15 @@ assert tuple(ALGORITHMS) == ALGORITHM_NAMES  # the check and the registry name t
 
 
 def make_algorithm(cfg: GRPOConfig, max_new_tokens: int | None = None) -> Algorithm:
-    """The variant learner.grpo.algorithm names. `max_new_tokens` is the sampling cap (dr_grpo's default normaliser)."""
+    """The variant learner.grpo.algorithm names, built once per distinct settings (the driver asks for it every step,
+    the learner every train_step): it holds a copy of `cfg` (a GRPOConfig or the OmegaConf node of one), so a later
+    change to `cfg` gives a new object. `max_new_tokens` is the sampling cap (dr_grpo's default normaliser)."""
+    return _built(tuple((f.name, getattr(cfg, f.name)) for f in fields(GRPOConfig)), max_new_tokens)
+
+
+@lru_cache(maxsize=16)
+def _built(settings: tuple, max_new_tokens: int | None) -> Algorithm:
+    cfg = GRPOConfig(**dict(settings))
     check_grpo_config(cfg)
     return ALGORITHMS[cfg.algorithm](cfg, max_new_tokens)
 
@@ -37,8 +49,10 @@ __all__ = [
     "GRPO",
     "GSPO",
     "LossInputs",
+    "LossMetrics",
     "LossNorm",
     "LossOutputs",
+    "OldPolicy",
     "check_grpo_config",
     "group_advantages",
     "make_algorithm",

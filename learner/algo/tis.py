@@ -11,10 +11,25 @@ import torch
 class TISStats:
     """Sums over the tokens in the loss, so that micro-batches and ranks add up; the weights here are before the cap."""
 
-    weight_sum: float
-    weight_max: float
-    capped_tokens: float
-    tokens: float
+    weight_sum: float = 0.0
+    weight_max: float = 0.0
+    capped_tokens: float = 0.0
+    tokens: float = 0.0
+
+    def __add__(self, other: TISStats) -> TISStats:
+        return TISStats(
+            self.weight_sum + other.weight_sum, max(self.weight_max, other.weight_max),
+            self.capped_tokens + other.capped_tokens, self.tokens + other.tokens,
+        )
+
+    def metrics(self) -> dict[str, float]:
+        """The rank's sums (learner.algo.metrics.combine_rank_results adds the ranks up) and its own means."""
+        return {
+            "tis_weight_sum": self.weight_sum, "tis_capped_tokens": self.capped_tokens, "tis_tokens": self.tokens,
+            "tis/weight_mean": self.weight_sum / max(self.tokens, 1.0),
+            "tis/weight_max": self.weight_max,
+            "tis/capped_fraction": self.capped_tokens / max(self.tokens, 1.0),
+        }
 
 
 def tis_weights(old_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, mask: torch.Tensor, cap: float) -> tuple[torch.Tensor, TISStats]:
