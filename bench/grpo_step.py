@@ -3,6 +3,8 @@
     python -m bench.grpo_step                                   # both pairings, TRL from /tmp/trl-env if it is there
     python -m bench.grpo_step --threads 1 --rounds 3 --steps 3 --trl-python /tmp/trl-env/bin/python
     python -m bench.grpo_step --quick --no-trl                  # a smoke test of our side (tests/test_bench_grpo_step_smoke.py)
+    python -m bench.grpo_step --policy smollm2-135m-instruct --dtype bfloat16 --prompts 2 --samples 4 --new-tokens 48
+                                                                # at real size (issue 24), both sides in bfloat16
 
 TRL runs in its own virtual environment (it must not disturb ours), as a subprocess with that interpreter::
 
@@ -71,7 +73,8 @@ def trivial_reward(token_ids: list[int]) -> float:
 
 
 def build_workload(root: Path, args: argparse.Namespace) -> tuple[str, list[str], list[list[int]]]:
-    """The tiny policy (and its tokenizer) and the prompt pool: (model folder, prompt texts, their token ids)."""
+    """The policy (`--policy`, or a tiny one built here with its tokenizer) and the prompt pool: (model folder, prompt
+    texts, their token ids)."""
     from transformers import AutoTokenizer
 
     from cluster.tiny_models import build_tiny_causal_lm, train_tokenizer
@@ -80,13 +83,18 @@ def build_workload(root: Path, args: argparse.Namespace) -> tuple[str, list[str]
     # Made-up words as well as the prompt words, so that the BPE has enough distinct text to reach --vocab-size.
     letters = "abcdefghijklmnopqrstuvwxyz"
     coined = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(6000)]
-    lines = 1500 if args.vocab_size > 1024 else 300  # a small vocabulary (--quick) needs less text
-    corpus = [" ".join(rng.choice(coined + list(WORDS)) for _ in range(40)) for _ in range(lines)]
-    tokenizer_dir = train_tokenizer(corpus, root / "tokenizer", vocab_size=args.vocab_size)
-    model_path = build_tiny_causal_lm(
-        tokenizer_dir, root / "policy", seed=0, hidden_size=args.hidden_size, num_layers=args.layers,
-        num_heads=args.heads, num_kv_heads=args.kv_heads, intermediate_size=args.intermediate_size,
-    )
+    if args.policy:
+        from engines.model_refs import resolve
+
+        model_path = resolve(args.policy, key="--policy")
+    else:
+        lines = 1500 if args.vocab_size > 1024 else 300  # a small vocabulary (--quick) needs less text
+        corpus = [" ".join(rng.choice(coined + list(WORDS)) for _ in range(40)) for _ in range(lines)]
+        tokenizer_dir = train_tokenizer(corpus, root / "tokenizer", vocab_size=args.vocab_size)
+        model_path = build_tiny_causal_lm(
+            tokenizer_dir, root / "policy", seed=0, hidden_size=args.hidden_size, num_layers=args.layers,
+            num_heads=args.heads, num_kv_heads=args.kv_heads, intermediate_size=args.intermediate_size,
+        )
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     texts, ids = [], []
     for index in range(args.prompts * 4):  # a pool of distinct prompts; each step draws --prompts of them
@@ -105,10 +113,11 @@ def model_sizes(model_path: str) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model_path)
+    architecture = (config.architectures or [config.model_type])[0]
     model = AutoModelForCausalLM.from_pretrained(model_path)
     embedding = model.get_input_embeddings().weight.numel()
     total = sum(p.numel() for p in model.parameters())  # tied: the LM head is the embedding, counted once
-    return {"body": total - embedding, "head": embedding, "total": total, "hidden": config.hidden_size,
+    return {"architecture": architecture, "body": total - embedding, "head": embedding, "total": total, "hidden": config.hidden_size,
             "layers": config.num_hidden_layers, "heads": config.num_attention_heads, "kv_heads": config.num_key_value_heads,
             "intermediate": config.intermediate_size, "vocab": config.vocab_size}
 
@@ -196,7 +205,7 @@ def trl_worker(args: argparse.Namespace) -> int:
             output_dir=out, per_device_train_batch_size=args.prompts * args.samples, gradient_accumulation_steps=1,
             num_generations=args.samples, max_completion_length=args.new_tokens, max_steps=total_steps,
             learning_rate=1e-5, beta=0.001, temperature=1.0, top_p=1.0, top_k=0, num_iterations=1,
-            use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, shuffle_dataset=False,
+            use_cpu=True, bf16=args.dtype == "bfloat16", fp16=False, gradient_checkpointing=False, shuffle_dataset=False,
             logging_steps=1, report_to=[], save_strategy="no", disable_tqdm=True, dataloader_num_workers=0, seed=0,
         )
         trainer = GRPOTrainer(
@@ -221,7 +230,7 @@ class TRLProcess:
         command = [python, "-u", str(Path(__file__).resolve()), "--trl-worker", "--model", model_path,
                    "--prompts-file", str(prompts_file), "--total-steps", str(total_steps),
                    "--threads-for-trl", str(threads), "--prompts", str(args.prompts), "--samples", str(args.samples),
-                   "--new-tokens", str(args.new_tokens)]
+                   "--new-tokens", str(args.new_tokens), "--dtype", args.dtype]
         self.log_path = log_path
         self.log = log_path.open("w")
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
@@ -291,7 +300,8 @@ class Ours:
             "rewards.judge.enabled=false", "rewards.stages=[{start: 0, format: 0.5, accuracy: 0.5, consistency: 0.0}]",
             f"trainer.max_staleness={1 if asynchronous else 0}",
             f"trainer.steps={10**6}", f"trainer.prompts_per_step={args.prompts}", "trainer.checkpoint_every=0",
-            "weight_sync.verify=false", "trainer.progress=false",
+            "weight_sync.verify=false", "trainer.progress=false", f"learner.dtype={args.dtype}",
+            f"rollout.dtype={args.dtype}",
         ]
         # The typed DictConfig, as cluster code reads it (attribute access, and .get for keys a layer added lately).
         self.cfg = load_config(str(REPO / "configs" / "tiny.yaml"), overrides)
@@ -445,6 +455,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=141)
     parser.add_argument("--micro-batch-size", type=int, default=8, help="our learner's micro-batch (learner.micro_batch_size)")
+    parser.add_argument("--policy", default=None, metavar="REF",
+                        help="a real policy by reference (e.g. smollm2-135m-instruct, or a folder); default: a tiny "
+                        "random-weight Qwen2 of the sizes below, built here")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="both sides' dtype: our learner (DeepSpeed bf16, fp32 master weights) and rollout engine, "
+                        "TRL's bf16 flag")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
@@ -492,8 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         prompts_file.write_text(json.dumps(texts))
         sizes = model_sizes(model_path)
         workload = {
-            "model": f"Qwen2 h{sizes['hidden']} mlp{sizes['intermediate']} L{sizes['layers']} heads {sizes['heads']}/{sizes['kv_heads']} "
-                     f"vocab {sizes['vocab']} ({sizes['total'] / 1e6:.2f}M params, fp32)",
+            "model": f"{args.policy or 'tiny'}: {sizes['architecture']} h{sizes['hidden']} mlp{sizes['intermediate']} "
+                     f"L{sizes['layers']} heads {sizes['heads']}/{sizes['kv_heads']} vocab {sizes['vocab']} "
+                     f"({sizes['total'] / 1e6:.2f}M params, {args.dtype} on both sides)",
             "prompt_tokens": f"{min(map(len, prompt_ids))}-{max(map(len, prompt_ids))}",
             "prompts": args.prompts, "G": args.samples, "new_tokens": args.new_tokens, "beta": 0.001, "lr": 1e-5,
             "micro_batch": args.micro_batch_size, "timed_steps_per_system": f"{args.rounds}x{args.steps}",
