@@ -4,12 +4,17 @@ training steps end to end. Every rendezvous address must be the host's own node 
 
 127.0.0.1 cannot be one of the nodes: Ray replaces a node IP of 127.0.0.1 with the machine's routable address when
 clusters are enabled, while other loopback addresses (127.0.0.0/8 all reach this machine) are kept as given.
+
+Only its own get in: the cluster runs with Ray's token authentication (RAY_AUTH_MODE=token, the cluster's token in a
+private file named by RAY_AUTH_TOKEN_PATH, on every node and the driver), and a client without the token, or with
+another one, is refused.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -38,11 +43,26 @@ def free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def node_env() -> dict[str, str]:
-    """What every node's processes need: the driver of a joined cluster adds no runtime env of its own (README)."""
+AUTH_REFUSED = "Authentication token is missing or incorrect"  # what Ray's GCS answers a client without the token
+
+
+def node_env(token_path: Path) -> dict[str, str]:
+    """What every node's processes need: the driver of a joined cluster adds no runtime env of its own (README). Token
+    authentication on, with the cluster's token read from `token_path` (never ~/.ray/auth_token, nor a RAY_AUTH_TOKEN
+    inherited from outside: that one would win over the file)."""
     from cluster.runtime import actor_env
 
-    return {**os.environ, **actor_env(), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **actor_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_AUTH_TOKEN", None)
+    return env
+
+
+def new_token(path: Path) -> Path:
+    """A fresh 256-bit token (as `ray get-auth-token --generate` makes one), readable by this user only."""
+    path.touch(mode=0o600)
+    path.write_text(secrets.token_hex(32))
+    return path
 
 
 def stop_tree(process: subprocess.Popen) -> None:
@@ -88,12 +108,12 @@ def two_nodes():
     ray_cli = Path(sys.executable).parent / "ray"
     if not ray_cli.exists():
         pytest.skip(f"no `ray` command beside {sys.executable}")
-    env = node_env()
     port = free_port(HEAD_IP)
     address = f"{HEAD_IP}:{port}"
     # A short private temp dir: Ray's socket paths must fit in 107 bytes, and `ray_current_cluster` must not land in
     # /tmp/ray, where a later bare ray.init() would try to join this (by then dead) cluster.
     temp_dir = tempfile.mkdtemp(prefix="er-2n-", dir="/tmp")
+    env = node_env(new_token(Path(temp_dir) / "auth_token"))
     common = ["--block", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
     logs = Path(temp_dir) / "node-logs"
     logs.mkdir()
@@ -114,6 +134,23 @@ def two_nodes():
         for node in reversed(nodes):
             stop_tree(node)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("client", ["no token", "another token"])
+def test_a_client_without_the_clusters_token_is_refused(tmp_path, two_nodes, client):
+    """The cluster the run below joins lets in only its own: a driver that sends no token (auth off on its side), or
+    another token, is refused by the head's GCS. (The fixture's own probe, with the token, got in.)"""
+    address, env = two_nodes
+    env = {key: value for key, value in env.items() if not key.startswith("RAY_AUTH_")}
+    if client == "no token":
+        env["RAY_AUTH_MODE"] = "disabled"
+    else:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(new_token(tmp_path / "other_token")))
+    env["RAY_gcs_server_port_wait_time_s"] = "2"  # the driver's connect attempts (1 s apart; default 20)
+    probe = "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); print('joined', len(ray.nodes()))"
+    refused = subprocess.run([sys.executable, "-c", probe, address], env=env, capture_output=True, text=True, timeout=90)
+    assert refused.returncode != 0 and "joined" not in refused.stdout, refused.stdout
+    assert AUTH_REFUSED in refused.stderr, refused.stderr[-3000:]
 
 
 def test_two_steps_on_two_nodes_with_every_rendezvous_on_its_hosts_node(tmp_path, two_nodes):
