@@ -5,18 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from learner.batch import PackedBatch, Sample, completion_logprobs, pack
-from learner.broadcast import broadcast_weights, exported_weights, iter_full_buckets, param_metas
+from learner.broadcast import broadcast_weights, iter_full_buckets, param_metas
 from learner.config import LearnerConfig
 from learner.engine import build_engines, init_distributed_env, init_process_group, reference_on_device
-from learner import lora
+from learner import checkpoint, lora
 from learner.algo import Algorithm, LossNorm, check_grpo_config, make_algorithm
 from learner.sft import sft_token_loss
 from learner.step import FirstPass, MicroBatch, rank_metrics, update
@@ -246,101 +244,14 @@ class Learner:
     # ---- checkpoints ----------------------------------------------------------------------------------------
     def save_checkpoint(self, checkpoint_dir: str, client_state: dict) -> str:
         """Writes DeepSpeed state and an HF-format policy into a temp folder, then renames it into place (atomic)."""
-        final = Path(checkpoint_dir)
-        tmp = final.with_name(final.name + ".tmp")
-        if self.rank == 0 and tmp.exists():
-            shutil.rmtree(tmp)
-        self._barrier()
-        # With LoRA the frozen base goes to base/ (below), so DeepSpeed's part holds the adapters and their optimiser only.
-        self.engine.save_checkpoint(
-            str(tmp / "deepspeed"), tag="state", client_state=client_state, exclude_frozen_parameters=self.cfg.lora.enabled
-        )
-        (tmp / "rng").mkdir(parents=True, exist_ok=True)
-        torch.save(_rng_state(), tmp / "rng" / f"rank_{self.rank}.pt")
-        if self.cfg.lora.enabled:
-            self._save_lora(tmp)
-            self._barrier()
-            if self.rank == 0:
-                if final.exists():
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-            self._barrier()
-            return str(final)
-        state_dict = self._full_state_dict(self.engine)
-        reference_state = self._full_state_dict(self.reference) if self.reference is not None else None
-        if self.rank == 0:
-            self.engine.module.save_pretrained(tmp / "policy", state_dict=state_dict)
-            self.tokenizer.save_pretrained(tmp / "policy")
-            if self.reference is not None:
-                # The KL reference is the policy RL started from (after any SFT warm-up), not models.policy: a resumed
-                # run must measure KL against the same model.
-                self.reference.module.save_pretrained(tmp / "reference", state_dict=reference_state)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        self._barrier()
-        return str(final)
+        return checkpoint.save(self, checkpoint_dir, client_state)
 
     def load_checkpoint(self, checkpoint_dir: str) -> dict:
         """Restores the policy engine (weights, optimiser, LR schedule), the KL reference and this rank's RNG states."""
-        root = Path(checkpoint_dir)
-        _, client_state = self.engine.load_checkpoint(str(root / "deepspeed"), tag="state", load_module_strict=not self.cfg.lora.enabled)
-        if self.cfg.lora.enabled:
-            # The base weights (changed by an SFT warm-up's fold): DeepSpeed's module state under ZeRO-3 lacks them.
-            if not (root / "base").is_dir():
-                raise FileNotFoundError(f"checkpoint {checkpoint_dir} holds no base/ weights for learner.lora")
-            self._load_named(lora.base_parameters(self.engine.module), root / "base")
-        elif self.reference is not None:
-            if not (root / "reference").is_dir():
-                raise FileNotFoundError(f"checkpoint {checkpoint_dir} holds no reference/ policy for the KL term")
-            self._load_reference(root / "reference")
-        rng_file = root / "rng" / f"rank_{self.rank}.pt"
-        if rng_file.is_file():
-            _set_rng_state(_load_rng_state(rng_file))
-        return client_state or {}
-
-    def _load_reference(self, folder: Path) -> None:
-        self._load_named(dict(self.reference.module.named_parameters()), folder)
-
-    @torch.no_grad()
-    def _load_named(self, params: dict[str, torch.nn.Parameter], folder: Path) -> None:
-        """Copies the HF-format weights saved in `folder` into `params` (by name; gathered and scattered under ZeRO-3)."""
-        from safetensors.torch import load_file
-
-        saved: dict[str, torch.Tensor] = {}
-        for shard in sorted(folder.glob("*.safetensors")):
-            saved.update(load_file(shard))
-        for name, param in params.items():
-            with gathered([param], self.rank) as writes:
-                if writes and name in saved:  # a name not saved is a tied alias saved under its other name
-                    param.data.copy_(saved[name])
-
-    def _save_lora(self, tmp: Path) -> None:
-        """With LoRA: `policy/` the merged model in HF format (what the workers and eval load), `base/` the frozen base
-        weights (the KL reference, and what resume restores), `adapter/` the adapters in peft's format; the adapters'
-        optimiser state is in `deepspeed/`. Every rank joins the ZeRO-3 gathers."""
-        module = self.engine.module
-        merged = _gather_all(exported_weights(module))
-        base = _gather_all(_as_is(lora.base_parameters(module)))
-        adapter_state = _gather_all(_as_is({name: p for name, p in module.named_parameters() if p.requires_grad}))
-        if self.rank == 0:
-            base_model = module.get_base_model()
-            base_model.save_pretrained(tmp / "policy", state_dict=merged)
-            self.tokenizer.save_pretrained(tmp / "policy")
-            base_model.save_pretrained(tmp / "base", state_dict=base)
-            module.save_pretrained(tmp / "adapter", state_dict=adapter_state)
-
-    def _full_state_dict(self, engine):
-        if self.cfg.zero_stage == 3:
-            return engine._zero3_consolidated_16bit_state_dict()
-        return None if self.rank else engine.module.state_dict()
+        return checkpoint.load(self, checkpoint_dir)
 
     def pid(self) -> int:
         return os.getpid()
-
-    def _barrier(self) -> None:
-        if dist.is_initialized() and self.world_size > 1:
-            dist.barrier()
 
     def ready(self) -> bool:
         return True
@@ -360,44 +271,6 @@ class Learner:
             "lora": self.cfg.lora.enabled,
             "trainable_params": sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters() if p.requires_grad),
         }
-
-
-def _rng_state() -> dict:
-    """Every generator a training step draws from (LoRA dropout, sampling in the loss): the CPU's, Python's, and on
-    GPU every device's, so a resumed run continues the same streams."""
-    import random
-
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _load_rng_state(path: Path) -> dict:
-    """The RNG states `_rng_state` saved: tensors, tuples and ints only, so torch's weights-only unpickler reads them and
-    the file cannot run code (DeepSpeed's own state files still need full unpickling: checkpoints are trusted)."""
-    return torch.load(path, weights_only=True)
-
-
-def _set_rng_state(state: dict) -> None:
-    import random
-
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_is(named: dict[str, torch.nn.Parameter]) -> list[lora.ExportedWeight]:
-    return [lora.ExportedWeight(name, (p,), lambda p=p: p.data) for name, p in named.items()]
-
-
-def _gather_all(weights: list[lora.ExportedWeight]) -> dict[str, torch.Tensor]:
-    """Every tensor in full, on the CPU; under ZeRO-3 one gather of all their parameters (a collective: every rank
-    calls it), as a checkpoint holds the whole model anyway."""
-    sources = list({id(p): p for w in weights for p in w.params}.values())
-    with gathered(sources), torch.no_grad():
-        return {w.name: w.compute().detach().to("cpu", copy=True) for w in weights}
 
 
 def _buckets(metas, bucket_bytes):

@@ -118,7 +118,7 @@ def test_resume_refuses_an_edited_checkpoint_before_the_learner_loads_anything(t
 
 # ---- a full disk at checkpoint time ------------------------------------------------------------------------------------
 class _Learner:
-    """Writes a checkpoint as learner.actor.Learner does: into <dir>.tmp, renamed into place; `fail` raises as a learner
+    """Writes a checkpoint as learner.checkpoint.save does: into <dir>.tmp, renamed into place; `fail` raises as a learner
     whose disk filled up would (after leaving its partial .tmp folder)."""
 
     def __init__(self, fail: Exception | None = None):
@@ -286,15 +286,15 @@ def test_the_rng_state_file_is_read_weights_only(tmp_path):
 
     import torch
 
-    from learner.actor import _load_rng_state, _rng_state, _set_rng_state
+    from learner.checkpoint import load_rng_state, rng_state, set_rng_state
 
     path = tmp_path / "rank_0.pt"
-    torch.save(_rng_state(), path)
+    torch.save(rng_state(), path)
     expected = (torch.rand(3), random.random())
-    _set_rng_state(_load_rng_state(path))
+    set_rng_state(load_rng_state(path))
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
 
     with path.open("wb") as handle:
         pickle.dump({"torch": _Payload()}, handle, protocol=2)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        _load_rng_state(path)
+        load_rng_state(path)

@@ -286,16 +286,16 @@ def test_rollout_dtype_auto_is_the_checkpoints_dtype_on_the_wire(policy, tmp_pat
 
 
 def test_the_learners_rng_state_includes_every_cuda_device(monkeypatch):
-    from learner import actor
+    from learner import checkpoint
 
     saved = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3], dtype=torch.uint8)]
     restored = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: saved)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
-    state = actor._rng_state()
+    state = checkpoint.rng_state()
     assert state["cuda"] is saved
-    actor._set_rng_state(state)
+    checkpoint.set_rng_state(state)
     assert restored == [saved]
 
 
