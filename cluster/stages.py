@@ -294,6 +294,9 @@ class RolloutPipeline:
             synced = self.pools.sync.broadcast(self.learner_version)
             self._owed = False
             verify_anyway = self.cfg.weight_sync.verify
+        elif self.policy_version != self.learner_version:
+            # Steps whose groups were all filtered out changed no weight: the workers' weights are this version too.
+            self.pools.rollout.set_policy_version(self.learner_version)
         if verify_anyway:
             synced.update(self.pools.sync.verify())
         self.policy_version = self.learner_version

@@ -210,6 +210,10 @@ class RolloutPool:
         learner can send meanwhile."""
         return [w.receive_weights.remote(metas, bucket_bytes, digest, version) for w in self.workers]
 
+    def set_policy_version(self, version: int) -> None:
+        """Relabels the weights every worker holds as policy `version` (a step that changed no weight)."""
+        ray.get([w.set_policy_version.remote(version) for w in self.workers])
+
     def digests(self) -> list[str]:
         return ray.get([w.weights_digest.remote() for w in self.workers])
 

@@ -116,6 +116,11 @@ class RolloutWorker:
         result["rank"] = self.rank
         return result
 
+    def set_policy_version(self, version: int) -> None:
+        """The weights it holds are policy `version` from now on (the driver's step whose groups were all filtered
+        out changed no weight, so nothing is sent)."""
+        self.policy_version = int(version)
+
     def weights_digest(self) -> str:
         """weightsync's digest of the engine's weights, comparable with the learner's digest of what it sent (a vLLM
         engine's is taken at receive time, so it needs the last receive_weights to have been called with digest=True)."""

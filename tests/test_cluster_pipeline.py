@@ -48,6 +48,10 @@ class Recorder:
         self.events.append(("verify",))
         return {"sync/match": 1.0}
 
+    def set_policy_version(self, version: int) -> None:
+        assert not self.generating, "weights relabelled while a generation was in flight"
+        self.events.append(("relabel", version))
+
 
 def make_pipeline(max_staleness: int, steps: int = 5, checkpoint_every: int = 0, start_step: int = 0):
     cfg = SimpleNamespace(
@@ -119,6 +123,8 @@ def test_a_step_without_update_owes_no_broadcast_and_reset_drops_the_generation_
     assert pipeline.learned(1, updated=False) == {}  # a generation is in flight: nothing may be sent now anyway
     pipeline.rollouts(2)
     assert ("broadcast",) not in recorder.events  # step 1 changed no weight: nothing was owed
+    # ... but the workers' weights are version 1 now (the same bytes): relabelled, so completions carry it.
+    assert ("relabel", 1) in recorder.events
     submitted = kinds(recorder.events).count("submit")  # step 3's generation is in flight now
     pipeline.reset(2)  # the learner went back to a checkpoint at step 2: that generation is dropped
     assert (pipeline.policy_version, pipeline.learner_version) == (2, 2)
