@@ -3,6 +3,7 @@ while it writes a checkpoint), each compared row by row with the uninterrupted r
 
     python bench/faults.py                                  # configs/tiny.yaml, 8 steps, a checkpoint every 2
     python bench/faults.py --drills worker@3,driver@5 trainer.prompts_per_step=2
+    python bench/faults.py --chaos --seed 7               # one 60-step run that loses 8 victims at random steps
 
 Each run is its own driver process (`python -m cluster.train`), started as a user would, with every real component.
 What a drill checks: the run finishes all steps; its metrics rows equal the uninterrupted run's bit for bit, timings
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -273,6 +275,49 @@ def parse_kills(text: str) -> list[tuple[str, int]]:
     return kills
 
 
+CHAOS_VICTIMS = ("worker", "learner", "driver")
+
+
+def chaos_plan(seed: int, faults: int, steps: int, first: int = 3, min_gap: int = 2) -> list[tuple[str, int]]:
+    """`faults` (victim, step) kills for one run of `steps` steps, drawn from `seed`: every victim of CHAOS_VICTIMS at
+    least once, the rest at random, at steps `first` .. steps - 1 at least `min_gap` apart (a kill never lands while
+    the run is still recovering from the one before; `first` after the first checkpoint, which a lost learner is
+    rebuilt from)."""
+    if faults < len(CHAOS_VICTIMS):
+        raise ValueError(f"a chaos run needs at least {len(CHAOS_VICTIMS)} faults (one of each victim), got {faults}")
+    last = steps - 1
+    if (last - first) < (faults - 1) * min_gap:
+        raise ValueError(f"{faults} faults {min_gap} steps apart do not fit in steps {first}..{last}; use more --steps")
+    rng = random.Random(seed)
+    victims = [*CHAOS_VICTIMS, *(rng.choice(CHAOS_VICTIMS) for _ in range(faults - len(CHAOS_VICTIMS)))]
+    rng.shuffle(victims)
+    # Gaps: min_gap each, plus the slack spread at random (stars and bars), so the steps cover the whole run.
+    slack = (last - first) - (faults - 1) * min_gap
+    cuts = sorted(rng.randint(0, slack) for _ in range(faults))
+    kill_steps = [first + cut + position * min_gap for position, cut in enumerate(cuts)]
+    return list(zip(victims, kill_steps))
+
+
+def run_chaos(args, spec: RunSpec) -> int:
+    """The chaos soak: the uninterrupted run, then one run of the same config that loses every kill of
+    chaos_plan(args.seed, ...) in order; passes when its rows equal the uninterrupted run's."""
+    kills = chaos_plan(args.seed, args.faults, args.steps, first=args.checkpoint_every + 1)
+    print(f"chaos seed {args.seed}: {len(kills)} faults: {', '.join(f'{name}@{step}' for name, step in kills)}", flush=True)
+    baseline = args.out / "uninterrupted"
+    started = time.perf_counter()
+    rows = run_baseline(baseline, spec)
+    print(f"uninterrupted: {len(rows)} steps in {time.perf_counter() - started:.0f} s", flush=True)
+    try:
+        result = drill(kills, args.out / f"chaos_seed_{args.seed}", baseline, spec)
+    except DrillError as error:
+        print(f"chaos seed {args.seed}: FAILED: {error}", flush=True)
+        return 1
+    verdict = "metrics equal the uninterrupted run's" if not result.problems else "DIFFERS: " + "; ".join(result.problems)
+    print(f"chaos seed {args.seed}: {len(result.rows)} steps in {result.wall_s:.0f} s, {len(kills)} faults, last row "
+          f"{result.faults}, {result.leftover_processes} leftover processes; {verdict}", flush=True)
+    return 1 if result.problems else 0
+
+
 DESCRIPTIONS = {
     "worker": "rollout worker SIGKILLed while generating in step {step}",
     "learner": "learner rank SIGKILLed in step {step}",
@@ -288,15 +333,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drills", type=parse_kills, default=parse_kills("worker@4,learner@4,driver@5,checkpoint@4"),
                         help="comma-separated VICTIM@STEP, one run each; VICTIM of " + ", ".join(DRILLS)
                         + " (default: worker@4,learner@4,driver@5,checkpoint@4)")
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=None, help="steps of each run (default 8; 60 with --chaos)")
     parser.add_argument("--checkpoint-every", type=int, default=2)
+    parser.add_argument("--chaos", action="store_true", help="instead of --drills: one run that loses --faults random "
+                        "victims (rollout worker, learner, driver then resumed) at random steps drawn from --seed")
+    parser.add_argument("--seed", type=int, default=None, help="the chaos plan's seed (default: drawn, and printed)")
+    parser.add_argument("--faults", type=int, default=8, help="kills in the chaos run (default 8)")
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="bound on each run's wall time")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, as for `embodied-r train`")
     args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = 60 if args.chaos else 8
     spec = RunSpec(args.config, [f"trainer.steps={args.steps}", f"trainer.checkpoint_every={args.checkpoint_every}",
                                  "trainer.progress=false", *args.overrides], args.timeout_s)
     if args.out.exists():
         shutil.rmtree(args.out)
+    if args.chaos:
+        if args.seed is None:
+            args.seed = random.SystemRandom().randrange(1_000_000)
+        return run_chaos(args, spec)
     baseline = args.out / "uninterrupted"
     started = time.perf_counter()
     rows = run_baseline(baseline, spec)

@@ -85,6 +85,23 @@ def test_kill_plans_are_parsed_and_checked():
         faults.parse_kills("judge@3")
 
 
+@pytest.mark.parametrize("seed", [0, 1, 7, 123])
+def test_a_chaos_plan_hits_every_victim_at_spaced_steps_and_is_its_seeds(seed):
+    plan = faults.chaos_plan(seed, faults=8, steps=60, first=3)
+    assert plan == faults.chaos_plan(seed, faults=8, steps=60, first=3), "the printed seed must replay the same plan"
+    victims, steps = zip(*plan)
+    assert len(plan) == 8 and set(victims) == set(faults.CHAOS_VICTIMS)
+    assert steps[0] >= 3 and steps[-1] <= 59
+    assert all(later - earlier >= 2 for earlier, later in zip(steps, steps[1:]))
+
+
+def test_a_chaos_plan_that_cannot_fit_is_refused():
+    with pytest.raises(ValueError, match="one of each victim"):
+        faults.chaos_plan(0, faults=2, steps=60)
+    with pytest.raises(ValueError, match="more --steps"):
+        faults.chaos_plan(0, faults=8, steps=12)
+
+
 def test_failpoints_are_inert_unless_named_for_that_step(monkeypatch):
     import threading
 
