@@ -20,12 +20,10 @@ from embodied_data.synthetic.questions import (
     COUNTERFACTUAL_ALTERNATIVE,
     COUNTERFACTUAL_WORDS,
     action_generation_question,
-    counterfactual_question,
     Question,
     QuestionContext,
-    action_segments,
     compare_routes,
-    pick_by_kind,
+    pick_counterfactual,
     generate_questions,
     landmark_position,
 )
@@ -148,26 +146,17 @@ def drone_counterfactual_outcome(scene: Scene, start: Pose, action: str, steps: 
 def city_counterfactual(ctx: QuestionContext) -> Question | None:
     """UrbanVideo's Counterfactual on a flight: had one action segment been its opposite (turn, side step, forward
     or back, rise or descend), could the drone still reach a target it saw, and in more or less time?"""
-    targets = _unique_seen_targets(ctx)
-    by_kind: dict[str, list[tuple[Segment, SceneObject, str]]] = {}
-    for segment in action_segments(ctx.frames):
-        if segment.action not in DRONE_ALTERNATIVE:
-            continue
-        for target in targets:
-            outcome = drone_counterfactual_outcome(ctx.scene, ctx.frames[segment.start - 1].pose, segment.action, segment.steps, target)
-            if outcome is not None:
-                by_kind.setdefault(outcome.split(":", 1)[0], []).append((segment, target, outcome))
-    if not by_kind:
-        return None
-    segment, target, outcome = pick_by_kind(by_kind, ctx.rng)
-    before = ctx.frames[segment.start - 1]
-    done, alternative = DRONE_WORDS[segment.action], DRONE_WORDS[DRONE_ALTERNATIVE[segment.action]]
-    if outcome.startswith("blocked:"):
-        obstacle = outcome.split(":", 1)[1]
-    else:  # a wrong option still names something plausible: the nearest other building or landmark
+
+    def nearest_other(before: FrameTruth, target: SceneObject) -> str:
+        # a wrong option still names something plausible: the nearest other building or landmark
         others = [o for o in ctx.scene.objects if o.object_id != target.object_id]
-        obstacle = min(others, key=lambda o: point_box_distance(before.pose.position, o.bounds)).name if others else "ground"
-    return counterfactual_question(ctx, target.name, before, done, alternative, outcome, obstacle)
+        return min(others, key=lambda o: point_box_distance(before.pose.position, o.bounds)).name if others else "ground"
+
+    return pick_counterfactual(
+        ctx, _unique_seen_targets(ctx), DRONE_ALTERNATIVE, DRONE_WORDS,
+        lambda start, action, steps, target: drone_counterfactual_outcome(ctx.scene, start, action, steps, target),
+        nearest_other,
+    )
 
 
 CITY_GENERATORS = {

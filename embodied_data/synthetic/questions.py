@@ -484,29 +484,45 @@ def counterfactual(ctx: QuestionContext) -> Question | None:
     reach an object it saw, and would the route take longer or less time (or is the alternative move blocked)?"""
     names = [o.name for o in ctx.scene.objects]
     targets = [o for o in ctx.scene.objects if o.object_id in ctx.first_seen and names.count(o.name) == 1]
-    candidates = [
-        (segment, target)
-        for segment in action_segments(ctx.frames)
-        if segment.action in COUNTERFACTUAL_ALTERNATIVE
-        for target in targets
-    ]
+
+    def nearest_other(before: FrameTruth, target: SceneObject) -> str:
+        # a wrong option still names something plausible: the nearest other object
+        others = [o for o in ctx.scene.objects if o.name != target.name and names.count(o.name) == 1]
+        return min(others, key=lambda o: steps_to_reach(before.pose, o)).name if others else "wall"
+
+    return pick_counterfactual(
+        ctx, targets, COUNTERFACTUAL_ALTERNATIVE, COUNTERFACTUAL_WORDS,
+        lambda start, action, steps, target: counterfactual_outcome(ctx.scene, start, action, steps, target),
+        nearest_other,
+    )
+
+
+def pick_counterfactual(
+    ctx: QuestionContext,
+    targets: list[SceneObject],
+    alternatives: dict[str, str],
+    words: dict[str, str],
+    outcome_of: Callable[[Pose, str, int, SceneObject], str | None],
+    fallback_obstacle: Callable[[FrameTruth, SceneObject], str],
+) -> Question | None:
+    """The Counterfactual question of any world: one (segment, target, outcome) drawn kind first among the segments
+    whose action has an alternative, worded with `words`; the distractor's obstacle comes from `fallback_obstacle`."""
     # Group by kind of answer and draw the kind first: otherwise "longer" dominates (turning the other way usually
     # turns away from what the walk was heading to) and a model could score by always picking it.
     by_kind: dict[str, list[tuple[Segment, SceneObject, str]]] = {}
-    for segment, target in candidates:
-        outcome = counterfactual_outcome(ctx.scene, ctx.frames[segment.start - 1].pose, segment.action, segment.steps, target)
-        if outcome is not None:
-            by_kind.setdefault(outcome.split(":", 1)[0], []).append((segment, target, outcome))
+    for segment in action_segments(ctx.frames):
+        if segment.action not in alternatives:
+            continue
+        for target in targets:
+            outcome = outcome_of(ctx.frames[segment.start - 1].pose, segment.action, segment.steps, target)
+            if outcome is not None:
+                by_kind.setdefault(outcome.split(":", 1)[0], []).append((segment, target, outcome))
     if not by_kind:
         return None
     segment, target, outcome = pick_by_kind(by_kind, ctx.rng)
     before = ctx.frames[segment.start - 1]
-    done, alternative = COUNTERFACTUAL_WORDS[segment.action], COUNTERFACTUAL_WORDS[COUNTERFACTUAL_ALTERNATIVE[segment.action]]
-    if outcome.startswith("blocked:"):
-        obstacle = outcome.split(":", 1)[1]
-    else:  # a wrong option still names something plausible: the nearest other object
-        others = [o for o in ctx.scene.objects if o.name != target.name and names.count(o.name) == 1]
-        obstacle = min(others, key=lambda o: steps_to_reach(before.pose, o)).name if others else "wall"
+    done, alternative = words[segment.action], words[alternatives[segment.action]]
+    obstacle = outcome.split(":", 1)[1] if outcome.startswith("blocked:") else fallback_obstacle(before, target)
     return counterfactual_question(ctx, target.name, before, done, alternative, outcome, obstacle)
 
 
