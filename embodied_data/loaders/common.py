@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from embodied_data.categories import category_problem
 from embodied_data.records import LETTERS, Record, SkipReport
 from embodied_data.split import DEFAULT_RATIOS, assign_splits
 
@@ -93,6 +94,20 @@ def missing_video_reason(wanted: str, video_dir: str | Path | None) -> str:
     """The skip reason of a record whose video `wanted` (the name(s) looked for) is not under `video_dir`."""
     where = f"under {video_dir}" if video_dir is not None else "(no video folder given)"
     return f"missing video: {wanted} {where}"
+
+
+def check_row(
+    category: object, video_dir: str | Path | None, candidates: list[str], wanted: str, allow_missing_videos: bool
+) -> tuple[Path | None, str | None]:
+    """A row's video (the first of `candidates` under `video_dir`, or None) and why the row is skipped (None when it is
+    kept): its category is unknown, or its video is not found and `allow_missing_videos` is off (`wanted` names it)."""
+    unknown = category_problem(category)
+    if unknown is not None:
+        return None, f"unknown category: {unknown}"
+    found = find_video(video_dir, candidates)
+    if found is None and not allow_missing_videos:
+        return None, missing_video_reason(wanted, video_dir)
+    return found, None
 
 
 def record_with_inline_options(

@@ -6,8 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from embodied_data.categories import category_problem
-from embodied_data.loaders.common import find_video, finish_loading, missing_video_reason, record_with_inline_options
+from embodied_data.loaders.common import check_row, finish_loading, record_with_inline_options
 from embodied_data.records import Record, SkipReport
 
 REQUIRED_KEYS = ("Question_id", "video_id", "question_category", "question", "answer")
@@ -46,15 +45,11 @@ def load_embodied_r_json(
         if absent:
             report.add(record_id, f"missing value: keys {absent}")
             continue
-        unknown = category_problem(item["question_category"])
-        if unknown is not None:
-            report.add(record_id, f"unknown category: {unknown}")
-            continue
         video_id = str(item["video_id"])
         candidates = [video_id] + ([str(item["videos"]), Path(str(item["videos"])).name] if item.get("videos") else [])
-        found = find_video(video_dir, candidates)
-        if found is None and not allow_missing_videos:
-            report.add(record_id, missing_video_reason(video_id, video_dir))
+        found, problem = check_row(item["question_category"], video_dir, candidates, video_id, allow_missing_videos)
+        if problem is not None:
+            report.add(record_id, problem)
             continue
         try:
             records.append(

@@ -5,11 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from embodied_data.categories import category_problem
 from embodied_data.loaders.common import (
-    find_video,
+    check_row,
     finish_loading,
-    missing_video_reason,
     read_parquet_rows,
     record_with_inline_options,
 )
@@ -59,13 +57,9 @@ def load_urbanvideo(
         if not video_id:
             report.add(record_id, "missing value: video_id is empty")
             continue
-        unknown = category_problem(row.get("question_category"))
-        if unknown is not None:
-            report.add(record_id, f"unknown category: {unknown}")
-            continue
-        found = find_video(video_dir, [video_id])
-        if found is None and not allow_missing_videos:
-            report.add(record_id, missing_video_reason(video_id, video_dir))
+        found, problem = check_row(row.get("question_category"), video_dir, [video_id], video_id, allow_missing_videos)
+        if problem is not None:
+            report.add(record_id, problem)
             continue
         try:
             records.append(

@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from embodied_data.categories import category_problem
 from embodied_data.loaders.common import (
-    find_video,
+    check_row,
     finish_loading,
-    missing_video_reason,
     read_parquet_rows,
     strip_letter_prefix,
 )
@@ -79,13 +77,12 @@ def load_vsi_bench(
         if not scene:
             report.add(record_id, "missing value: scene_name is empty")
             continue
-        unknown = category_problem(row.get("question_type"))
-        if unknown is not None:
-            report.add(record_id, f"unknown category: {unknown}")
-            continue
-        found = find_video(video_dir, [f"{dataset}/{scene}.mp4", f"{scene}.mp4"])
-        if found is None and not allow_missing_videos:
-            report.add(record_id, missing_video_reason(f"{dataset}/{scene}.mp4 or {scene}.mp4", video_dir))
+        found, problem = check_row(
+            row.get("question_type"), video_dir, [f"{dataset}/{scene}.mp4", f"{scene}.mp4"],
+            f"{dataset}/{scene}.mp4 or {scene}.mp4", allow_missing_videos,
+        )
+        if problem is not None:
+            report.add(record_id, problem)
             continue
         try:
             records.append(_record(row, str(found) if found else f"{dataset}/{scene}.mp4"))
