@@ -23,6 +23,7 @@ import torch
 
 from rewards.config import JudgeConfig
 from rewards.judge import Judge, JudgeRequest, letter_from_logprobs
+from tests.local_http import LocalHTTPServer, send_json
 
 from vllm_env import DEVICE, HAS_CUDA, HAS_OPENAI, HAS_VLLM, HAS_VLLM_CPU, RUNS_VLLM, require_when_ci_asks  # noqa: E402
 
@@ -271,63 +272,42 @@ class FlappingJudgeServer:
     without a reply. Every attempt is recorded as (key, attempt, mode)."""
 
     def __init__(self, plan, letter, stall_s: float = 60.0) -> None:
-        import json
         import re
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.plan, self.letter, self.stall_s = plan, letter, stall_s
         self.attempts: list[tuple[int, int, str]] = []
         self._released = threading.Event()
         self._lock = threading.Lock()
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
+        def on_post(handler, body: dict) -> None:
+            key = int(re.search(r"\[k(\d+)\]", body["messages"][-1]["content"]).group(1))
+            with self._lock:
+                attempt = 1 + sum(1 for k, _, _ in self.attempts if k == key)
+                steps = self.plan(key)
+                mode = steps[min(attempt, len(steps)) - 1]
+                self.attempts.append((key, attempt, mode))
+            if mode == "drop":
+                handler.close_connection = True  # no status line at all: the client sees the connection end
+                return
+            if mode == "500":
+                send_json(handler, 500, {"error": {"message": "flapping", "type": "server_error"}})
+                return
+            if mode == "stall":
+                self._released.wait(self.stall_s)
+            letter = self.letter(key)
+            candidate = {"token": letter, "logprob": -0.1, "bytes": list(letter.encode())}
+            send_json(handler, 200, {
+                "id": f"k{key}", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{
+                    "index": 0, "finish_reason": "length",
+                    "message": {"role": "assistant", "content": letter},
+                    "logprobs": {"content": [{**candidate, "top_logprobs": [candidate]}]},
+                }],
+            })
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                key = int(re.search(r"\[k(\d+)\]", body["messages"][-1]["content"]).group(1))
-                with server._lock:
-                    attempt = 1 + sum(1 for k, _, _ in server.attempts if k == key)
-                    steps = server.plan(key)
-                    mode = steps[min(attempt, len(steps)) - 1]
-                    server.attempts.append((key, attempt, mode))
-                if mode == "drop":
-                    self.close_connection = True  # no status line at all: the client sees the connection end
-                    return
-                if mode == "500":
-                    self._send(500, {"error": {"message": "flapping", "type": "server_error"}})
-                    return
-                if mode == "stall":
-                    server._released.wait(server.stall_s)
-                letter = server.letter(key)
-                candidate = {"token": letter, "logprob": -0.1, "bytes": list(letter.encode())}
-                self._send(200, {
-                    "id": f"k{key}", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{
-                        "index": 0, "finish_reason": "length",
-                        "message": {"role": "assistant", "content": letter},
-                        "logprobs": {"content": [{**candidate, "top_logprobs": [candidate]}]},
-                    }],
-                })
-
-            def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # a stalled request whose client gave up
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._http = LocalHTTPServer(on_post)
+        self.url = self._http.url
 
     def release(self) -> None:
         """Stalled requests answer now, and later stalls do not wait."""
@@ -339,8 +319,7 @@ class FlappingJudgeServer:
 
     def close(self) -> None:
         self.release()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._http.close()
 
 
 G = 4

@@ -10,7 +10,6 @@ import logging
 import os
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -25,6 +24,7 @@ from perception.engines import VLMRequest, make_vlm_engine
 from perception.keyframes import extract_keyframes
 from perception.prompts import first_frame_prompt
 from perception.tiny_vlm import build_tiny_vlm
+from tests.local_http import LocalHTTPServer, send_json
 
 torch.set_num_threads(1)
 
@@ -163,47 +163,33 @@ class FakeChatServer:
         self.active = 0
         self.max_active = 0
         self.lock = threading.Lock()
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
+        def on_post(handler, body: dict) -> None:
+            with self.lock:
+                self.bodies.append(body)
+                self.headers.append({k.lower(): v for k, v in handler.headers.items()})  # names are case-free
+                attempt = len(self.bodies)
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+            try:
+                time.sleep(self.delay_s)
+                if attempt <= self.fail_first:
+                    handler.send_response(self.status)
+                    handler.send_header("Retry-After", "0")
+                    handler.end_headers()
+                    handler.wfile.write(b'{"error": "busy"}')
+                    return
+                text = body["messages"][-1]["content"][0]["text"][:20]
+                send_json(handler, 200, {"choices": [{"message": {"role": "assistant", "content": f"1. Move forward\n2. {text}"}}]})
+            finally:
+                with self.lock:
+                    self.active -= 1
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.bodies.append(body)
-                    server.headers.append({k.lower(): v for k, v in self.headers.items()})  # names are case-free
-                    attempt = len(server.bodies)
-                    server.active += 1
-                    server.max_active = max(server.max_active, server.active)
-                try:
-                    time.sleep(server.delay_s)
-                    if attempt <= server.fail_first:
-                        self.send_response(server.status)
-                        self.send_header("Retry-After", "0")
-                        self.end_headers()
-                        self.wfile.write(b'{"error": "busy"}')
-                        return
-                    text = body["messages"][-1]["content"][0]["text"][:20]
-                    reply = {"choices": [{"message": {"role": "assistant", "content": f"1. Move forward\n2. {text}"}}]}
-                    data = json.dumps(reply).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                finally:
-                    with server.lock:
-                        server.active -= 1
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._http = LocalHTTPServer(on_post)
+        self.url = self._http.url
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._http.close()
 
 
 @pytest.fixture
