@@ -24,6 +24,7 @@ from embodied_data.synthetic.questions import (
     QuestionContext,
     compare_routes,
     pick_counterfactual,
+    unique_seen_targets,
     generate_questions,
     landmark_position,
 )
@@ -36,11 +37,6 @@ REACH_METRES = 6.0  # a target counts as reached within this 3D distance of its 
 
 DRONE_ALTERNATIVE = {**COUNTERFACTUAL_ALTERNATIVE, "move upward": "move downward", "move downward": "move upward"}
 DRONE_WORDS = {**COUNTERFACTUAL_WORDS, "move upward": "rise", "move downward": "descend"}
-
-
-def _unique_seen_targets(ctx: QuestionContext) -> list[SceneObject]:
-    names = [o.name for o in ctx.scene.objects]
-    return [o for o in ctx.scene.objects if o.object_id in ctx.first_seen and names.count(o.name) == 1]
 
 
 def _segment_hits_rectangle(start: np.ndarray, end: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
@@ -97,7 +93,7 @@ def next_drone_action(scene: Scene, pose: Pose, target: SceneObject) -> str | No
 def city_action_generation(ctx: QuestionContext) -> Question | None:
     """UrbanVideo's Action Generation from the last frame's pose, towards a landmark or building seen earlier."""
     last = ctx.frames[-1].pose
-    targets = _unique_seen_targets(ctx)
+    targets = unique_seen_targets(ctx)
     ctx.rng.shuffle(targets)
     for target in targets:
         action = next_drone_action(ctx.scene, last, target)
@@ -153,7 +149,7 @@ def city_counterfactual(ctx: QuestionContext) -> Question | None:
         return min(others, key=lambda o: point_box_distance(before.pose.position, o.bounds)).name if others else "ground"
 
     return pick_counterfactual(
-        ctx, _unique_seen_targets(ctx), DRONE_ALTERNATIVE, DRONE_WORDS,
+        ctx, unique_seen_targets(ctx), DRONE_ALTERNATIVE, DRONE_WORDS,
         lambda start, action, steps, target: drone_counterfactual_outcome(ctx.scene, start, action, steps, target),
         nearest_other,
     )

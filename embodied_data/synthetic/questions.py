@@ -74,6 +74,12 @@ class QuestionContext:
         return [items[i] for i in self.rng.choice(len(items), size=k, replace=False)]
 
 
+def unique_seen_targets(ctx: QuestionContext) -> list[SceneObject]:
+    """The objects the video shows whose name no other object of the scene has (a new list, in scene order)."""
+    names = [o.name for o in ctx.scene.objects]
+    return [o for o in ctx.scene.objects if o.object_id in ctx.first_seen and names.count(o.name) == 1]
+
+
 def direction_label(angle: float, kind: str) -> str | None:
     """The answer for a target at `angle` degrees (positive = counter-clockwise, to the left) from the facing direction.
 
@@ -274,8 +280,7 @@ LANDMARK_SECTORS = (  # (words, lowest |bearing|, highest |bearing|); the gaps b
 def landmark_position(ctx: QuestionContext) -> Question | None:
     """UrbanVideo's Landmark Position: where a target seen earlier lies relative to the agent at the last frame."""
     last = ctx.frames[-1].pose
-    names = [o.name for o in ctx.scene.objects]
-    targets = [o for o in ctx.scene.objects if o.object_id in ctx.first_seen and names.count(o.name) == 1]
+    targets = unique_seen_targets(ctx)
     ctx.rng.shuffle(targets)
     for target in targets:
         bearing = egocentric_bearing(last, target.centre)
@@ -321,8 +326,7 @@ def next_action_towards(pose: Pose, target: SceneObject) -> str | None:
 def action_generation(ctx: QuestionContext) -> Question | None:
     """UrbanVideo's Action Generation: from the last frame's pose, the next move towards an object seen earlier."""
     last = ctx.frames[-1].pose
-    names = [o.name for o in ctx.scene.objects]
-    targets = [o for o in ctx.scene.objects if o.object_id in ctx.first_seen and names.count(o.name) == 1]
+    targets = unique_seen_targets(ctx)
     ctx.rng.shuffle(targets)
     for target in targets:
         action = next_action_towards(last, target)
@@ -483,7 +487,7 @@ def counterfactual(ctx: QuestionContext) -> Question | None:
     """UrbanVideo's Counterfactual: had one action segment of the video been its opposite, could the agent still
     reach an object it saw, and would the route take longer or less time (or is the alternative move blocked)?"""
     names = [o.name for o in ctx.scene.objects]
-    targets = [o for o in ctx.scene.objects if o.object_id in ctx.first_seen and names.count(o.name) == 1]
+    targets = unique_seen_targets(ctx)
 
     def nearest_other(before: FrameTruth, target: SceneObject) -> str:
         # a wrong option still names something plausible: the nearest other object
