@@ -13,7 +13,8 @@ from embodied_data.synthetic import questions as Q
 from embodied_data.synthetic.camera import STEP_YAW_DEGREES, Pose, random_path
 from embodied_data.synthetic.groundtruth import FrameTruth, VisibleObject, frame_truth
 from embodied_data.synthetic.render import Renderer
-from embodied_data.synthetic.scene import CATEGORIES, Scene, generate_scene, make_room, place_object
+from embodied_data.synthetic.scene import Scene, generate_scene
+from tests.hand_rooms import by_category, room_with
 
 QUESTION = re.compile(
     r"If you do not (turn left|turn right|move to the left|move to the right|move forward|move backward) "
@@ -25,16 +26,12 @@ QUESTION = re.compile(
 
 def small_room() -> Scene:
     """6 m x 6 m: a lamp in the east, a plant in the west, a tv in the north, a cabinet by the east wall south."""
-    rng = np.random.default_rng(0)
-    room = make_room(rng, 6.0, 6.0, 2.8)
-    layout = [
+    return room_with("cf", [
         ("lamp", "yellow", 5.3, 2.8, (0.4, 0.4, 1.5)),
         ("plant", "green", 0.3, 2.8, (0.4, 0.4, 1.0)),
         ("tv", "black", 2.4, 5.3, (1.2, 0.4, 1.2)),
         ("cabinet", "white", 4.2, 0.8, (0.6, 0.6, 1.0)),
-    ]
-    objects = [place_object(room, CATEGORIES[c], col, i + 1, x, y, rng, size=s) for i, (c, col, x, y, s) in enumerate(layout)]
-    return Scene("cf", room, objects)
+    ])
 
 
 def frames_along(scene: Scene, start: Pose, actions: list[str]) -> list[FrameTruth]:
@@ -45,10 +42,6 @@ def frames_along(scene: Scene, start: Pose, actions: list[str]) -> list[FrameTru
         pose = pose.apply(action)
         frames.append(FrameTruth(i, i / 2, pose, action, visible))
     return frames
-
-
-def by_category(scene: Scene, category: str):
-    return next(o for o in scene.objects if o.category == category)
 
 
 def test_outcomes_on_a_hand_placed_room() -> None:

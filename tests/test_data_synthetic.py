@@ -18,8 +18,9 @@ from embodied_data.synthetic.captioner import ground_truth_caption
 from embodied_data.synthetic.dataset import generate_dataset, one_fps_indices
 from embodied_data.synthetic.groundtruth import FrameTruth, VisibleObject, frame_truth
 from embodied_data.synthetic.render import Renderer
-from embodied_data.synthetic.scene import CATEGORIES, Scene, box_distance, generate_scene, make_room, place_object
+from embodied_data.synthetic.scene import Scene, box_distance, generate_scene
 from embodied_data.synthetic.video import read_video
+from tests.hand_rooms import by_category, room_with
 
 cv2.setNumThreads(1)
 
@@ -27,9 +28,7 @@ cv2.setNumThreads(1)
 def hand_placed_scene() -> Scene:
     """A 6 m x 6 m room: a stool in the middle, the tv north of it, a lamp east, a plant west, a bookshelf south,
     a cabinet in the north-east corner and two chairs in the south-east; all sizes fixed."""
-    rng = np.random.default_rng(0)
-    room = make_room(rng, 6.0, 6.0, 2.8)
-    layout = [
+    return room_with("hand", [
         ("stool", "red", 2.8, 2.8, (0.4, 0.4, 0.5)),
         ("tv", "black", 2.4, 5.3, (1.2, 0.4, 1.2)),
         ("lamp", "yellow", 5.3, 2.8, (0.4, 0.4, 1.5)),
@@ -38,15 +37,7 @@ def hand_placed_scene() -> Scene:
         ("cabinet", "white", 5.0, 5.0, (0.6, 0.6, 1.0)),
         ("chair", "blue", 4.0, 0.4, (0.5, 0.5, 0.9)),
         ("chair", "red", 4.8, 0.4, (0.5, 0.5, 0.9)),
-    ]
-    objects = [
-        place_object(room, CATEGORIES[c], colour, i + 1, x, y, rng, size=size) for i, (c, colour, x, y, size) in enumerate(layout)
-    ]
-    return Scene("hand", room, objects)
-
-
-def by_category(scene: Scene, category: str):
-    return next(o for o in scene.objects if o.category == category)
+    ])
 
 
 def frames_seeing_in_order(scene: Scene, order: list[int]) -> list[FrameTruth]:
