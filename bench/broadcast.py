@@ -22,7 +22,7 @@ import warnings
 import ray
 import torch
 
-from weightsync import create_weight_group, metas_of, plan_buckets, receive_weights, send_weights, weights_digest
+from weightsync import BucketPlan, create_weight_group, metas_of, receive_weights, send_weights, weights_digest
 from weightsync.rendezvous import host_store
 
 TRANSPORTS = ("gloo", "shm", "shm-shared", "ray")  # shm-shared: receivers use the segment as their weights
@@ -87,17 +87,17 @@ class Sender:
     def join(self, backend: str, host: str, port: int, world_size: int, timeout_s: float) -> None:
         self.group = create_weight_group(backend, host, port, world_size, 0, timeout_s, store=self.store)
 
-    def send(self, bucket_bytes: int) -> tuple[float, float]:
+    def send(self, plan: BucketPlan) -> tuple[float, float]:
         start = time.time()
-        send_weights(self.group, self.metas, lambda bucket: [self.weights[m.name] for m in bucket], bucket_bytes)
+        send_weights(self.group, plan, lambda bucket: [self.weights[m.name] for m in bucket])
         return start, time.time()
 
-    def put(self, bucket_bytes: int) -> tuple[float, float, list]:
+    def put(self, plan: BucketPlan) -> tuple[float, float, list]:
         """Ray's object store: one object per bucket (flat, fp32)."""
         start = time.time()
         refs = [
             ray.put(torch.cat([self.weights[m.name].reshape(-1) for m in bucket]).numpy())
-            for bucket in plan_buckets(self.metas, bucket_bytes)
+            for bucket in plan
         ]
         return start, time.time(), refs
 
@@ -122,8 +122,8 @@ class Receiver:
     def join(self, backend: str, host: str, port: int, world_size: int, rank: int, timeout_s: float) -> None:
         self.group = create_weight_group(backend, host, port, world_size, rank, timeout_s)
 
-    def receive(self, bucket_bytes: int, bind: bool = False) -> float:
-        for bucket in receive_weights(self.group, self.metas, bucket_bytes):
+    def receive(self, plan: BucketPlan, bind: bool = False) -> float:
+        for bucket in receive_weights(self.group, plan):
             for name, tensor in bucket:
                 if bind and self.group.persistent_views:  # what a transformers engine's bind_weights does
                     if self.model[name].data_ptr() != tensor.data_ptr():
@@ -132,8 +132,8 @@ class Receiver:
                     self.model[name].copy_(tensor)  # what a rollout engine's load_weights does
         return time.time()
 
-    def get(self, holder: list, bucket_bytes: int) -> float:
-        for bucket, ref in zip(plan_buckets(self.metas, bucket_bytes), holder[0], strict=True):
+    def get(self, holder: list, plan: BucketPlan) -> float:
+        for bucket, ref in zip(plan, holder[0], strict=True):
             flat, offset = torch.from_numpy(ray.get(ref)), 0  # a read-only view of the object store's copy
             for meta in bucket:
                 self.model[meta.name].copy_(flat[offset : offset + meta.numel].view(meta.shape))
@@ -150,19 +150,19 @@ class Receiver:
         self.group = None
 
 
-def broadcast_once(transport: str, sender, receivers: list, bucket_bytes: int) -> float:
+def broadcast_once(transport: str, sender, receivers: list, plan: BucketPlan) -> float:
     if transport == "ray":
-        start, _, refs = ray.get(sender.put.remote(bucket_bytes))
-        ends = ray.get([r.get.remote([refs], bucket_bytes) for r in receivers])
+        start, _, refs = ray.get(sender.put.remote(plan))
+        ends = ray.get([r.get.remote([refs], plan) for r in receivers])
         del refs
         return max(ends) - start
-    send = sender.send.remote(bucket_bytes)
-    ends = ray.get([r.receive.remote(bucket_bytes, bind=transport == "shm-shared") for r in receivers])
+    send = sender.send.remote(plan)
+    ends = ray.get([r.receive.remote(plan, bind=transport == "shm-shared") for r in receivers])
     start, sender_end = ray.get(send)
     return max(max(ends), sender_end) - start
 
 
-def measure(transport: str, sender, receivers: list, bucket_bytes: int, repeats: int, expected: str, timeout_s: float) -> list[float]:
+def measure(transport: str, sender, receivers: list, plan: BucketPlan, repeats: int, expected: str, timeout_s: float) -> list[float]:
     ray.get([r.reset.remote() for r in receivers])
     if transport != "ray":
         world = len(receivers) + 1
@@ -172,7 +172,7 @@ def measure(transport: str, sender, receivers: list, bucket_bytes: int, repeats:
         joins += [r.join.remote(backend, host, port, world, rank, timeout_s) for rank, r in enumerate(receivers, 1)]
         ray.get(joins)
     try:
-        times = [broadcast_once(transport, sender, receivers, bucket_bytes) for _ in range(repeats + 1)][1:]
+        times = [broadcast_once(transport, sender, receivers, plan) for _ in range(repeats + 1)][1:]
         digests = ray.get([r.digest.remote() for r in receivers])
         if any(d != expected for d in digests):
             raise AssertionError(f"{transport}: {sum(d != expected for d in digests)} of {len(receivers)} receivers "
@@ -197,12 +197,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sender = Sender.remote(int(args.params))
         metas, nbytes = ray.get(sender.metas_and_bytes.remote())
+        plan = BucketPlan.of(metas, bucket_bytes)
         receivers = [Receiver.remote(metas) for _ in range(max(args.receivers))]
         expected = ray.get(sender.digest.remote())
         memcpy = ray.get(sender.memcpy.remote(args.repeats))
         gb = nbytes / 1e9
         print(f"{len(metas)} tensors, {sum(m.numel for m in metas) / 1e6:.1f}M fp32 parameters = {nbytes / 1e6:.0f} MB, "
-              f"{args.bucket_mb} MB buckets ({len(plan_buckets(metas, bucket_bytes))}), one torch thread per process")
+              f"{args.bucket_mb} MB buckets ({len(plan)}), one torch thread per process")
         print(f"memcpy of the same bytes: {memcpy['preallocated']:.3f} s = {gb / memcpy['preallocated']:.2f} GB/s into "
               f"preallocated memory (the baseline below); {memcpy['fresh']:.3f} s = {gb / memcpy['fresh']:.2f} GB/s "
               "into fresh memory")
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
             first = None
             for count in args.receivers:
                 baseline = ray.get(sender.memcpy.remote(args.repeats))["preallocated"]
-                times = measure(transport, sender, receivers[:count], bucket_bytes, args.repeats, expected, args.timeout_s)
+                times = measure(transport, sender, receivers[:count], plan, args.repeats, expected, args.timeout_s)
                 seconds = statistics.median(times)
                 first = first or seconds
                 print(f"{transport:<10} {count:>9} {seconds:>8.3f} {gb / seconds:>6.2f} {baseline:>9.3f} "

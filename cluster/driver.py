@@ -35,7 +35,7 @@ from cluster.runtime import run_log, start_ray
 from cluster.samples import SampleRecorder
 from cluster.tracking import make_tracker
 from cluster.warmstart import sft_warmup
-from cluster.weight_sync import WeightSync, weight_backend, wire_dtype
+from cluster.weight_sync import WeightSync, gpu_pools, wire_dtype
 from embodied_data.atomic import write_text_atomically
 from cluster.stages import RolloutPipeline, example_lines, learn, score, step_row
 from rollout.pool import RolloutPool, reserve_rollout_pool
@@ -222,9 +222,9 @@ class TrainingPools:
     def connect_sync(self) -> None:
         cfg = self.cfg
         self.sync = WeightSync(
-            self.learner, self.rollout, backend=weight_backend(cfg), bucket_mb=cfg.weight_sync.bucket_mb,
+            self.learner, self.rollout, backend=cfg.weight_sync.backend, bucket_mb=cfg.weight_sync.bucket_mb,
             timeout_s=cfg.weight_sync.timeout_s, wire_dtype=wire_dtype(cfg.rollout.dtype, self.models.policy),
-            verify=cfg.weight_sync.verify,
+            verify=cfg.weight_sync.verify, gpus=gpu_pools(cfg),
         )
 
     def restart_learner(self, cfg: TrainConfig, run_dir: Path, sampler: EpochSampler, prompts, error: Exception) -> int:

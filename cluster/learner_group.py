@@ -89,11 +89,11 @@ class LearnerGroup:
     def dead_ranks(self) -> list[int]:
         return self.actors.dead()
 
-    def broadcast_refs(self, metas, bucket_bytes: int):
-        return [r.broadcast_weights.remote(metas, bucket_bytes) for r in self.ranks]
+    def broadcast_refs(self, plan):
+        return [r.broadcast_weights.remote(plan) for r in self.ranks]
 
-    def weights_digest(self, metas) -> str:
-        return ray.get([r.weights_digest.remote(metas) for r in self.ranks])[0]
+    def weights_digest(self, plan) -> str:
+        return ray.get([r.weights_digest.remote(plan) for r in self.ranks])[0]
 
     def save_checkpoint(self, checkpoint_dir: str, client_state: dict) -> str:
         return ray.get([r.save_checkpoint.remote(checkpoint_dir, client_state) for r in self.ranks])[0]

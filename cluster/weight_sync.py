@@ -1,4 +1,5 @@
-"""The driver's side of the weight broadcast: sets up the group, runs the learner's send beside the workers' receive, verifies."""
+"""The driver's side of the weight broadcast: resolves the transport once from the config and the placement, computes
+the bucket plan once for both ends, sets up the group, runs the learner's send beside the workers' receive, verifies."""
 
 from __future__ import annotations
 
@@ -8,18 +9,14 @@ import time
 import ray
 
 from cluster.learner_group import LearnerGroup
+from weightsync.plan import BucketPlan
 
 log = logging.getLogger(__name__)
 
 
-def weight_backend(cfg) -> str:
-    """weight_sync.backend with what the config alone decides: "auto" is nccl when both the learner and the rollout
-    workers have GPUs; otherwise it stays "auto", which WeightSync resolves from where the actors run (shm when every
-    worker shares learner rank 0's node, else gloo)."""
-    choice = str(cfg.weight_sync.backend)  # a plain str (a config Choice prints as its value): it travels to the actors
-    if choice == "auto" and cfg.rollout.num_gpus_per_replica > 0 and cfg.learner.num_gpus_per_replica > 0:
-        return "nccl"
-    return choice
+def gpu_pools(cfg) -> bool:
+    """Whether both the learner and the rollout workers hold GPUs (then "auto" is nccl)."""
+    return cfg.rollout.num_gpus_per_replica > 0 and cfg.learner.num_gpus_per_replica > 0
 
 
 def wire_dtype(rollout_dtype: str, policy_path: str) -> str:
@@ -36,9 +33,12 @@ def _node_id(actor) -> ray.ObjectRef:
     return actor.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())
 
 
-def placement_backend(choice: str, learner_node: str, worker_nodes: list[str]) -> str:
-    """The transport for `choice` given the node of learner rank 0 and of each rollout worker: "auto" is shm when
-    every worker shares the learner's node, else gloo; "shm" with a worker elsewhere is refused, naming it."""
+def resolve_backend(choice: str, gpus: bool, learner_node: str, worker_nodes: list[str]) -> str:
+    """The one place weight_sync.backend is resolved: "auto" is nccl when both pools hold GPUs (`gpus`), else shm when
+    every rollout worker shares learner rank 0's node, else gloo; "shm" with a worker elsewhere is refused, naming it."""
+    choice = str(choice)  # a plain str (a config Choice prints as its value): it travels to the actors
+    if choice == "auto" and gpus:
+        return "nccl"
     elsewhere = [i for i, node in enumerate(worker_nodes) if node != learner_node]
     if choice == "shm" and elsewhere:
         raise RuntimeError(
@@ -52,21 +52,25 @@ def placement_backend(choice: str, learner_node: str, worker_nodes: list[str]) -
 
 
 class WeightSync:
-    def __init__(self, learner: LearnerGroup, rollout, backend: str, bucket_mb: int, timeout_s: float, wire_dtype: str, verify: bool = False):
-        """`verify`: `verify()` will be called after broadcasts (so engines that can only digest what they receive
-        take a digest at every broadcast from the start; without it they start at the first `verify()`)."""
+    def __init__(self, learner: LearnerGroup, rollout, backend: str, bucket_mb: int, timeout_s: float, wire_dtype: str,
+                 verify: bool = False, gpus: bool = False):
+        """`backend`: weight_sync.backend (auto | gloo | nccl | shm), resolved at each connect() with `gpus` (both pools
+        hold GPUs) and the actors' placement. `verify`: `verify()` will be called after broadcasts (so engines that can
+        only digest what they receive take a digest at every broadcast from the start; without it they start at the
+        first `verify()`)."""
         self.learner = learner
         self.rollout = rollout
-        self.backend = backend  # gloo | nccl | shm | auto (shm or gloo, by placement: see placement_backend)
+        self.backend = backend
+        self.gpus = gpus
         self.transport = backend  # what connect() chose
-        self.bucket_bytes = bucket_mb << 20
         self.timeout_s = timeout_s
-        # The wire carries the rollout engine's dtype, so a worker's weights can equal the learner's bit for bit.
-        self.metas = learner.param_metas(wire_dtype)
+        # The wire carries the rollout engine's dtype, so a worker's weights can equal the learner's bit for bit; the
+        # plan is cut once here and handed to the learner and to every worker.
+        self.plan = BucketPlan.of(learner.param_metas(wire_dtype), bucket_mb << 20)
         self.address: tuple[str, int] | None = None
-        # vLLM keeps its weights fused, sharded and (on CPU) repacked, so a replica's digest can only be taken of the
-        # tensors it received, at receive time; a transformers worker's is read back from its model when asked.
-        self.receive_time_digests = getattr(getattr(rollout, "cfg", None), "engine", None) == "vllm"
+        # An engine whose weights cannot be read back in the learner's form (vLLM) can only digest what it received,
+        # at receive time; a transformers worker's digest is read back from its model when asked.
+        self.receive_time_digests = rollout.digest_at_receive_only()
         self.keep_digests = verify
         self._last_digested = False  # whether the last broadcast left a receive-time digest on every worker
         self.version = 0  # the policy version the last broadcast sent (0: the workers hold models.policy)
@@ -84,11 +88,11 @@ class WeightSync:
         ray.get(refs, timeout=self.timeout_s)
 
     def _transport(self) -> str:
-        """`backend`, with "auto" and "shm" checked against the nodes learner rank 0 and the workers run on."""
-        if self.backend not in ("auto", "shm"):
-            return self.backend
+        """`backend` resolved (resolve_backend) against the nodes learner rank 0 and the workers run on."""
+        if str(self.backend) in ("gloo", "nccl"):
+            return str(self.backend)
         nodes = ray.get([_node_id(self.learner.ranks[0])] + [_node_id(w) for w in self.rollout.workers], timeout=self.timeout_s)
-        transport = placement_backend(self.backend, nodes[0], nodes[1:])
+        transport = resolve_backend(self.backend, self.gpus, nodes[0], nodes[1:])
         log.info("weight transport: %s (weight_sync.backend=%s; %d of %d rollout workers on learner rank 0's node)",
                  transport, self.backend, sum(n == nodes[0] for n in nodes[1:]), len(nodes) - 1)
         return transport
@@ -109,8 +113,8 @@ class WeightSync:
         started = time.perf_counter()
         digest = self.keep_digests and self.receive_time_digests
         self._last_digested = False
-        send = self.learner.broadcast_refs(self.metas, self.bucket_bytes)
-        receive = self.rollout.receive_weights(self.metas, self.bucket_bytes, digest=digest, version=version)
+        send = self.learner.broadcast_refs(self.plan)
+        receive = self.rollout.receive_weights(self.plan, digest=digest, version=version)
         sent = ray.get(send, timeout=self.timeout_s)
         ray.get(receive, timeout=self.timeout_s)
         self._last_digested = digest
@@ -125,7 +129,7 @@ class WeightSync:
             log.info("verify: re-sending the weights once so every vLLM replica digests what it receives")
             self.keep_digests = True
             self.broadcast(self.version)
-        expected = self.learner.weights_digest(self.metas)
+        expected = self.learner.weights_digest(self.plan)
         digests = self.rollout.digests()
         differing = [index for index, d in enumerate(digests) if d != expected]
         if differing:

@@ -14,14 +14,18 @@ class WeightReceiver(ABC):
     """A member of the learner's weight group: joins it, loads each broadcast into the engine's model as it arrives,
     and says which weights it holds. The rollout worker talks to its engine through these four methods only."""
 
+    # Whether `weights_digest` can only describe what was received (taken at receive time with keep_digest), because
+    # the engine's own parameters cannot be read back in the learner's form (vLLM: fused, sharded, repacked).
+    digest_at_receive_only: bool = False
+
     @abstractmethod
     def init_weight_group(self, backend: str, host: str, port: int, world_size: int, first_rank: int, timeout_s: float) -> list[int]:
         """Joins the weight group (rank 0 is the learner) as ranks first_rank, first_rank + 1, ... (one per
         tensor-parallel shard); returns them. Blocks until every member joined or the timeout passes."""
 
     @abstractmethod
-    def receive_weights(self, metas: list, bucket_bytes: int, keep_digest: bool = False) -> list[dict]:
-        """Receives one whole broadcast (weightsync ParamMetas, in the learner's bucket size) into the model. One
+    def receive_weights(self, plan, keep_digest: bool = False) -> list[dict]:
+        """Receives one whole broadcast, cut as weightsync's BucketPlan `plan` says, into the model. One
         receipt per group rank held: {"rank", "seconds", "bytes", "buckets"} and, with `keep_digest`, "digest"
         (weightsync's digest of the weights now loaded; every receipt's is the same)."""
 
@@ -61,7 +65,7 @@ class InProcessWeightReceiver(WeightReceiver):
         self._weight_group = create_weight_group(backend, host, port, world_size, first_rank, timeout_s)
         return [first_rank]
 
-    def receive_weights(self, metas: list, bucket_bytes: int, keep_digest: bool = False) -> list[dict]:
+    def receive_weights(self, plan, keep_digest: bool = False) -> list[dict]:
         from weightsync import receive_weights
 
         group = self._weight_group
@@ -69,7 +73,7 @@ class InProcessWeightReceiver(WeightReceiver):
             raise RuntimeError("receive_weights called before init_weight_group")
         start = time.perf_counter()
         received_bytes, num_buckets = 0, 0
-        for bucket in receive_weights(group, metas, bucket_bytes):
+        for bucket in receive_weights(group, plan):
             if group.persistent_views:  # views into a segment every later broadcast rewrites: share them, no copy
                 self.bind_weights(bucket)
             else:  # before the next bucket arrives: one bucket's buffer in memory at a time

@@ -19,7 +19,7 @@ from learner.algo import Algorithm, LossNorm, check_grpo_config, make_algorithm
 from learner.sft import sft_token_loss
 from learner.step import FirstPass, MicroBatch, rank_metrics, update
 from learner.zero import gathered
-from weightsync import WeightGroup, create_weight_group, weights_digest
+from weightsync import BucketPlan, WeightTransport, create_weight_group, weights_digest
 from weightsync.rendezvous import host_store, join_store
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Learner:
         self._stores: dict[str, object] = {}  # the stores this rank hosts, held for the groups' lifetime
         self.rendezvous: dict[str, tuple[str, int]] = {}  # group name -> (host, port) it was built on, for checks
         self.engine = self.reference = None
-        self.weight_group: WeightGroup | None = None
+        self.weight_group: WeightTransport | None = None
         self.steps_done = 0
 
     def host_rendezvous(self, name: str = "learner", world_size: int | None = None, timeout_s: float | None = None) -> tuple[str, int]:
@@ -229,15 +229,16 @@ class Learner:
             )
             self.rendezvous["weights"] = (host, port)
 
-    def broadcast_weights(self, metas, bucket_bytes: int) -> dict:
+    def broadcast_weights(self, plan: BucketPlan) -> dict:
+        """Sends the weights along the driver's bucket plan (rank 0; the other ranks join ZeRO-3's gathers)."""
         started = time.perf_counter()
-        sent = broadcast_weights(self.engine.module, self.weight_group, metas, bucket_bytes)
+        sent = broadcast_weights(self.engine.module, self.weight_group, plan)
         return {"bytes": sent, "seconds": time.perf_counter() - started}
 
-    def weights_digest(self, metas, bucket_bytes: int = 64 << 20) -> str:
+    def weights_digest(self, plan: BucketPlan) -> str:
         """Digest of the full weights as sent on the wire (gathered under ZeRO-3: call on every rank)."""
         named = []
-        for bucket, tensors in zip(_buckets(metas, bucket_bytes), iter_full_buckets(self.engine.module, metas, bucket_bytes)):
+        for bucket, tensors in zip(plan, iter_full_buckets(self.engine.module, plan)):
             named.extend((m.name, t) for m, t in zip(bucket, tensors))
         return weights_digest(named)
 
@@ -272,8 +273,3 @@ class Learner:
             "trainable_params": sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters() if p.requires_grad),
         }
 
-
-def _buckets(metas, bucket_bytes):
-    from weightsync import plan_buckets
-
-    return plan_buckets(metas, bucket_bytes)

@@ -12,7 +12,7 @@ import torch
 
 from learner.lora import ExportedWeight, is_lora, merged_exports
 from learner.zero import full_shape, gathered
-from weightsync import ParamMeta, WeightGroup, metas_of, plan_buckets, send_weights
+from weightsync import BucketPlan, ParamMeta, WeightTransport, metas_of, send_weights
 
 
 def exported_weights(module: torch.nn.Module) -> list[ExportedWeight]:
@@ -30,24 +30,24 @@ def param_metas(module: torch.nn.Module, dtype: torch.dtype | None = None) -> li
     )
 
 
-def iter_full_buckets(module: torch.nn.Module, metas: list[ParamMeta], bucket_bytes: int) -> Iterator[list[torch.Tensor]]:
+def iter_full_buckets(module: torch.nn.Module, plan: BucketPlan) -> Iterator[list[torch.Tensor]]:
     """Yields each bucket's full tensors (copies when gathered from ZeRO-3 partitions, so they outlive the gather).
 
     Every learner rank must run this in step: under ZeRO-3 each bucket's gather is a collective.
     """
     exports = {w.name: w for w in exported_weights(module)}
-    for bucket in plan_buckets(metas, bucket_bytes):
+    for bucket in plan:
         bucket_exports = [exports[m.name] for m in bucket]
         sources = list({id(p): p for w in bucket_exports for p in w.params}.values())
         with gathered(sources):
             yield [w.compute().to(m.torch_dtype).clone() for w, m in zip(bucket_exports, bucket)]
 
 
-def broadcast_weights(module: torch.nn.Module, group: WeightGroup | None, metas: list[ParamMeta], bucket_bytes: int) -> int:
-    """Rank 0 (holding `group`) broadcasts; other learner ranks only join the gathers. Returns bytes sent."""
-    buckets = iter_full_buckets(module, metas, bucket_bytes)
+def broadcast_weights(module: torch.nn.Module, group: WeightTransport | None, plan: BucketPlan) -> int:
+    """Rank 0 (holding `group`) broadcasts along `plan`; other learner ranks only join the gathers. Returns bytes sent."""
+    buckets = iter_full_buckets(module, plan)
     if group is None:
         for _ in buckets:
             pass
         return 0
-    return send_weights(group, metas, lambda bucket: next(buckets), bucket_bytes)
+    return send_weights(group, plan, lambda bucket: next(buckets))

@@ -204,15 +204,19 @@ class RolloutPool:
             for i, w in enumerate(self.workers)
         ]
 
-    def receive_weights(self, metas: list, bucket_bytes: int, digest: bool = False, version: int | None = None) -> list:
-        """Starts every worker receiving one broadcast of policy `version`; returns the ObjectRefs (each resolves to
+    def receive_weights(self, plan, digest: bool = False, version: int | None = None) -> list:
+        """Starts every worker receiving one broadcast of policy `version` along the driver's bucket plan; returns the ObjectRefs (each resolves to
         that worker's {"seconds", "bytes", "buckets", "weight_version", "policy_version", "rank"[, "digest"]}) so the
         learner can send meanwhile."""
-        return [w.receive_weights.remote(metas, bucket_bytes, digest, version) for w in self.workers]
+        return [w.receive_weights.remote(plan, digest, version) for w in self.workers]
 
     def set_policy_version(self, version: int) -> None:
         """Relabels the weights every worker holds as policy `version` (a step that changed no weight)."""
         ray.get([w.set_policy_version.remote(version) for w in self.workers])
+
+    def digest_at_receive_only(self) -> bool:
+        """Whether the workers' engines can only digest their weights at receive time (every worker runs one engine kind)."""
+        return bool(ray.get(self.workers[0].digest_at_receive_only.remote()))
 
     def digests(self) -> list[str]:
         return ray.get([w.weights_digest.remote() for w in self.workers])

@@ -92,8 +92,8 @@ class RolloutWorker:
         tensor-parallel shard for vLLM, else just `rank`). Blocks until every member joined or the timeout passes."""
         return list(self.engine.init_weight_group(backend, host, port, world_size, rank, timeout_s))
 
-    def receive_weights(self, metas: list, bucket_bytes: int, digest: bool = False, version: int | None = None) -> dict:
-        """Receives one broadcast of the learner's weights, loading each bucket into the engine as it arrives; they are
+    def receive_weights(self, plan, digest: bool = False, version: int | None = None) -> dict:
+        """Receives one broadcast of the learner's weights (weightsync's BucketPlan says how it is cut), loading each bucket into the engine as it arrives; they are
         policy `version` from now on (every completion is stamped with it).
 
         Returns {"seconds", "bytes", "buckets", "weight_version", "policy_version", "rank"} and, with `digest`,
@@ -101,7 +101,7 @@ class RolloutWorker:
         the received tensors for vLLM)."""
         start = time.perf_counter()
         try:
-            receipts = self.engine.receive_weights(metas, bucket_bytes, keep_digest=digest)
+            receipts = self.engine.receive_weights(plan, keep_digest=digest)
         except RuntimeError as err:
             raise RuntimeError(f"rollout worker {self.rank}: {err}") from err
         result = {"bytes": receipts[0]["bytes"], "buckets": receipts[0]["buckets"]}  # every shard got the whole broadcast
@@ -115,6 +115,10 @@ class RolloutWorker:
         result["policy_version"] = self.policy_version
         result["rank"] = self.rank
         return result
+
+    def digest_at_receive_only(self) -> bool:
+        """Whether the engine's digest is only known when taken at receive time (engines.weights.WeightReceiver)."""
+        return bool(self.engine.digest_at_receive_only)
 
     def set_policy_version(self, version: int) -> None:
         """The weights it holds are policy `version` from now on (the driver's step whose groups were all filtered

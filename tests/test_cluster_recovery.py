@@ -67,13 +67,12 @@ class _Side:
     def __init__(self, fail_sends: int, dead_ranks: list[int], dead_workers: list[int]) -> None:
         self.fail_sends, self._dead_ranks, self._dead_workers = fail_sends, dead_ranks, dead_workers
         self.events: list = []
-        self.cfg = SimpleNamespace(engine="transformers")
 
     # learner group
     def param_metas(self, dtype):
         return []
 
-    def broadcast_refs(self, metas, bucket_bytes):
+    def broadcast_refs(self, plan):
         self.events.append("send")
         if self.fail_sends:
             self.fail_sends -= 1
@@ -84,8 +83,11 @@ class _Side:
         return self._dead_ranks
 
     # rollout pool
-    def receive_weights(self, metas, bucket_bytes, digest, version):
+    def receive_weights(self, plan, digest, version):
         return [None]
+
+    def digest_at_receive_only(self):
+        return False
 
     def replace_dead(self):
         self.events.append("replace_dead")

@@ -29,7 +29,7 @@ from learner.batch import Sample, completion_logprobs, pack  # noqa: E402
 from learner_inproc import make_samples  # noqa: E402  (packed-batch samples shared with the in-process learner tests)
 from learner.broadcast import iter_full_buckets  # noqa: E402
 from learner.config import GRPOConfig, LearnerConfig  # noqa: E402
-from weightsync import create_weight_group, plan_buckets, receive_weights, weights_digest  # noqa: E402
+from weightsync import BucketPlan, create_weight_group, receive_weights, weights_digest  # noqa: E402
 from weightsync.group import free_port  # noqa: E402
 
 # DeepSpeed compiles its CPU comm op once per machine (~30-60 s); a stable cache folder pays that only the first time.
@@ -61,7 +61,8 @@ def _config(num_replicas: int, zero_stage: int, grpo: GRPOConfig | None = None) 
 def _rank_full_weights(learner, metas) -> dict[str, torch.Tensor] | None:
     """Full (gathered under ZeRO-3) fp32 copies of the policy's parameters; rank 0 returns them."""
     out: dict[str, torch.Tensor] = {}
-    for bucket, tensors in zip(plan_buckets(metas, 1 << 30), iter_full_buckets(learner.engine.module, metas, 1 << 30)):
+    plan = BucketPlan.of(metas, 1 << 30)
+    for bucket, tensors in zip(plan, iter_full_buckets(learner.engine.module, plan)):
         out.update({meta.name: tensor for meta, tensor in zip(bucket, tensors)})
     return out if learner.rank == 0 else None
 
@@ -341,15 +342,15 @@ def test_zero3_checkpoint_writes_full_policy_and_restores(groups, first_steps, g
 def test_weight_broadcast_delivers_the_learners_weights(groups, first_steps, name, wire_dtype):
     group = groups[name]
     metas = group.param_metas(wire_dtype)
-    bucket_bytes = 64 << 10  # several buckets, so ZeRO-3 gathers bucket by bucket
-    assert len(plan_buckets(metas, bucket_bytes)) > 2
+    plan = BucketPlan.of(metas, 64 << 10)  # several buckets, so ZeRO-3 gathers bucket by bucket
+    assert len(plan) > 2
     port = free_port()
     joins = group.init_weight_group_refs("gloo", "127.0.0.1", port, 2, 60.0)
     receiver = create_weight_group("gloo", "127.0.0.1", port, 2, 1, timeout_s=60.0)  # blocks until rank 0 has joined
     ray.get(joins)
-    sends = group.broadcast_refs(metas, bucket_bytes)
+    sends = group.broadcast_refs(plan)
     received = {}
-    for bucket in receive_weights(receiver, metas, bucket_bytes):
+    for bucket in receive_weights(receiver, plan):
         received.update({n: t.clone() for n, t in bucket})
     reports = ray.get(sends)
     receiver.close()
@@ -357,7 +358,7 @@ def test_weight_broadcast_delivers_the_learners_weights(groups, first_steps, nam
     assert reports[0]["bytes"] == sum(m.nbytes for m in metas)
     assert all(r["bytes"] == 0 for r in reports[1:])  # only rank 0 sends; the others only join the gathers
     assert {n: tuple(t.shape) for n, t in received.items()} == {m.name: m.shape for m in metas}
-    assert weights_digest(received.items()) == group.weights_digest(metas)
+    assert weights_digest(received.items()) == group.weights_digest(plan)
     expected = {n: t.to(metas[0].torch_dtype) for n, t in full_weights(group).items()}
     assert_weights_equal(received, expected)
 

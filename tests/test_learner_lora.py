@@ -14,6 +14,7 @@ pytest.importorskip("peft")
 from learner import lora  # noqa: E402
 from learner.broadcast import iter_full_buckets, param_metas  # noqa: E402
 from learner.config import GRPOConfig, LearnerConfig, LoRAConfig, QWEN2_PROJECTIONS  # noqa: E402
+from weightsync import BucketPlan  # noqa: E402
 from learner_inproc import learner_process_group, make_learner, make_samples  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def _trained_adapters(tiny_policy_path: str, seed: int = 0) -> torch.nn.Module:
 
 def _exported(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     metas = param_metas(module)
-    tensors = [t for bucket in iter_full_buckets(module, metas, bucket_bytes=8 << 10) for t in bucket]
+    tensors = [t for bucket in iter_full_buckets(module, BucketPlan.of(metas, 8 << 10)) for t in bucket]
     return {meta.name: tensor for meta, tensor in zip(metas, tensors, strict=True)}
 
 
@@ -134,16 +135,16 @@ def test_deepspeed_lora_learns_broadcasts_the_base_shapes_and_resumes_exactly(ti
         total = sum(p.numel() for p in _base(tiny_policy_path).parameters())
         assert 0 < trainable < total / 10
         # The broadcast describes the plain base model, so the workers need no change.
-        metas = learner.param_metas()
-        assert metas == param_metas(_base(tiny_policy_path))
-        initial = learner.weights_digest(metas)
+        plan = BucketPlan.of(learner.param_metas(), 64 << 20)
+        assert plan.metas == param_metas(_base(tiny_policy_path))
+        initial = learner.weights_digest(plan)
 
         # The reference is the untouched base: KL is exactly 0 before any update.
         first = learner.train_step(samples, 2, _tokens(samples), len(samples))
         assert first["kl"] == 0.0
         nll = [learner.sft_step(samples, 2, _tokens(samples), 1e-2)["nll_sum"] for _ in range(3)]
         assert nll[2] < nll[1] < nll[0]
-        assert learner.weights_digest(metas) != initial  # what the workers get moves with the adapters
+        assert learner.weights_digest(plan) != initial  # what the workers get moves with the adapters
         assert learner.train_step(samples, 2, _tokens(samples), len(samples))["kl"] > 0
 
         # A warm-up's end folds the adapters into the base: the reference is the warmed policy again.
@@ -162,20 +163,20 @@ def test_deepspeed_lora_learns_broadcasts_the_base_shapes_and_resumes_exactly(ti
         saved_names = {name for f in module_files for name in torch.load(f, weights_only=False)["module"]}
         assert any(".lora_A." in name for name in saved_names)
         assert not any(".base_layer." in name for name in saved_names)
-        after_save = learner.weights_digest(metas)
+        after_save = learner.weights_digest(plan)
         next_step = learner.train_step(samples, 2, _tokens(samples), len(samples))
 
         resumed = make_learner(_config(zero_stage), tiny_policy_path)
         assert resumed.load_checkpoint(checkpoint)["step"] == 3
-        assert resumed.weights_digest(metas) == after_save  # the folded base and the adapters both came back
+        assert resumed.weights_digest(plan) == after_save  # the folded base and the adapters both came back
         again = resumed.train_step(samples, 2, _tokens(samples), len(samples))
         assert again["kl"] == pytest.approx(next_step["kl"], rel=1e-6, abs=1e-9) and again["kl"] > 0
         assert again["loss"] == pytest.approx(next_step["loss"], rel=1e-6)
-        assert resumed.weights_digest(metas) == learner.weights_digest(metas)  # the optimiser's moments came back too
+        assert resumed.weights_digest(plan) == learner.weights_digest(plan)  # the optimiser's moments came back too
 
     # policy/ is the merged model in plain HF format: what eval and a fresh rollout worker load.
     from weightsync import weights_digest
 
     saved = _base(f"{checkpoint}/policy")
-    assert param_metas(saved) == metas
+    assert param_metas(saved) == plan.metas
     assert weights_digest(list(_exported(saved).items())) == after_save

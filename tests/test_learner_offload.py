@@ -90,6 +90,7 @@ def _engine_cfg(zero_stage: int, **offload) -> LearnerConfig:
 def _history(learner, samples) -> tuple[list[float], dict[str, torch.Tensor]]:
     """Two SFT steps (they move the weights), then two GRPO steps: the losses and KLs seen, and the final weights."""
     from learner.broadcast import iter_full_buckets
+    from weightsync import BucketPlan
 
     tokens = sum(len(s.completion_ids) for s in samples)
     seen = [learner.sft_step(samples, 2, tokens, 1e-2)["nll_sum"] for _ in range(2)]
@@ -97,7 +98,7 @@ def _history(learner, samples) -> tuple[list[float], dict[str, torch.Tensor]]:
         metrics = learner.train_step(samples, 2, tokens, len(samples))
         seen += [metrics["loss"], metrics["kl"]]
     metas = learner.param_metas()
-    tensors = [t for bucket in iter_full_buckets(learner.engine.module, metas, 1 << 30) for t in bucket]
+    tensors = [t for bucket in iter_full_buckets(learner.engine.module, BucketPlan.of(metas, 1 << 30)) for t in bucket]
     return seen, {m.name: t for m, t in zip(metas, tensors)}
 
 

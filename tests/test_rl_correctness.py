@@ -315,19 +315,19 @@ def test_staleness_without_importance_correction_is_warned_about():
 def test_the_shm_sender_does_not_overwrite_views_a_receiver_may_still_be_using():
     """Rank 0 starts a second broadcast while the receiver, whose weights are views into the segment, has not entered
     it (e.g. it is still generating): nothing may be written until it does."""
-    from weightsync import metas_of, plan_buckets
+    from weightsync import BucketPlan, metas_of
     from weightsync.rendezvous import host_store, join_store
     from weightsync.shm import ShmWeightGroup
 
     first = {"w": torch.arange(64, dtype=torch.float32), "b": torch.ones(8)}
     second = {name: tensor + 100 for name, tensor in first.items()}
-    buckets = plan_buckets(metas_of((n, t.shape, t.dtype) for n, t in first.items()), 1 << 20)
+    buckets = BucketPlan.of(metas_of((n, t.shape, t.dtype) for n, t in first.items()), 1 << 20)
     timeout = datetime.timedelta(seconds=30)
     store, host, port = host_store(2, 30, host="127.0.0.1")
     groups: dict[int, ShmWeightGroup] = {}
-    joiner = threading.Thread(target=lambda: groups.__setitem__(0, ShmWeightGroup(store, 0, 2, timeout)))
+    joiner = threading.Thread(target=lambda: groups.__setitem__(0, ShmWeightGroup("shm", store, 0, 2, timeout)))
     joiner.start()
-    groups[1] = ShmWeightGroup(join_store(host, port, 2, 30), 1, 2, timeout)
+    groups[1] = ShmWeightGroup("shm", join_store(host, port, 2, 30), 1, 2, timeout)
     joiner.join()
 
     def send(weights):

@@ -12,7 +12,7 @@ from rollout.config import RolloutConfig, SamplingConfig
 from rollout.engines.base import prompt_seeds
 from rollout.engines.hf_engine import HFEngine
 from rollout.pool import RolloutPool, shard_sizes
-from weightsync import create_weight_group, metas_of, send_weights, weights_digest
+from weightsync import BucketPlan, create_weight_group, metas_of, send_weights, weights_digest
 from weightsync.group import free_port
 
 torch.set_num_threads(1)
@@ -83,8 +83,8 @@ def test_weight_broadcast_reaches_every_worker(pool, prompts, policy_pair):
     group = create_weight_group("gloo", "127.0.0.1", port, pool.weight_group_world_size, 0, timeout_s=60)
     assert ray.get(joins) == [[1], [2]]
 
-    receipts = pool.receive_weights(metas, bucket_bytes=64 * 1024, digest=True)
-    sent = send_weights(group, metas, lambda bucket: [named[m.name] for m in bucket], bucket_bytes=64 * 1024)
+    receipts = pool.receive_weights(BucketPlan.of(metas, 64 * 1024), digest=True)
+    sent = send_weights(group, BucketPlan.of(metas, 64 * 1024), lambda bucket: [named[m.name] for m in bucket])
     results = ray.get(receipts)
 
     expected_digest = weights_digest(named.items())
@@ -185,7 +185,7 @@ def test_verify_fails_and_names_the_worker_whose_weights_differ(pool, policy_pai
         return {name: p.detach().clone() for name, p in model.named_parameters()}
 
     current, initial = state_of(policy_pair[1]), state_of(policy_pair[0])
-    learner = type("Learner", (), {"param_metas": lambda self, dtype: None,
+    learner = type("Learner", (), {"param_metas": lambda self, dtype: [],
                                    "weights_digest": lambda self, metas: weights_digest(current.items())})()
     monkeypatch.setattr(WeightSync, "connect", lambda self: None)  # no weight group: only verify() is exercised
     sync = WeightSync(learner, pool, backend="gloo", bucket_mb=1, timeout_s=60, wire_dtype="float32", verify=True)

@@ -118,7 +118,7 @@ def _learner_send(path: str, port: int, bucket_bytes: int, done: dict) -> None:
     the wire, as the driver sends them)."""
     from transformers import AutoModelForCausalLM
 
-    from weightsync import create_weight_group, metas_of, send_weights, weights_digest
+    from weightsync import BucketPlan, create_weight_group, metas_of, send_weights, weights_digest
 
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, DTYPE))
@@ -128,7 +128,7 @@ def _learner_send(path: str, port: int, bucket_bytes: int, done: dict) -> None:
         done["digest"] = weights_digest(named.items())
         done["ready"].set()
         group = create_weight_group("gloo", "127.0.0.1", port, 2, 0, timeout_s=120)
-        done["sent"] = send_weights(group, metas, lambda bucket: [named[m.name] for m in bucket], bucket_bytes)
+        done["sent"] = send_weights(group, BucketPlan.of(metas, bucket_bytes), lambda bucket: [named[m.name] for m in bucket])
         group.close()
     except BaseException as err:  # reported by the test thread
         done["error"] = err
@@ -139,6 +139,7 @@ def _learner_send(path: str, port: int, bucket_bytes: int, done: dict) -> None:
 def test_live_weight_update_through_the_weight_group_equals_a_fresh_engine(engine, tiny_model):
     """gloo here (the CPU transport; on a GPU the receiving worker moves each bucket to its device)."""
     from rollout.config import SamplingConfig
+    from weightsync import BucketPlan
     from weightsync.group import free_port
 
     prompts = _prompts(engine.tokenizer)
@@ -151,7 +152,7 @@ def test_live_weight_update_through_the_weight_group_equals_a_fresh_engine(engin
     learner.start()
     assert done["ready"].wait(120) and "error" not in done, done.get("error")
     assert engine.init_weight_group("gloo", "127.0.0.1", port, 2, 1, 120) == [1]
-    receipts = engine.receive_weights(done["metas"], bucket_bytes, keep_digest=True)
+    receipts = engine.receive_weights(BucketPlan.of(done["metas"], bucket_bytes), keep_digest=True)
     learner.join(120)
     assert "error" not in done, done.get("error")
     assert receipts[0]["bytes"] == done["sent"] and receipts[0]["buckets"] > 1
@@ -180,7 +181,7 @@ def test_vllm_pool_receives_a_broadcast_and_reports_its_digest(tiny_model):
 
     from rollout.config import RolloutConfig, SamplingConfig
     from rollout.pool import RolloutPool
-    from weightsync import weights_digest
+    from weightsync import BucketPlan, weights_digest
     from weightsync.group import free_port
 
     on_gpu = DEVICE == "cuda"
@@ -207,10 +208,10 @@ def test_vllm_pool_receives_a_broadcast_and_reports_its_digest(tiny_model):
             self.group = create_weight_group(backend, "127.0.0.1", port, world, 0, timeout_s=120)
 
         def send(self, metas, bucket_bytes: int) -> int:
-            from weightsync import send_weights
+            from weightsync import BucketPlan, send_weights
 
             named = dict(self.model.named_parameters())
-            return send_weights(self.group, metas, lambda bucket: [named[m.name] for m in bucket], bucket_bytes)
+            return send_weights(self.group, BucketPlan.of(metas, bucket_bytes), lambda bucket: [named[m.name] for m in bucket])
 
     ray.init(num_cpus=2, num_gpus=2 if on_gpu else 0, include_dashboard=False, log_to_driver=False)
     try:
@@ -227,7 +228,7 @@ def test_vllm_pool_receives_a_broadcast_and_reports_its_digest(tiny_model):
         ray.get(joins)
         for digest in (True, False):
             sent = learner.send.remote(metas, 1 << 16)
-            results = ray.get(pool.receive_weights(metas, 1 << 16, digest=digest))
+            results = ray.get(pool.receive_weights(BucketPlan.of(metas, 1 << 16), digest=digest))
             assert ray.get(sent) == results[0]["bytes"]
             if digest:
                 assert results[0]["digest"] == ray.get(learner.digest.remote())

@@ -36,8 +36,8 @@ class RecordingEngine(WeightReceiver):
         self.calls.append(("init", backend, host, port, world_size, first_rank, timeout_s))
         return (first_rank, first_rank + 1)  # two tensor-parallel shards
 
-    def receive_weights(self, metas, bucket_bytes, keep_digest=False):
-        self.calls.append(("receive", metas, bucket_bytes, keep_digest))
+    def receive_weights(self, plan, keep_digest=False):
+        self.calls.append(("receive", plan, keep_digest))
         receipt = {"rank": 0, "seconds": 0.0, "bytes": 10, "buckets": 2}
         return [{**receipt, "digest": "abc"} if keep_digest else receipt] * 2
 
@@ -65,14 +65,14 @@ def test_the_worker_delegates_every_weight_call_to_the_interface(monkeypatch):
     engine = RecordingEngine()
     worker = _worker(monkeypatch, engine)
     assert worker.init_weight_group("gloo", "h", 1, 5, 3, 9.0) == [3, 4]
-    result = worker.receive_weights(["meta"], 64, digest=True)
+    result = worker.receive_weights(["plan"], digest=True)
     assert (result["bytes"], result["buckets"], result["digest"], result["weight_version"], result["rank"]) == (10, 2, "abc", 1, 3)
-    assert "digest" not in worker.receive_weights(["meta"], 64)
+    assert "digest" not in worker.receive_weights(["plan"])
     with pytest.raises(RuntimeError, match="rollout worker 3: no digest kept"):
         worker.weights_digest()
     worker.close()
     assert engine.calls == [
-        ("init", "gloo", "h", 1, 5, 3, 9.0), ("receive", ["meta"], 64, True), ("receive", ["meta"], 64, False),
+        ("init", "gloo", "h", 1, 5, 3, 9.0), ("receive", ["plan"], True), ("receive", ["plan"], False),
         ("digest",), ("shutdown",),
     ]
 
@@ -85,12 +85,12 @@ def test_an_engine_that_does_not_declare_the_interface_is_refused(monkeypatch):
 def test_a_transformers_worker_receives_a_gloo_broadcast_in_process(policy_pair):
     from transformers import AutoModelForCausalLM
 
-    from weightsync import create_weight_group, metas_of, send_weights, weights_digest
+    from weightsync import BucketPlan, create_weight_group, metas_of, send_weights, weights_digest
     from weightsync.group import free_port
 
     worker = RolloutWorker(policy_pair[0], RolloutConfig(engine="transformers", num_replicas=1, num_cpus_per_replica=1), rank=1)
     with pytest.raises(RuntimeError, match="rollout worker 1: receive_weights called before init_weight_group"):
-        worker.receive_weights([], 1 << 16)
+        worker.receive_weights(BucketPlan.of([], 1 << 16))
     source = AutoModelForCausalLM.from_pretrained(policy_pair[1], dtype=torch.float32)
     named = dict(source.named_parameters())
     metas = metas_of((n, p.shape, p.dtype) for n, p in named.items())
@@ -98,13 +98,13 @@ def test_a_transformers_worker_receives_a_gloo_broadcast_in_process(policy_pair)
 
     def learner() -> None:
         group = create_weight_group("gloo", "127.0.0.1", port, 2, 0, timeout_s=60)
-        sent["bytes"] = send_weights(group, metas, lambda bucket: [named[m.name] for m in bucket], bucket_bytes)
+        sent["bytes"] = send_weights(group, BucketPlan.of(metas, bucket_bytes), lambda bucket: [named[m.name] for m in bucket])
         group.close()
 
     thread = threading.Thread(target=learner, daemon=True)
     thread.start()
     assert worker.init_weight_group("gloo", "127.0.0.1", port, 2, 1, 60) == [1]
-    result = worker.receive_weights(metas, bucket_bytes, digest=True)
+    result = worker.receive_weights(BucketPlan.of(metas, bucket_bytes), digest=True)
     thread.join(60)
     assert result["bytes"] == sent["bytes"] and result["buckets"] > 1 and result["weight_version"] == 1
     assert result["digest"] == weights_digest(named.items()) == worker.weights_digest()
@@ -117,7 +117,7 @@ def test_a_transformers_worker_over_shm_shares_the_segment_and_owns_its_weights_
     next broadcast updates them with no copy on the worker; a plain load afterwards gives them storage of their own."""
     from transformers import AutoModelForCausalLM
 
-    from weightsync import create_weight_group, metas_of, send_weights, weights_digest
+    from weightsync import BucketPlan, create_weight_group, metas_of, send_weights, weights_digest
     from weightsync.group import free_port
 
     worker = RolloutWorker(policy_pair[0], RolloutConfig(engine="transformers", num_replicas=1, num_cpus_per_replica=1), rank=1)
@@ -129,7 +129,7 @@ def test_a_transformers_worker_over_shm_shares_the_segment_and_owns_its_weights_
     def learner() -> None:
         group = create_weight_group("shm", "127.0.0.1", port, 2, 0, timeout_s=60)
         for named, then in ((sources[1], checked), (sources[0], ready)):  # two broadcasts of different weights
-            send_weights(group, metas, lambda bucket: [named[m.name] for m in bucket], bucket_bytes)
+            send_weights(group, BucketPlan.of(metas, bucket_bytes), lambda bucket: [named[m.name] for m in bucket])
             then.wait(60)  # as the driver: the next broadcast only once the worker is done with this one
         group.close()
 
@@ -137,12 +137,12 @@ def test_a_transformers_worker_over_shm_shares_the_segment_and_owns_its_weights_
     thread.start()
     assert worker.init_weight_group("shm", "127.0.0.1", port, 2, 1, 60) == [1]
     engine = worker.engine
-    first = worker.receive_weights(metas, bucket_bytes, digest=True)
+    first = worker.receive_weights(BucketPlan.of(metas, bucket_bytes), digest=True)
     assert first["digest"] == weights_digest(sources[1].items())
     bound = {name: p.data_ptr() for name, p in engine.model.named_parameters()}
     assert engine._bound, "the parameters should now be the segment's views"
     checked.set()
-    second = worker.receive_weights(metas, bucket_bytes, digest=True)
+    second = worker.receive_weights(BucketPlan.of(metas, bucket_bytes), digest=True)
     assert second["digest"] == weights_digest(sources[0].items())  # the second broadcast reached the model ...
     assert {name: p.data_ptr() for name, p in engine.model.named_parameters()} == bound  # ... in the same storage
     ready.set()

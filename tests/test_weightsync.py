@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from weightsync import ParamMeta, create_weight_group, metas_of, plan_buckets, receive_weights, send_weights, weights_digest
+from weightsync import BucketPlan, ParamMeta, create_weight_group, metas_of, receive_weights, send_weights, weights_digest
 from weightsync.group import free_port
 
 
@@ -26,16 +26,16 @@ def _named_weights(seed: int) -> dict[str, torch.Tensor]:
 def _receiver(port: int, rank: int, world: int, metas: list[ParamMeta], queue) -> None:
     group = create_weight_group("gloo", "127.0.0.1", port, world, rank, timeout_s=30)
     received = {}
-    for bucket in receive_weights(group, metas, bucket_bytes=1024):
+    for bucket in receive_weights(group, BucketPlan.of(metas, 1024)):
         received.update({name: t.clone() for name, t in bucket})
     queue.put((rank, weights_digest(received.items())))
 
 
 def test_plan_buckets_respects_size_and_dtype():
     metas = [ParamMeta("a", (100,), "float32"), ParamMeta("b", (100,), "float32"), ParamMeta("c", (10,), "bfloat16"), ParamMeta("d", (1000,), "float32")]
-    buckets = plan_buckets(metas, bucket_bytes=600)
+    buckets = BucketPlan.of(metas, bucket_bytes=600)
     assert [[m.name for m in b] for b in buckets] == [["a"], ["b"], ["c"], ["d"]]
-    buckets = plan_buckets(metas, bucket_bytes=800)
+    buckets = BucketPlan.of(metas, bucket_bytes=800)
     assert [[m.name for m in b] for b in buckets] == [["a", "b"], ["c"], ["d"]]
     assert all(len({m.dtype for m in b}) == 1 for b in buckets)
 
@@ -50,7 +50,7 @@ def test_broadcast_reaches_every_worker_bit_exact():
     for p in procs:
         p.start()
     group = create_weight_group("gloo", "127.0.0.1", port, world, 0, timeout_s=30)
-    sent = send_weights(group, metas, lambda bucket: [weights[m.name] for m in bucket], bucket_bytes=1024)
+    sent = send_weights(group, BucketPlan.of(metas, 1024), lambda bucket: [weights[m.name] for m in bucket])
     results = dict(queue.get(timeout=60) for _ in procs)
     for p in procs:
         p.join(timeout=30)
@@ -71,7 +71,7 @@ def test_shape_mismatch_is_refused():
     group = create_weight_group("gloo", "127.0.0.1", port, 1, 0, timeout_s=5)
     metas = [ParamMeta("w", (4,), "float32")]
     with pytest.raises(ValueError, match="w: shape"):
-        send_weights(group, metas, lambda bucket: [torch.zeros(5)], bucket_bytes=1024)
+        send_weights(group, BucketPlan.of(metas, 1024), lambda bucket: [torch.zeros(5)])
 
 
 def _silent_member(port: int, joined) -> None:

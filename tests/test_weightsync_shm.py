@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from weightsync import ParamMeta, create_weight_group, metas_of, plan_buckets, receive_weights, send_weights, weights_digest
+from weightsync import BucketPlan, ParamMeta, create_weight_group, metas_of, receive_weights, send_weights, weights_digest
 from weightsync.group import free_port
 from weightsync.shm import ALIGN, FILE_PREFIX, SHM_DIR, plan_pieces
 
@@ -46,7 +46,7 @@ def _receiver(port: int, rank: int, world: int, rounds: int, queue, linger_s: fl
         metas = _metas()
         model = {m.name: torch.zeros(m.shape, dtype=m.torch_dtype) for m in metas}  # what a rollout engine holds
         for _ in range(rounds):
-            for bucket in receive_weights(group, metas, BUCKET_BYTES):
+            for bucket in receive_weights(group, BucketPlan.of(metas, BUCKET_BYTES)):
                 for name, tensor in bucket:
                     model[name].copy_(tensor)
             queue.put((rank, weights_digest(model.items())))
@@ -95,7 +95,7 @@ def test_broadcasts_reach_two_processes_bit_exact_whatever_the_segment_size():
     whole broadcast, then less than one bucket (a ring), then more than a bucket, then the whole broadcast again
     (the receivers learn the size from the sender at each broadcast)."""
     metas = _metas()
-    assert any(sum(m.nbytes for m in b) > 1024 for b in plan_buckets(metas, BUCKET_BYTES))  # 1024 splits a bucket
+    assert any(sum(m.nbytes for m in b) > 1024 for b in BucketPlan.of(metas, BUCKET_BYTES))  # 1024 splits a bucket
     segment_sizes = [None, 1024, 1 << 20, None]
     port, world = free_port(), 3
     procs, queue = _start_receivers(_receiver, port, world, len(segment_sizes))
@@ -105,7 +105,7 @@ def test_broadcasts_reach_two_processes_bit_exact_whatever_the_segment_size():
         for round_index, segment_bytes in enumerate(segment_sizes):
             group.segment_bytes = segment_bytes
             weights = _weights(round_index)  # new values every round: a stale segment would show
-            sent = send_weights(group, metas, lambda bucket: [weights[m.name] for m in bucket], BUCKET_BYTES)
+            sent = send_weights(group, BucketPlan.of(metas, BUCKET_BYTES), lambda bucket: [weights[m.name] for m in bucket])
             assert sent == sum(m.nbytes for m in metas)
             results = dict(queue.get(timeout=60) for _ in procs)
             expected = weights_digest(weights.items())
@@ -130,7 +130,7 @@ def test_sender_times_out_clearly_when_a_receiver_never_reads():
     group.timeout = datetime.timedelta(seconds=2)  # only the broadcast's wait is short (the join waits for the spawn)
     weights = _weights(0)
     with pytest.raises(TimeoutError, match=r"every receiver's arrival in the broadcast within 2 s .*arrived/1"):
-        send_weights(group, _metas(), lambda bucket: [weights[m.name] for m in bucket], BUCKET_BYTES)
+        send_weights(group, BucketPlan.of(_metas(), BUCKET_BYTES), lambda bucket: [weights[m.name] for m in bucket])
     group.close()
     proc.join(timeout=30)
     assert _segment_files() - before == set()  # the receiver never mapped it: close removed it
@@ -147,7 +147,7 @@ def test_sender_fails_at_once_when_a_receiver_exits():
     weights = _weights(0)
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"rank\(s\) \[1\] exited while this rank waited for every receiver's arrival"):
-        send_weights(group, _metas(), lambda bucket: [weights[m.name] for m in bucket], BUCKET_BYTES)
+        send_weights(group, BucketPlan.of(_metas(), BUCKET_BYTES), lambda bucket: [weights[m.name] for m in bucket])
     assert time.monotonic() - started < 10  # not the 60 s timeout
     group.close()
 
@@ -192,20 +192,23 @@ def test_a_receiver_that_cannot_see_the_segment_says_it_is_on_another_node(monke
     assert "cannot see rank 0's shared memory" in str(errors["sender"])
 
 
-def test_the_driver_picks_shm_only_when_every_worker_shares_the_learners_node():
-    from cluster.config import load_config
-    from cluster.weight_sync import placement_backend, weight_backend
+def test_the_driver_resolves_the_transport_once_from_the_config_and_the_placement():
+    from cluster.config import WEIGHT_BACKENDS, load_config
+    from cluster.weight_sync import gpu_pools, resolve_backend
+    from weightsync import TRANSPORTS
 
-    assert placement_backend("auto", "n0", ["n0", "n0"]) == "shm"
-    assert placement_backend("auto", "n0", ["n0", "n1"]) == "gloo"
-    assert placement_backend("gloo", "n0", ["n0"]) == "gloo"
+    assert resolve_backend("auto", False, "n0", ["n0", "n0"]) == "shm"
+    assert resolve_backend("auto", False, "n0", ["n0", "n1"]) == "gloo"
+    assert resolve_backend("auto", True, "n0", ["n0", "n1"]) == "nccl"  # both pools on GPUs
+    assert resolve_backend("gloo", False, "n0", ["n0"]) == "gloo"
     with pytest.raises(RuntimeError, match=r"worker\(s\) \[1\] run on \['n1'\].*weight_sync.backend=auto"):
-        placement_backend("shm", "n0", ["n0", "n1"])
-    cpu = load_config(None, [])
-    assert weight_backend(cpu) == "auto"  # left to the placement
-    gpu = load_config(None, ["rollout.num_gpus_per_replica=1", "learner.num_gpus_per_replica=1"])
-    assert weight_backend(gpu) == "nccl"
-    assert weight_backend(load_config(None, ["weight_sync.backend=shm"])) == "shm"
+        resolve_backend("shm", False, "n0", ["n0", "n1"])
+    assert not gpu_pools(load_config(None, []))
+    assert gpu_pools(load_config(None, ["rollout.num_gpus_per_replica=1", "learner.num_gpus_per_replica=1"]))
+    # The config's choices are the registered transports and "auto"; "auto" itself never reaches a transport.
+    assert set(WEIGHT_BACKENDS) == {"auto", *TRANSPORTS}
+    with pytest.raises(ValueError, match="resolve 'auto'"):
+        create_weight_group("auto", "127.0.0.1", free_port(), 1, 0, timeout_s=5)
 
 
 def test_a_full_dev_shm_gives_a_smaller_ring_not_a_crash(monkeypatch):
@@ -227,7 +230,7 @@ def test_a_full_dev_shm_gives_a_smaller_ring_not_a_crash(monkeypatch):
     group = create_weight_group("shm", "127.0.0.1", free_port(), 1, 0, timeout_s=10)  # no receivers: nothing to wait on
     metas = [ParamMeta("big", (1 << 20,), "float32")]  # 4 MiB
     before = _segment_files()
-    send_weights(group, metas, lambda bucket: [torch.ones(1 << 20)], bucket_bytes=8 << 20)
+    send_weights(group, BucketPlan.of(metas, 8 << 20), lambda bucket: [torch.ones(1 << 20)])
     assert asked == [4 << 20, 2 << 20, 1 << 20] and group.segment_bytes == 1 << 20
     group.close()
     assert _segment_files() - before == set()
@@ -241,7 +244,7 @@ def _binding_receiver(port: int, rank: int, world: int, rounds: int, queue) -> N
         model = {m.name: torch.zeros(m.shape, dtype=m.torch_dtype) for m in metas}
         for _ in range(rounds):
             rebound = 0
-            for bucket in receive_weights(group, metas, BUCKET_BYTES):
+            for bucket in receive_weights(group, BucketPlan.of(metas, BUCKET_BYTES)):
                 for name, tensor in bucket:
                     if not group.persistent_views:
                         model[name].copy_(tensor)
@@ -267,7 +270,7 @@ def test_receivers_may_use_the_segment_as_their_weights():
         for round_index, segment_bytes in enumerate(segment_sizes):
             group.segment_bytes = segment_bytes
             weights = _weights(round_index + 10)
-            send_weights(group, metas, lambda bucket: [weights[m.name] for m in bucket], BUCKET_BYTES)
+            send_weights(group, BucketPlan.of(metas, BUCKET_BYTES), lambda bucket: [weights[m.name] for m in bucket])
             results = {rank: rest for rank, *rest in (queue.get(timeout=60) for _ in procs)}
             expected = weights_digest(weights.items())
             assert all(digest == expected for digest, _, _ in results.values()), (round_index, results)

@@ -1,20 +1,25 @@
-"""Weight transport from learner rank 0 to the rollout workers: a stand-alone group (gloo, NCCL, or shared memory on one node) and a bucketed broadcast."""
+"""Weight transport from learner rank 0 to the rollout workers: one interface (weightsync/transport.py) over a stand-alone
+process group (gloo, NCCL) or shared memory on one node, and a bucketed send and receive along one BucketPlan."""
 
-from weightsync.buckets import plan_buckets, receive_weights, send_weights
+from weightsync.buckets import receive_weights, send_weights
 from weightsync.digest import weights_digest
-from weightsync.group import BACKENDS, WeightGroup, create_weight_group
-from weightsync.shm import ShmWeightGroup
+from weightsync.group import WeightGroup
 from weightsync.meta import ParamMeta, metas_of
+from weightsync.plan import BucketPlan
+from weightsync.shm import ShmWeightGroup
+from weightsync.transport import TRANSPORTS, WeightTransport, create_weight_group, register_transport
 
 __all__ = [
-    "BACKENDS",
-    "ShmWeightGroup",
+    "TRANSPORTS",
+    "BucketPlan",
     "ParamMeta",
+    "ShmWeightGroup",
     "WeightGroup",
+    "WeightTransport",
     "create_weight_group",
     "metas_of",
-    "plan_buckets",
     "receive_weights",
+    "register_transport",
     "send_weights",
     "weights_digest",
 ]

@@ -1,4 +1,5 @@
-"""Bucketed broadcast of named parameters: tensors of one dtype are packed into flat buffers of at most `bucket_bytes`."""
+"""Bucketed send and receive of named parameters along a BucketPlan, over any weight transport: the sender checks each
+bucket's tensors against the plan, a receiver gets each bucket back as named views of its flat buffer."""
 
 from __future__ import annotations
 
@@ -6,39 +7,19 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-from weightsync.group import WeightGroup
-from weightsync.shm import ShmWeightGroup
 from weightsync.meta import ParamMeta
-
-
-def plan_buckets(metas: list[ParamMeta], bucket_bytes: int) -> list[list[ParamMeta]]:
-    """Groups parameters, in order, into buckets of one dtype and at most `bucket_bytes` (a larger tensor gets its own)."""
-    buckets: list[list[ParamMeta]] = []
-    current: list[ParamMeta] = []
-    current_bytes = 0
-    for meta in metas:
-        if current and (meta.dtype != current[0].dtype or current_bytes + meta.nbytes > bucket_bytes):
-            buckets.append(current)
-            current, current_bytes = [], 0
-        current.append(meta)
-        current_bytes += meta.nbytes
-    if current:
-        buckets.append(current)
-    return buckets
+from weightsync.plan import BucketPlan
+from weightsync.transport import WeightTransport
 
 
 def send_weights(
-    group: WeightGroup | ShmWeightGroup,
-    metas: list[ParamMeta],
-    tensors_for: Callable[[list[ParamMeta]], Iterable[torch.Tensor]],
-    bucket_bytes: int,
+    group: WeightTransport, plan: BucketPlan, tensors_for: Callable[[tuple[ParamMeta, ...]], Iterable[torch.Tensor]],
 ) -> int:
-    """Rank 0: sends every bucket over the group's transport; `tensors_for(bucket)` yields that bucket's tensors (so
-    ZeRO-3 can gather one bucket at a time). Returns the bytes sent."""
-    buckets = plan_buckets(metas, bucket_bytes)
+    """Rank 0: sends every bucket of `plan` over the group's transport; `tensors_for(bucket)` yields that bucket's
+    tensors (so ZeRO-3 can gather one bucket at a time). Returns the bytes sent."""
 
     def checked() -> Iterator[list[torch.Tensor]]:
-        for bucket in buckets:
+        for bucket in plan:
             tensors = list(tensors_for(bucket))
             if len(tensors) != len(bucket):
                 raise ValueError(f"bucket of {len(bucket)} weights got {len(tensors)} tensors")
@@ -47,15 +28,16 @@ def send_weights(
                     raise ValueError(f"weight {meta.name}: shape {tuple(tensor.shape)} differs from the announced {meta.shape}")
             yield tensors
 
-    return group.send_buckets(buckets, checked())
+    return group.send_buckets(plan, checked())
 
 
 def receive_weights(
-    group: WeightGroup | ShmWeightGroup, metas: list[ParamMeta], bucket_bytes: int, device: str | torch.device | None = None
+    group: WeightTransport, plan: BucketPlan, device: str | torch.device | None = None
 ) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Rank > 0: yields each bucket as a list of (name, tensor) views into the received flat buffer. Consume (copy) a
-    bucket's tensors before the next broadcast: with the shm transport they may be views into the shared segment."""
-    for bucket, flat in group.receive_buckets(plan_buckets(metas, bucket_bytes)):
+    """Rank > 0: yields each bucket of `plan` as a list of (name, tensor) views into the received flat buffer. Consume
+    (copy) a bucket's tensors before the next broadcast: with the shm transport they may be views into the shared
+    segment."""
+    for bucket, flat in group.receive_buckets(plan):
         if device is not None:
             flat = flat.to(device)
         out, offset = [], 0

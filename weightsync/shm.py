@@ -32,6 +32,8 @@ import torch
 import torch.distributed as dist
 
 from weightsync.meta import ParamMeta
+from weightsync.plan import BucketPlan
+from weightsync.transport import WeightTransport, register_transport
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def bucket_nbytes(bucket: list[ParamMeta]) -> int:
+def bucket_nbytes(bucket: tuple[ParamMeta, ...]) -> int:
     return sum(m.nbytes for m in bucket)
 
 
@@ -93,18 +95,19 @@ def _flat_bytes(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor.detach().to(device="cpu", dtype=dtype).reshape(-1).contiguous().view(torch.uint8)
 
 
-class ShmWeightGroup:
+@register_transport("shm")
+class ShmWeightGroup(WeightTransport):
     """One member's handle on a shared-memory weight group (rank 0 sends, every other rank receives)."""
 
-    backend = "shm"
     # After a receive: whether the tensors it yielded were views into a segment that holds the whole broadcast. Each
     # later broadcast of the same weights over this group then rewrites those very bytes, so a receiver may use the
     # views as its weights (no copy at all: every receiver on the node shares one copy, written once by rank 0),
     # provided it never reads them while a broadcast is in progress (the driver sends between generation batches).
     persistent_views = False
 
-    def __init__(self, store: dist.Store, rank: int, world_size: int, timeout: datetime.timedelta,
+    def __init__(self, backend: str, store: dist.Store, rank: int, world_size: int, timeout: datetime.timedelta,
                  segment_bytes: int | None = None):
+        self.backend = backend
         if not os.path.isdir(SHM_DIR):
             raise RuntimeError(f"weight backend 'shm' needs {SHM_DIR} (Linux shared memory); use 'gloo'")
         self.rank, self.world_size, self.timeout = rank, world_size, timeout
@@ -223,7 +226,7 @@ class ShmWeightGroup:
         self._segment, self._segment_path, self._path_to_unlink = None, None, None
 
     # ---- the broadcast -----------------------------------------------------------------------------------------
-    def send_buckets(self, buckets: list[list[ParamMeta]], tensors_per_bucket: Iterable[list[torch.Tensor]]) -> int:
+    def send_buckets(self, buckets: BucketPlan, tensors_per_bucket: Iterable[list[torch.Tensor]]) -> int:
         """Rank 0: writes every bucket into the segment, announcing each piece; returns once every receiver is done."""
         if self.rank != 0:
             raise RuntimeError(f"shm weight group: only rank 0 sends (this is rank {self.rank})")
@@ -304,7 +307,7 @@ class ShmWeightGroup:
             if position >= hi:
                 break
 
-    def receive_buckets(self, buckets: list[list[ParamMeta]]) -> Iterator[tuple[list[ParamMeta], torch.Tensor]]:
+    def receive_buckets(self, buckets: BucketPlan) -> Iterator[tuple[tuple[ParamMeta, ...], torch.Tensor]]:
         """A receiver: yields (bucket, flat tensor in the bucket's dtype) as each bucket is announced; says "done" once
         the caller has asked past the last one. Views into the segment when it holds the whole broadcast (valid until
         the next broadcast), else buffers of this process's own."""

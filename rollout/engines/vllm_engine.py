@@ -31,6 +31,8 @@ class VLLMEngine(GenerationEngine):
     """One `vllm.LLM` (tensor parallel over `cfg.tensor_parallel_size` GPUs, or in-process on the CPU) with the
     weight-sync worker extension: the broadcast is received inside vLLM's workers, one group rank per shard."""
 
+    digest_at_receive_only = True  # its parameters are fused, sharded and (on CPU) repacked: see receive_weights
+
     def __init__(self, model_path: str, cfg: RolloutConfig, bundle_indices: list[int] | None = None, device: str | None = None):
         """`device` "cuda" or "cpu"; None takes the one the installed vLLM build runs on (`vllm_device`)."""
         self.model_path = model_path
@@ -68,6 +70,7 @@ class VLLMEngine(GenerationEngine):
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=sampling.max_new_tokens,
+            min_tokens=sampling.min_new_tokens,
             logprobs=0,  # only the sampled token's log-prob
             seed=seed,
             stop_token_ids=self.eos_token_ids,
@@ -108,13 +111,12 @@ class VLLMEngine(GenerationEngine):
         """Every tensor-parallel worker joins the group, as ranks first_rank .. first_rank + tp - 1."""
         return self.llm.collective_rpc("init_weight_group", args=(backend, host, port, world_size, first_rank, timeout_s))
 
-    def receive_weights(self, metas, bucket_bytes: int, keep_digest: bool = False) -> list[dict]:
+    def receive_weights(self, plan, keep_digest: bool = False) -> list[dict]:
         """One receipt per tensor-parallel worker. With `keep_digest`, the digest is of the tensors as received (vLLM
         holds its parameters fused, sharded and, on CPU, repacked, so they cannot be read back for comparison);
         every shard received the whole broadcast, so all must agree."""
         self._received_digest = None  # it described the weights being replaced
-        plain = [(m.name, list(m.shape), m.dtype) for m in metas]
-        receipts = self.llm.collective_rpc("receive_weights", args=(plain, bucket_bytes, keep_digest))
+        receipts = self.llm.collective_rpc("receive_weights", args=(plan.to_plain(), keep_digest))
         self._after_weight_update()
         if keep_digest:
             digests = {receipt["digest"] for receipt in receipts}

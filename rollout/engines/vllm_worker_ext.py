@@ -69,27 +69,27 @@ class WeightSyncWorkerExtension:
         if _on_cuda(self.device):
             torch.cuda.synchronize(self.device)  # the copies are queued on the current stream
 
-    def receive_weights(self, metas: list[tuple[str, list[int], str]], bucket_bytes: int, keep_digest: bool = False) -> dict:
+    def receive_weights(self, plain_plan: tuple[int, list[list[tuple[str, list[int], str]]]], keep_digest: bool = False) -> dict:
         """Receives every bucket of the broadcast and writes it into the model as it arrives.
 
-        `metas` are plain (name, shape, dtype) tuples (collective_rpc arguments should be plain data). With
+        `plain_plan` is weightsync's BucketPlan as plain data (collective_rpc arguments should be plain data). With
         `keep_digest`, also returns weightsync's digest of the received tensors (copied to host memory, one model's
         worth), since vLLM's own parameters are fused, sharded and (on CPU) repacked, and cannot be compared with the
         learner's.
         """
-        from weightsync import ParamMeta, receive_weights, weights_digest
+        from weightsync import BucketPlan, receive_weights, weights_digest
 
         group = getattr(self, "weight_group", None)
         if group is None:
             raise RuntimeError("receive_weights called before init_weight_group")
-        param_metas = [ParamMeta(name, tuple(int(d) for d in shape), dtype) for name, shape, dtype in metas]
+        plan = BucketPlan.from_plain(plain_plan)
         start = time.perf_counter()
         counts = {"bytes": 0, "buckets": 0}
         host_copies: list[tuple[str, torch.Tensor]] = []
 
         def stream() -> Iterator[tuple[str, torch.Tensor]]:
             # One bucket in flight at a time: the reload consumes a bucket before the next broadcast is received.
-            for bucket in receive_weights(group, param_metas, bucket_bytes, device=self.device):
+            for bucket in receive_weights(group, plan, device=self.device):
                 counts["bytes"] += sum(t.numel() * t.element_size() for _, t in bucket)
                 counts["buckets"] += 1
                 if keep_digest:
