@@ -12,8 +12,9 @@ TRL runs in its own virtual environment (it must not disturb ours), as a subproc
 
 The workload (printed with the results): a Qwen2 causal LM with random weights built by cluster/tiny_models.py
 (hidden 256, MLP 688, 4 layers, 4 heads, 2 KV heads, a byte-level BPE of `--vocab-size` tokens trained here, float32),
-`--prompts` prompts of about `--prompt-tokens` tokens, G = `--samples` completions each of up to `--new-tokens`
-tokens at temperature 1.0, GRPO with a k3 KL (beta 0.001) to a frozen reference, lr 1e-5, one update per batch, and
+`--prompts` prompts of about `--prompt-tokens` tokens, G = `--samples` completions each of exactly `--new-tokens`
+tokens at temperature 1.0 (EOS held back on both sides: sampling.min_new_tokens, TRL's generation_kwargs, so an
+instruct model's early stops cannot make one side's work smaller), GRPO with a k3 KL (beta 0.001) to a frozen reference, lr 1e-5, one update per batch, and
 a trivial reward (the fraction of distinct tokens in a completion) on both sides.
 
 The pairings (`--threads`):
@@ -207,6 +208,7 @@ def trl_worker(args: argparse.Namespace) -> int:
             learning_rate=1e-5, beta=0.001, temperature=1.0, top_p=1.0, top_k=0, num_iterations=1,
             use_cpu=True, bf16=args.dtype == "bfloat16", fp16=False, gradient_checkpointing=False, shuffle_dataset=False,
             logging_steps=1, report_to=[], save_strategy="no", disable_tqdm=True, dataloader_num_workers=0, seed=0,
+            generation_kwargs={"min_new_tokens": args.new_tokens},  # every completion is new_tokens long, as ours
         )
         trainer = GRPOTrainer(
             model=args.model, reward_funcs=reward, args=config, train_dataset=dataset,
@@ -295,6 +297,7 @@ class Ours:
             "ray.num_cpus=2", "rollout.num_replicas=1", "rollout.num_cpus_per_replica=1",
             f"rollout.generate_batch_size={args.prompts * args.samples}", f"sampling.num_samples={args.samples}",
             "sampling.temperature=1.0", "sampling.top_p=1.0", f"sampling.max_new_tokens={args.new_tokens}",
+            f"sampling.min_new_tokens={args.new_tokens}",
             "sampling.max_prompt_tokens=4096", "learner.num_cpus_per_replica=1", "learner.lr=1e-5",
             "learner.warmup_ratio=0.0", f"learner.micro_batch_size={args.micro_batch_size}", "learner.grpo.beta=0.001",
             "rewards.judge.enabled=false", "rewards.stages=[{start: 0, format: 0.5, accuracy: 0.5, consistency: 0.0}]",

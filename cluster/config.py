@@ -464,6 +464,9 @@ def validate(cfg: DictConfig) -> None:
     _check_bounds(cfg, problems)
     if cfg.sampling.num_samples < 2:
         problems.append("sampling.num_samples (G) must be >= 2: group-normalised advantages need a group")
+    if not 0 <= cfg.sampling.min_new_tokens <= cfg.sampling.max_new_tokens:
+        problems.append(f"sampling.min_new_tokens ({cfg.sampling.min_new_tokens}) must be in [0, "
+                        f"sampling.max_new_tokens={cfg.sampling.max_new_tokens}]")
     if cfg.rewards.overlong_penalty and not 0 <= cfg.rewards.overlong_cache_tokens <= cfg.sampling.max_new_tokens:
         problems.append(f"rewards.overlong_cache_tokens ({cfg.rewards.overlong_cache_tokens}) must be in [0, "
                         f"sampling.max_new_tokens={cfg.sampling.max_new_tokens}] when rewards.overlong_penalty is on")

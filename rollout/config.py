@@ -19,6 +19,10 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 160  # room for an SFT reasoning trace (the paper: 2048)
+    # End-of-sequence tokens are masked until a completion has this many tokens (vLLM's min_tokens, transformers'
+    # min_new_tokens): benchmarks use it to fix the work of a step; 0 (default) leaves EOS free. The sampler's
+    # log-probs are then of the masked distribution, which the learner does not reproduce (TIS corrects for it).
+    min_new_tokens: int = 0
     max_prompt_tokens: int = 2048  # (the paper: 6144) longer prompts are cut from the left (the oldest frames) with a warning
 
 

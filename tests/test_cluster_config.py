@@ -127,6 +127,7 @@ BAD_BOUNDS = [
     ("rollout.generate_batch_size", "0"), ("rollout.max_model_len", "0"),
     ("sampling.num_samples", "1"), ("sampling.temperature", "-1"), ("sampling.top_p", "0"), ("sampling.top_p", "1.1"),
     ("sampling.max_new_tokens", "0"), ("sampling.max_prompt_tokens", "0"),
+    ("sampling.min_new_tokens", "-1"), ("sampling.min_new_tokens", "100000"),
     ("rewards.judge.timeout_s", "-1"), ("rewards.judge.timeout_s", "0"), ("rewards.judge.num_replicas", "0"),
     ("rewards.judge.batch_size", "0"), ("rewards.judge.max_think_tokens", "0"), ("rewards.judge.num_cpus_per_replica", "-1"),
     ("rewards.judge.gpu_memory_utilization", "0"), ("rewards.judge.request_timeout_s", "0"),

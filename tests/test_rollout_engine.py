@@ -105,6 +105,22 @@ def test_sequences_that_stop_early_keep_exact_logprobs(policy_pair, prompts):
         assert torch.allclose(torch.tensor(c.logprobs), expected, atol=1e-4)
 
 
+def test_min_new_tokens_holds_eos_back_until_then(policy_pair, prompts):
+    # Half the vocabulary counts as EOS: without min_new_tokens most completions stop within a few tokens; with it,
+    # none stops before 7 tokens and the EOS tokens have no probability at the masked steps.
+    engine = HFEngine(policy_pair[0], generate_batch_size=6)
+    engine.eos_token_ids = list(range(engine.vocab_size // 2))
+    free = [c for g in engine.generate(prompts, SamplingConfig(num_samples=4, max_new_tokens=12), seed=8) for c in g]
+    assert any(len(c.token_ids) < 7 for c in free)
+    held = [c for g in engine.generate(prompts, SamplingConfig(num_samples=4, max_new_tokens=12, min_new_tokens=7), seed=8) for c in g]
+    assert all(len(c.token_ids) >= 7 and all(t >= engine.vocab_size // 2 for t in c.token_ids[:7]) for c in held)
+    assert any(c.finished for c in held)  # EOS is free again after the 7th token
+    pinned = [c for g in engine.generate(prompts, SamplingConfig(num_samples=2, max_new_tokens=5, min_new_tokens=5), seed=8) for c in g]
+    assert all(len(c.token_ids) == 5 and not c.finished for c in pinned)
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        engine.generate(prompts, SamplingConfig(num_samples=1, max_new_tokens=5, min_new_tokens=6), seed=8)
+
+
 def test_same_seed_same_completions(engine, prompts):
     sampling = SamplingConfig(num_samples=3, max_new_tokens=16)
     first = engine.generate(prompts, sampling, seed=11)

@@ -75,3 +75,5 @@ def validate_sampling(sampling: SamplingConfig) -> None:
         raise ValueError(f"top_p must be in (0, 1], got {sampling.top_p}")
     if sampling.max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {sampling.max_new_tokens}")
+    if not 0 <= sampling.min_new_tokens <= sampling.max_new_tokens:
+        raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={sampling.max_new_tokens}], got {sampling.min_new_tokens}")

@@ -11,6 +11,7 @@ from transformers import (
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
     TemperatureLogitsWarper,
     TopPLogitsWarper,
 )
@@ -106,9 +107,11 @@ class HFEngine(InProcessWeightReceiver, GenerationEngine):
 
     # ---------------------------------------------------------------- generation
 
-    def _generation_config(self, sampling: SamplingConfig, seeds: Sequence[int]) -> tuple[GenerationConfig, LogitsProcessorList, SampledTokenLogprobs]:
+    def _generation_config(self, sampling: SamplingConfig, seeds: Sequence[int], prompt_width: int) -> tuple[GenerationConfig, LogitsProcessorList, SampledTokenLogprobs]:
         recorder = SampledTokenLogprobs()
         processors = LogitsProcessorList()
+        if sampling.min_new_tokens > 0:  # EOS masked until then; first, so the recorder sees the masked distribution
+            processors.append(MinNewTokensLengthLogitsProcessor(prompt_width, sampling.min_new_tokens, self.eos_token_ids, self.device))
         greedy = sampling.temperature == 0
         if not greedy:
             # Our own warpers, so the recorder runs after them and sees the distribution the sampler draws from
@@ -133,7 +136,7 @@ class HFEngine(InProcessWeightReceiver, GenerationEngine):
     def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: list[int]) -> list[tuple[list[int], list[float], bool]]:
         input_ids, attention_mask = left_pad(prompts, self.pad_token_id)  # every prompt ends where generation starts
         width = input_ids.shape[1]
-        config, processors, recorder = self._generation_config(sampling, seeds)
+        config, processors, recorder = self._generation_config(sampling, seeds, width)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         sequences = self.model.generate(
             input_ids=input_ids,
