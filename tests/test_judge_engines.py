@@ -381,6 +381,7 @@ def _assert_failed_ones_left_out(scored, failed: set[int]) -> None:
 
 
 @needs_openai
+@pytest.mark.slow  # a real JudgePool actor in a local Ray
 def test_a_flapping_judge_endpoint_fails_judgements_not_the_step(ray_local):
     """500s, stalls past the per-request timeout and dropped connections, each either recovered by the client's one
     retry or a counted failed judgement that is excluded from the advantages and the learner's batch; the step's
@@ -422,6 +423,7 @@ def test_a_flapping_judge_endpoint_fails_judgements_not_the_step(ray_local):
 
 
 @needs_openai
+@pytest.mark.slow  # a real JudgePool actor in a local Ray
 def test_a_stalled_judge_endpoint_costs_a_step_at_most_the_judge_timeout_and_the_run_goes_on(ray_local):
     """Every request stalls far past judge.timeout_s: the step's scoring returns at the pool's deadline with every
     judgement counted failed and excluded; once the endpoint answers again, the next step is judged in full."""
