@@ -52,13 +52,13 @@ def run(cfg, judge_ref: str | None, manifest: str | None = None, split: str = "t
         seed: int = 0) -> dict:
     """Builds the judge and measures its agreement; returns what the JSON output holds (rewards.judge_agreement's
     result with the judge, the data and the timings)."""
-    from rewards.judge import Judge
+    from rewards.judge import make_judge
     from rewards.judge_agreement import measure_agreement
 
     data = load_records(cfg, manifest, split, max_records)
     ref = judge_ref or cfg.models.judge
     path = judge_path(cfg, ref, data)
-    judge = Judge(path, dataclasses.replace(cfg.rewards.judge, enabled=True, model=path))
+    judge = make_judge(path, dataclasses.replace(cfg.rewards.judge, enabled=True, model=path))
     started = time.perf_counter()
     result = measure_agreement(judge, data.records, data.gt_captions, seed=seed)
     return {

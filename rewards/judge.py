@@ -22,33 +22,29 @@ Three engines (`JudgeConfig.engine`) compute that letter:
   token instead of by tokens.
 A request that fails (after the client's retries) is a failed judgement: None, counted by the pool.
 
-`Judge` is a plain class; `rewards.judge_pool.JudgePool` runs replicas of it as Ray actors.
+Each engine is a `Judge` subclass in its own file (rewards/judges/: transformers_judge.py, vllm_judge.py,
+openai_judge.py), registered under its name with `@register_judge`; `make_judge` builds the one a config names, and
+`rewards.judge_pool.JudgePool` runs replicas of it as Ray actors.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-import os
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from embodied_data.records import LETTERS, choice_letters
-from engines.batching import batches, left_pad
-from engines.hf_backend import default_device, load_model
-from engines.loading import chat_prompt, encode, load_tokenizer, resolve_dtype, special_tokens
-from engines.openai_backend import api_key
-from engines.openai_backend import openai_client as build_openai_client
-from engines.vllm_backend import build_llm
+from engines.loading import chat_prompt, encode
 from rewards.config import JudgeConfig
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("transformers", "vllm", "openai")
 CHARS_PER_TOKEN = 4  # openai engine without a local tokenizer: the reasoning is cut at this many characters per token
 SYSTEM_PROMPT = (
     "You check whether a line of reasoning settles a multiple-choice question. You see the question, its options and "
@@ -91,8 +87,43 @@ def judge_prompt(tokenizer, request: JudgeRequest, think: str) -> str:
     return chat_prompt(tokenizer, messages, fallback=f"{SYSTEM_PROMPT}\n\n{messages[1]['content']}\nAnswer:")
 
 
-class Judge:
-    """Loads a causal LM by path (the same code as for a real checkpoint) and answers JudgeRequests in batches."""
+JUDGES: dict[str, type[Judge]] = {}
+
+
+def register_judge(name: str) -> Callable[[type[Judge]], type[Judge]]:
+    """Class decorator: the judge engine `name` (JudgeConfig.engine) is this class."""
+
+    def register(cls: type[Judge]) -> type[Judge]:
+        if name in JUDGES:
+            raise ValueError(f"judge engine {name!r} is registered twice ({JUDGES[name].__name__}, {cls.__name__})")
+        cls.engine = name
+        JUDGES[name] = cls
+        return cls
+
+    return register
+
+
+def judge_class(engine: str) -> type[Judge]:
+    """The judge engine named `engine` (rewards/judges/: one file each, registered as they are imported)."""
+    importlib.import_module("rewards.judges")  # registers every engine (imported here: the engines import this module)
+
+    if engine not in JUDGES:
+        raise ValueError(f"judge.engine must be one of {', '.join(JUDGES)}, got {engine!r}")
+    return JUDGES[engine]
+
+
+def make_judge(model_path: str, cfg: JudgeConfig | None = None, device: str | None = None,
+               num_threads: int | None = None) -> Judge:
+    """The judge `cfg.engine` names over `model_path` (default config: transformers)."""
+    cfg = cfg or JudgeConfig(model=model_path)
+    return judge_class(cfg.engine)(model_path, cfg, device, num_threads)
+
+
+class Judge(ABC):
+    """Answers JudgeRequests in batches with the one option letter each reasoning supports; an engine (a subclass in
+    rewards/judges/) loads its model or client and computes the letters."""
+
+    engine: str  # the JudgeConfig.engine name it is registered under
 
     def __init__(
         self,
@@ -108,55 +139,26 @@ class Judge:
             raise ValueError(
                 f"judge batch_size and max_think_tokens must be >= 1, got {self.cfg.batch_size}, {self.cfg.max_think_tokens}"
             )
-        if self.cfg.engine not in ENGINES:
-            raise ValueError(f"judge.engine must be one of {', '.join(ENGINES)}, got {self.cfg.engine!r}")
-        self.engine = self.cfg.engine
+        self.check_config(self.cfg)
         self.model_path = model_path
+        self.tokenizer: Any = None
+        self.device = torch.device("cpu")
         started = time.perf_counter()
-        self.model: Any = None
-        self.llm: Any = None
-        self.client: Any = None
-        if self.engine == "openai":
-            self.device = torch.device("cpu")  # nothing runs here but the HTTP client
-            self.tokenizer = _local_tokenizer(model_path)
-            self.client = openai_client(self.cfg)
-        else:
-            self.tokenizer = load_tokenizer(model_path)
-            if self.engine == "transformers":
-                self._load_transformers(device)
-            else:
-                self._load_vllm(device)
-            self.letter_token_ids = self._letter_token_ids()
-            self._letter_of_token = {token: letter for letter, token in self.letter_token_ids.items()}
+        self._load(device)
         self.load_s = time.perf_counter() - started
         log.info("judge %s (%s) loaded on %s in %.1f s", model_path, self.engine, self.device, self.load_s)
 
-    def _load_transformers(self, device: str | None) -> None:
-        from transformers import AutoModelForCausalLM
+    @classmethod
+    def check_config(cls, cfg: JudgeConfig) -> None:
+        """Raises ValueError when `cfg` lacks what this engine needs (checked before any replica starts)."""
 
-        self.device = default_device(device)
-        self.model = load_model(AutoModelForCausalLM, self.model_path, resolve_dtype(self.cfg.dtype, "judge.dtype"), self.device)
-        self.pad_token_id = special_tokens(self.model_path, self.tokenizer, self.model.generation_config).pad_token_id
+    @abstractmethod
+    def _load(self, device: str | None) -> None:
+        """Loads the model (or builds the client) and sets `tokenizer` (None where there is none) and `device`."""
 
-    def _load_vllm(self, device: str | None) -> None:
-        self.llm, name = build_llm(
-            self.model_path, "judge.engine", dtype=self.cfg.dtype, seed=0, device=device,
-            gpu_memory_utilization=self.cfg.gpu_memory_utilization, max_model_len=self.cfg.max_model_len,
-        )
-        self.device = torch.device(name)
-
-    def _letter_token_ids(self) -> dict[str, int]:
-        """The token of each option letter as it follows the generation prompt; each must be one token."""
-        ids = {}
-        for letter in LETTERS:
-            tokens = self.tokenizer.encode(letter, add_special_tokens=False)
-            if len(tokens) != 1:
-                raise ValueError(
-                    f"judge tokenizer {self.model_path}: option letter {letter!r} is {len(tokens)} tokens {tokens}; "
-                    "restricted greedy judging needs one token per letter"
-                )
-            ids[letter] = tokens[0]
-        return ids
+    @abstractmethod
+    def _letters(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
+        """The letter of each (well-formed) request, None for one that could not be judged."""
 
     def ready(self) -> bool:
         return True
@@ -183,31 +185,6 @@ class Judge:
         """The prompt's tokens, the same for the transformers and the vLLM engine (no special tokens added)."""
         return encode(self.tokenizer, self.build_prompt(request))
 
-    @torch.inference_mode()
-    def letter_logits(self, requests: Sequence[JudgeRequest]) -> list[torch.Tensor]:
-        """Next-token logits over each request's option letters (in letter order), computed batch_size prompts at a time
-        (transformers engine)."""
-        if self.model is None:
-            raise RuntimeError(f"letter_logits needs the transformers engine; this judge runs on {self.engine}")
-        results: list[torch.Tensor] = []
-        for chunk in batches(requests, self.cfg.batch_size):
-            input_ids, attention_mask = left_pad([self.prompt_token_ids(request) for request in chunk], self.pad_token_id)
-            input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-            # Positions count real tokens only, so a left-padded prompt is scored exactly as it would be alone.
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-            output = self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=False,
-                logits_to_keep=1,
-            )
-            last = output.logits[:, -1, :].float().cpu()
-            for row, request in enumerate(chunk):
-                ids = [self.letter_token_ids[letter] for letter in request.letters]
-                results.append(last[row, ids])
-        return results
-
     def judge(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
         """The letter each request's reasoning supports; None for a request that cannot be judged (logged)."""
         answers: list[str | None] = [None] * len(requests)
@@ -217,66 +194,24 @@ class Judge:
                 log.warning("judge request %d has %d choices; it needs 1..%d", index, len(request.choices), len(LETTERS))
                 continue
             valid.append(index)
-        chosen = [requests[index] for index in valid]
-        if self.engine == "transformers":
-            letters = [request.letters[int(torch.argmax(row))] for request, row in zip(chosen, self.letter_logits(chosen))]
-        elif self.engine == "vllm":
-            letters = self._vllm_letters(chosen)
-        else:
-            letters = self._openai_letters(chosen)
-        for index, letter in zip(valid, letters):
+        for index, letter in zip(valid, self._letters([requests[index] for index in valid])):
             answers[index] = letter
         return answers
 
-    def _vllm_letters(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
-        """One greedy token per request, restricted to its letters: the restricted argmax on vLLM's kernels."""
-        from vllm import SamplingParams
 
-        letters: list[str | None] = []
-        for chunk in batches(requests, self.cfg.batch_size):
-            # The transformers engine's exact prompt tokens, so both score the same input.
-            prompts = [{"prompt_token_ids": self.prompt_token_ids(request)} for request in chunk]
-            params = [
-                SamplingParams(
-                    n=1, temperature=0.0, max_tokens=1,
-                    allowed_token_ids=[self.letter_token_ids[letter] for letter in request.letters],
-                )
-                for request in chunk
-            ]
-            for output in self.llm.generate(prompts, params, use_tqdm=False):
-                token_ids = list(output.outputs[0].token_ids) if output.outputs else []
-                letters.append(self._letter_of_token.get(token_ids[0]) if token_ids else None)
-        return letters
-
-    def _openai_letters(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
-        """Concurrent chat completions (at most max_concurrency in flight); a request that fails is None, logged."""
-        if not requests:
-            return []
-        with ThreadPoolExecutor(max_workers=max(1, min(self.cfg.max_concurrency, len(requests)))) as pool:
-            return list(pool.map(self._openai_letter, requests))
-
-    def _openai_letter(self, request: JudgeRequest) -> str | None:
-        import openai
-
-        try:
-            response = self.client.chat.completions.create(
-                model=self.model_path,
-                messages=self.build_messages(request),
-                max_tokens=1,
-                temperature=0.0,
-                logprobs=True,
-                top_logprobs=self.cfg.top_logprobs,
+def letter_token_ids(tokenizer, model_path: str) -> dict[str, int]:
+    """The token of each option letter as it follows the generation prompt; each must be one token (a local engine
+    scores the letters' next-token logits)."""
+    ids = {}
+    for letter in LETTERS:
+        tokens = tokenizer.encode(letter, add_special_tokens=False)
+        if len(tokens) != 1:
+            raise ValueError(
+                f"judge tokenizer {model_path}: option letter {letter!r} is {len(tokens)} tokens {tokens}; "
+                "restricted greedy judging needs one token per letter"
             )
-        except openai.OpenAIError as err:  # after the client's retries: a failed judgement, never a letter
-            log.warning("judge request to %s failed: %s", self.cfg.base_url, _openai_error_line(err, self.cfg))
-            return None
-        letter = letter_from_logprobs(response, request.letters)
-        if letter is None:
-            log.warning(
-                "judge reply from %s names no option letter (%s) among its top %d tokens",
-                self.cfg.base_url, request.letters, self.cfg.top_logprobs,
-            )
-        return letter
+        ids[letter] = tokens[0]
+    return ids
 
 
 def letter_from_logprobs(response: Any, letters: str) -> str | None:
@@ -294,27 +229,3 @@ def letter_from_logprobs(response: Any, letters: str) -> str | None:
         if len(token) == 1 and token in letters and (best is None or candidate.logprob > best[0]):
             best = (candidate.logprob, token)
     return None if best is None else best[1]
-
-
-def _local_tokenizer(model: str) -> Any:
-    """The served model's tokenizer when `model` is a local folder (to cut the reasoning by tokens); else None."""
-    return load_tokenizer(model) if os.path.isdir(model) else None
-
-
-def openai_client(cfg: JudgeConfig) -> Any:
-    """An `openai.OpenAI` client for cfg.base_url with the judge's timeout and retry settings (engines.openai_backend)."""
-    return build_openai_client(
-        "judge.engine", cfg.base_url, cfg.api_key_env, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries
-    )
-
-
-def _openai_error_line(err: Exception, cfg: JudgeConfig) -> str:
-    """One line naming the failure, never the key (the client's messages hold none; the status and body do not)."""
-    status = getattr(err, "status_code", None)
-    hint = f" (is ${cfg.api_key_env} set?)" if status in (401, 403) else ""
-    head = f"HTTP {status}{hint}" if status is not None else type(err).__name__
-    detail = str(err).splitlines()[0][:300] if str(err) else ""
-    key = api_key(cfg.api_key_env)
-    if key:
-        detail = detail.replace(key, "***")
-    return f"{head}: {detail}"

@@ -23,7 +23,7 @@ import ray
 
 from actors import ActorGroup, Pool
 from rewards.config import JudgeConfig
-from rewards.judge import ENGINES, Judge, JudgeRequest
+from rewards.judge import JudgeRequest, judge_class
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,8 @@ class JudgePool:
             raise ValueError(f"judge.batch_size must be >= 1, got {cfg.batch_size}")
         if not cfg.timeout_s > 0:
             raise ValueError(f"judge.timeout_s must be > 0, got {cfg.timeout_s}")
-        if cfg.engine not in ENGINES:
-            raise ValueError(f"judge.engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
-        if cfg.engine == "openai" and not cfg.base_url:
-            raise ValueError("judge.engine=openai needs judge.base_url (e.g. http://host:8000/v1)")
+        engine = judge_class(cfg.engine)  # refuses an unknown engine
+        engine.check_config(cfg)
         self.cfg = cfg
         self.model_path = model_path or cfg.model
         if self.model_path in ("", "???"):
@@ -89,7 +87,7 @@ class JudgePool:
         # Ray restarts a crashed judge in place (max_restarts: it holds nothing but its model); one dead for good is
         # replaced by the group, as often as it dies (a judge replica costs only its load time).
         self.actors = ActorGroup(
-            "judge", Judge, lambda _index: (self.model_path, cfg, None, num_threads), cfg.num_replicas,
+            "judge", engine, lambda _index: (self.model_path, cfg, None, num_threads), cfg.num_replicas,
             num_cpus=cfg.num_cpus_per_replica, num_gpus=cfg.num_gpus_per_replica, pool=pool,
             max_replacements=10**9, ray_max_restarts=cfg.max_restarts, start=False,
         )

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from rewards.config import JudgeConfig
-from rewards.judge import Judge, JudgeRequest, letter_from_logprobs
+from rewards.judge import Judge, JudgeRequest, letter_from_logprobs, make_judge
 from tests.local_http import LocalHTTPServer, send_json
 
 from vllm_env import DEVICE, HAS_CUDA, HAS_OPENAI, HAS_VLLM, HAS_VLLM_CPU, RUNS_VLLM, require_when_ci_asks  # noqa: E402
@@ -79,6 +79,16 @@ def test_letter_from_logprobs_takes_the_best_valid_letter_or_none():
     assert letter_from_logprobs(SimpleNamespace(choices=[SimpleNamespace(logprobs=None)]), "AB") is None
 
 
+def test_every_configurable_judge_engine_is_registered_where_it_is_written():
+    from rewards.config import JUDGE_ENGINES
+    from rewards.judge import JUDGES, judge_class
+
+    judge_class("transformers")  # imports rewards/judges/, which registers each engine
+    assert set(JUDGES) == set(JUDGE_ENGINES)
+    assert {name: cls.__module__ for name, cls in JUDGES.items()} == {
+        name: f"rewards.judges.{name}_judge" for name in JUDGE_ENGINES}
+
+
 def test_pool_refuses_an_unknown_engine_or_an_openai_engine_without_url():
     from rewards.judge_pool import JudgePool
 
@@ -96,7 +106,7 @@ def test_openai_judge_counts_a_failed_request_as_none(judge_requests):
         model="judge-model", engine="openai", base_url=f"http://127.0.0.1:{free_port()}/v1",  # nothing listens
         max_retries=0, request_timeout_s=5.0,
     )
-    judge = Judge("judge-model", cfg)
+    judge = make_judge("judge-model", cfg)
     assert judge.tokenizer is None  # not a folder: the reasoning is cut by characters
     requests = judge_requests(3) + [JudgeRequest(question="q", choices=(), think="t")]
     assert judge.judge(requests) == [None] * 4
@@ -110,14 +120,14 @@ JUDGE_CFG = dict(batch_size=3, max_think_tokens=64, dtype="float32")
 
 @pytest.fixture(scope="module")
 def reference(tiny_judge) -> Judge:
-    return Judge(tiny_judge, JudgeConfig(model=tiny_judge, **JUDGE_CFG), device="cpu")
+    return make_judge(tiny_judge, JudgeConfig(model=tiny_judge, **JUDGE_CFG), device="cpu")
 
 
 @needs_vllm
 @pytest.mark.slow
 def test_vllm_judge_picks_the_transformers_letters(tiny_judge, reference, judge_requests):
     requests = judge_requests(12) + [JudgeRequest(question="q", choices=(), think="t")]
-    judge = Judge(tiny_judge, JudgeConfig(model=tiny_judge, engine="vllm", **JUDGE_CFG), device=DEVICE)
+    judge = make_judge(tiny_judge, JudgeConfig(model=tiny_judge, engine="vllm", **JUDGE_CFG), device=DEVICE)
     got = judge.judge(requests)
     want = reference.judge(requests)
     assert got[-1] is None and want[-1] is None
@@ -224,14 +234,14 @@ def test_openai_judge_on_a_vllm_server_picks_the_transformers_letters(server, re
     # A random tiny model rarely puts a letter among its top 20 tokens (a trained judge does): ask for the whole
     # vocabulary so the restricted argmax is exact and comparable.
     cfg = JudgeConfig(model=server.model, engine="openai", base_url=server.url, top_logprobs=server.vocab, **JUDGE_CFG)
-    judge = Judge(server.model, cfg)
+    judge = make_judge(server.model, cfg)
     assert judge.tokenizer is not None  # a folder: the reasoning is cut by tokens, as the reference does
     requests = judge_requests(8)
     assert [judge.build_prompt(r) for r in requests] == [reference.build_prompt(r) for r in requests]
     _assert_same_letters(judge.judge(requests), reference.judge(requests), _margins(reference, requests))
 
     # With the default top 20, a reply without any option letter is a failed judgement (None), never a guess.
-    narrow = Judge(server.model, JudgeConfig(model=server.model, engine="openai", base_url=server.url, top_logprobs=1))
+    narrow = make_judge(server.model, JudgeConfig(model=server.model, engine="openai", base_url=server.url, top_logprobs=1))
     for letter, request in zip(narrow.judge(requests), requests):
         assert letter is None or letter in request.letters
 

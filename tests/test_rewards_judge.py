@@ -4,7 +4,6 @@ failures (None), never 0."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -14,7 +13,7 @@ import torch
 from embodied_data.records import Record
 from rewards.combine import RewardScorer
 from rewards.config import JudgeConfig, RewardConfig, RewardStage
-from rewards.judge import Judge, JudgeRequest
+from rewards.judge import Judge, JudgeRequest, make_judge
 from rewards.judge_pool import JudgePool
 
 torch.set_num_threads(1)
@@ -25,7 +24,7 @@ WEIGHTS = RewardStage(start=0, format=0.1, accuracy=0.7, consistency=0.2)
 
 @pytest.fixture(scope="module")
 def judge(tiny_judge) -> Judge:
-    return Judge(tiny_judge, JudgeConfig(model=tiny_judge, batch_size=3, max_think_tokens=64), device="cpu")
+    return make_judge(tiny_judge, JudgeConfig(model=tiny_judge, batch_size=3, max_think_tokens=64), device="cpu")
 
 
 POOL_CFG = dict(num_replicas=2, num_cpus_per_replica=0.25, batch_size=4, timeout_s=60, max_think_tokens=64)

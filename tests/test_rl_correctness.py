@@ -125,9 +125,9 @@ def test_the_sampler_resumes_exactly_across_an_epoch_boundary():
 # ---- 4. the judge reads a long reasoning's conclusion --------------------------------------------------------------
 def test_the_judge_keeps_the_conclusion_of_a_reasoning_longer_than_its_limit(policy):
     from rewards.config import JudgeConfig
-    from rewards.judge import Judge, JudgeRequest
+    from rewards.judge import JudgeRequest, make_judge
 
-    judge = Judge(policy, JudgeConfig(model=policy), device="cpu")  # max_think_tokens: the default, 1024
+    judge = make_judge(policy, JudgeConfig(model=policy), device="cpu")  # max_think_tokens: the default, 1024
     body = " ".join(f"Frame {i}: a red lamp is left of you." for i in range(200))
     think = f"{body} So the lamp is behind me: the answer is option C."
     assert len(judge.tokenizer.encode(think, add_special_tokens=False)) > 1100
