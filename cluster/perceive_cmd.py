@@ -135,7 +135,9 @@ def resolve_vlm(cfg, corpus: list[str]) -> str:
         log.warning("models.vlm=tiny: describing with a random-weight VLM (its text is noise; pass --vlm PATH for a "
                     "real Qwen2.5-VL)")
         return prepare_models(only_vlm, corpus).vlm
-    if cfg.perception.vlm.engine != "openai":  # an OpenAI-compatible server names its model; nothing to load here
+    from perception.engines import vlm_engine_class
+
+    if vlm_engine_class(cfg.perception.vlm.engine).local_model:  # a served model (openai) is named, not loaded here
         _check_loadable(vlm)
     return vlm
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, replace
 
 from perception.config import PerceptionConfig
-from perception.engines import VLMEngine, VLMRequest, make_vlm_engine
+from perception.engines import VLMEngine, VLMRequest, make_vlm_engine, vlm_engine_class
 from perception.keyframes import Keyframes, extract_keyframes
 from perception.parse import parse_differential, parse_first_frame
 from perception.prompts import differential_prompt, first_frame_prompt
@@ -46,7 +46,7 @@ class Describer:
                  bundle_indices: list[int] | None = None) -> None:
         self.cfg = cfg
         self.model_path = model_path
-        if cfg.torch_threads > 0 and cfg.vlm.engine == "transformers":
+        if cfg.torch_threads > 0 and vlm_engine_class(cfg.vlm.engine).torch_threads:
             import torch
 
             torch.set_num_threads(cfg.torch_threads)

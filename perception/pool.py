@@ -36,7 +36,9 @@ class _Task:
 
 def replica_tensor_parallel_size(cfg: PerceptionConfig) -> int:
     """GPUs (and bundles) per describer: the vLLM VLM's tensor-parallel size; other engines take one device or none."""
-    return cfg.vlm.tensor_parallel_size if cfg.vlm.engine == "vllm" else 1
+    from perception.engines import vlm_engine_class
+
+    return cfg.vlm.tensor_parallel_size if vlm_engine_class(cfg.vlm.engine).tensor_parallel else 1
 
 
 def reserve_perception_pool(name: str, cfg: PerceptionConfig):

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from embodied_data.records import LETTERS, choice_letters
+from engines.base import Engine
 from engines.loading import chat_prompt, encode
 from rewards.config import JudgeConfig
 
@@ -119,7 +120,7 @@ def make_judge(model_path: str, cfg: JudgeConfig | None = None, device: str | No
     return judge_class(cfg.engine)(model_path, cfg, device, num_threads)
 
 
-class Judge(ABC):
+class Judge(Engine, ABC):
     """Answers JudgeRequests in batches with the one option letter each reasoning supports; an engine (a subclass in
     rewards/judges/) loads its model or client and computes the letters."""
 
@@ -132,7 +133,7 @@ class Judge(ABC):
         device: str | None = None,
         num_threads: int | None = None,
     ) -> None:
-        if num_threads is not None:
+        if num_threads is not None and self.torch_threads:
             torch.set_num_threads(num_threads)
         self.cfg = cfg or JudgeConfig(model=model_path)
         if self.cfg.batch_size < 1 or self.cfg.max_think_tokens < 1:

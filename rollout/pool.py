@@ -11,6 +11,7 @@ import ray
 
 from actors import ActorGroup, Pool, reserve_pool
 from rollout.config import RolloutConfig, SamplingConfig
+from rollout.engines import engine_class
 from rollout.engines.base import prompt_seeds
 from rollout.types import Completion
 from rollout.worker import RolloutWorker
@@ -48,7 +49,7 @@ def shard_sizes(num_items: int, num_shards: int) -> list[int]:
 
 def worker_tensor_parallel_size(cfg: RolloutConfig) -> int:
     """GPUs (and bundles) per worker: vLLM's tensor-parallel size; a transformers engine runs on one device."""
-    return cfg.tensor_parallel_size if cfg.engine == "vllm" else 1
+    return cfg.tensor_parallel_size if engine_class(cfg.engine).tensor_parallel else 1
 
 
 def reserve_rollout_pool(name: str, cfg: RolloutConfig, timeout_s: float = 120.0) -> Pool:

@@ -125,3 +125,37 @@ def test_openai_client_reads_the_named_key_and_refuses_a_missing_url(monkeypatch
     with caplog.at_level("WARNING"):
         assert openai_client("judge.engine", "http://127.0.0.1:9/v1", "EMBODIED_R_TEST_KEY", 5.0, 0).api_key == "EMPTY"
     assert "EMBODIED_R_TEST_KEY is not set" in caplog.text
+
+
+def test_what_an_engine_can_do_is_declared_on_its_class_not_branched_on_its_name():
+    """Pools and commands read engines.base.Engine's capabilities (tensor_parallel, local_model, torch_threads); an
+    engine's name is compared only in its family's factory."""
+    import re
+    from pathlib import Path
+
+    from perception.config import PerceptionConfig, VLMConfig
+    from perception.engines import vlm_engine_class
+    from perception.pool import replica_tensor_parallel_size
+    from rewards.judge import judge_class
+    from rollout.config import RolloutConfig
+    from rollout.engines import engine_class
+    from rollout.pool import worker_tensor_parallel_size
+
+    assert (engine_class("vllm").tensor_parallel, engine_class("transformers").tensor_parallel) == (True, False)
+    assert worker_tensor_parallel_size(RolloutConfig(engine="vllm", tensor_parallel_size=4)) == 4
+    assert worker_tensor_parallel_size(RolloutConfig(engine="transformers", tensor_parallel_size=4)) == 1
+    assert replica_tensor_parallel_size(PerceptionConfig(vlm=VLMConfig(engine="vllm", tensor_parallel_size=2))) == 2
+    assert replica_tensor_parallel_size(PerceptionConfig(vlm=VLMConfig(engine="openai", tensor_parallel_size=2))) == 1
+    assert [vlm_engine_class(name).local_model for name in ("transformers", "vllm", "openai")] == [True, True, False]
+    assert [judge_class(name).local_model for name in ("transformers", "vllm", "openai")] == [True, True, False]
+    assert [cls.torch_threads for cls in (engine_class("transformers"), vlm_engine_class("transformers"),
+                                          judge_class("transformers"), engine_class("vllm"), judge_class("openai"))] \
+        == [True, True, True, False, False]
+
+    root = Path(__file__).resolve().parents[1]
+    factories = {root / "rollout/engines/__init__.py", root / "perception/engines/__init__.py"}
+    branch = re.compile(r"""\bengine\s*(==|!=)\s*["'](transformers|vllm|openai)["']""")
+    offenders = [f"{path.relative_to(root)}:{number}" for folder in ("cluster", "rollout", "perception", "rewards", "engines", "learner")
+                 for path in sorted((root / folder).rglob("*.py")) if path not in factories
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if branch.search(line)]
+    assert offenders == []

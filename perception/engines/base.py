@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
+from engines.base import Engine
 from engines.loading import chat_prompt
 
 # Qwen2.5-VL's markers around an image's tokens; the engines that build the chat text themselves use them.
@@ -21,11 +22,13 @@ class VLMRequest:
     prompt: str
 
 
-@runtime_checkable
-class VLMEngine(Protocol):
+class VLMEngine(Engine):
+    """A VLM engine (transformers: TransformersVLM, vLLM: VLLMVLM, an OpenAI-compatible server: OpenAIVLM); its
+    capabilities are engines.base.Engine's class attributes."""
+
+    @abstractmethod
     def generate(self, requests: list[VLMRequest]) -> list[str]:
         """One generated text per request, in order."""
-        ...
 
 
 @dataclass

@@ -20,7 +20,7 @@ import cv2
 
 from engines.openai_backend import openai_client as build_openai_client
 from perception.config import VLMConfig
-from perception.engines.base import SYSTEM_PROMPT, EngineStats, VLMRequest, resize_for_vlm
+from perception.engines.base import SYSTEM_PROMPT, EngineStats, VLMEngine, VLMRequest, resize_for_vlm
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ def png_data_url(image_rgb) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.tobytes()).decode("ascii")
 
 
-class OpenAIVLM:
+class OpenAIVLM(VLMEngine):
     """Chat completions at `cfg.base_url` for model `model` (the name the server knows it by)."""
+
+    local_model = False
 
     def __init__(self, cfg: VLMConfig, model: str) -> None:
         self.cfg = cfg

@@ -17,11 +17,13 @@ from engines.batching import batches, left_pad
 from engines.hf_backend import default_device, load_model
 from engines.loading import encode, load_tokenizer, resolve_dtype, special_tokens
 from perception.config import VLMConfig
-from perception.engines.base import IMAGE_PAD, EngineStats, VLMRequest, chat_text, resize_for_vlm
+from perception.engines.base import IMAGE_PAD, EngineStats, VLMEngine, VLMRequest, chat_text, resize_for_vlm
 
 
-class TransformersVLM:
+class TransformersVLM(VLMEngine):
     """A Qwen2.5-VL model held in this process; `generate` runs `cfg.batch_size` requests per forward batch."""
+
+    torch_threads = True
 
     def __init__(self, cfg: VLMConfig, model_path: str, device: str | None = None) -> None:
         from transformers import Qwen2_5_VLForConditionalGeneration

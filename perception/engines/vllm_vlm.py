@@ -13,13 +13,15 @@ import time
 
 from engines.vllm_backend import build_llm, import_vllm
 from perception.config import VLMConfig
-from perception.engines.base import EngineStats, VLMRequest, chat_text, resize_for_vlm
+from perception.engines.base import EngineStats, VLMEngine, VLMRequest, chat_text, resize_for_vlm
 
 MAX_IMAGES_PER_PROMPT = 2  # the differential prompt shows the previous and the current key frame
 
 
-class VLLMVLM:
+class VLLMVLM(VLMEngine):
     """A vLLM engine over one Qwen2.5-VL checkpoint (hub id or local path), tensor parallel over `cfg.tensor_parallel_size`."""
+
+    tensor_parallel = True
 
     def __init__(self, cfg: VLMConfig, model_path: str, bundle_indices: list[int] | None = None) -> None:
         self.cfg = cfg

@@ -24,6 +24,8 @@ class OpenAIJudge(Judge):
     """A served model behind judge.base_url; nothing runs here but the HTTP client (and, when `model` is a local
     folder, its tokenizer, to cut the reasoning by tokens)."""
 
+    local_model = False
+
     @classmethod
     def check_config(cls, cfg: JudgeConfig) -> None:
         if not cfg.base_url:

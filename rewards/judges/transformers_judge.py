@@ -17,6 +17,8 @@ from rewards.judge import Judge, JudgeRequest, letter_token_ids, register_judge
 class TransformersJudge(Judge):
     """The judge's model in this process (CPU or GPU)."""
 
+    torch_threads = True
+
     def _load(self, device: str | None) -> None:
         from transformers import AutoModelForCausalLM
 

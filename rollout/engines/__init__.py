@@ -8,17 +8,22 @@ from rollout.engines.base import GenerationEngine, derive_seed
 ENGINES = ("transformers", "vllm")
 
 
-def create_engine(model_path: str, cfg: RolloutConfig, device: str = "cpu", bundle_indices: list[int] | None = None) -> GenerationEngine:
-    """The engine named by `cfg.engine`, loaded from `model_path` (a local folder or hub id)."""
-    if cfg.engine == "transformers":
+def engine_class(name: str) -> type[GenerationEngine]:
+    """The class of the engine `name` (rollout.engine); only its own module is imported."""
+    if name == "transformers":
         from rollout.engines.hf_engine import HFEngine
 
-        return HFEngine(model_path, dtype=cfg.dtype, generate_batch_size=cfg.generate_batch_size, device=device)
-    if cfg.engine == "vllm":
+        return HFEngine
+    if name == "vllm":
         from rollout.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model_path, cfg, bundle_indices=bundle_indices)
-    raise ValueError(f"rollout engine must be one of {ENGINES}, got {cfg.engine!r}")
+        return VLLMEngine
+    raise ValueError(f"rollout engine must be one of {ENGINES}, got {name!r}")
 
 
-__all__ = ["ENGINES", "GenerationEngine", "create_engine", "derive_seed"]
+def create_engine(model_path: str, cfg: RolloutConfig, device: str = "cpu", bundle_indices: list[int] | None = None) -> GenerationEngine:
+    """The engine named by `cfg.engine`, loaded from `model_path` (a local folder or hub id)."""
+    return engine_class(cfg.engine).from_config(model_path, cfg, device, bundle_indices)
+
+
+__all__ = ["ENGINES", "GenerationEngine", "create_engine", "derive_seed", "engine_class"]

@@ -8,16 +8,23 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
+from engines.base import Engine
 from engines.weights import WeightReceiver
-from rollout.config import SamplingConfig
+from rollout.config import RolloutConfig, SamplingConfig
 from rollout.types import Completion
 
 
-class GenerationEngine(WeightReceiver):
+class GenerationEngine(WeightReceiver, Engine):
     """A policy engine (transformers: HFEngine, vLLM: VLLMEngine). Declared, not structural: the rollout worker relies
     on every method here and on WeightReceiver's, so an engine missing one fails when it is built, not mid-run."""
 
     tokenizer: object  # the model's tokenizer (a transformers tokenizer)
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, model_path: str, cfg: RolloutConfig, device: str, bundle_indices: list[int] | None) -> GenerationEngine:
+        """The engine over `model_path` as the rollout config sets it up (`bundle_indices`: a tensor-parallel engine's
+        placement bundles)."""
 
     @abstractmethod
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, seed: int | Sequence[int]) -> list[list[Completion]]:

@@ -21,7 +21,7 @@ from engines.batching import batches, left_pad
 from engines.hf_backend import load_model
 from engines.loading import load_tokenizer, resolve_dtype, special_tokens
 from engines.weights import InProcessWeightReceiver
-from rollout.config import SamplingConfig
+from rollout.config import RolloutConfig, SamplingConfig
 from rollout.engines.base import GenerationEngine, derive_seed, prompt_seeds, validate_prompts, validate_sampling
 from rollout.types import Completion
 
@@ -82,6 +82,12 @@ class SeededRowSampler(LogitsProcessor):
 class HFEngine(InProcessWeightReceiver, GenerationEngine):
     """A causal LM loaded with transformers; generates in chunks of `generate_batch_size` sequences, left-padded.
     Takes the weight broadcast in this process (engines.weights.InProcessWeightReceiver)."""
+
+    torch_threads = True
+
+    @classmethod
+    def from_config(cls, model_path: str, cfg: RolloutConfig, device: str, bundle_indices: list[int] | None) -> HFEngine:
+        return cls(model_path, dtype=cfg.dtype, generate_batch_size=cfg.generate_batch_size, device=device)
 
     def __init__(self, model_path: str, dtype: str = "float32", generate_batch_size: int = 16, device: str = "cpu"):
         if generate_batch_size < 1:

@@ -32,6 +32,11 @@ class VLLMEngine(GenerationEngine):
     weight-sync worker extension: the broadcast is received inside vLLM's workers, one group rank per shard."""
 
     digest_at_receive_only = True  # its parameters are fused, sharded and (on CPU) repacked: see receive_weights
+    tensor_parallel = True
+
+    @classmethod
+    def from_config(cls, model_path: str, cfg: RolloutConfig, device: str, bundle_indices: list[int] | None) -> VLLMEngine:
+        return cls(model_path, cfg, bundle_indices=bundle_indices)
 
     def __init__(self, model_path: str, cfg: RolloutConfig, bundle_indices: list[int] | None = None, device: str | None = None):
         """`device` "cuda" or "cpu"; None takes the one the installed vLLM build runs on (`vllm_device`)."""
