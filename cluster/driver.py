@@ -22,7 +22,7 @@ from cluster.checkpoints import (
 from cluster.config import TrainConfig, resolved_yaml
 from cluster.data import EpochSampler, load_run_data, tokenizer_corpus
 from cluster.dynamic_sampling import refill
-from cluster.failpoints import failpoint, failpoint_error
+from cluster.failpoints import failpoint, failpoint_error, failpoint_pause
 from cluster.learner_group import LearnerGroup
 from cluster.evaluate import TrainingEval, load_held_out, with_held_out
 from cluster.metrics import PhaseClock, read_metrics
@@ -113,6 +113,7 @@ def _run_training(cfg: TrainConfig, run_dir: Path, preemption: Preemption) -> Pa
             if preemption.requested and saved == step - 1:
                 break
             try:
+                failpoint_pause("step.begin", step, 15.0)  # the job-stop drill's window (tests/test_multinode.py)
                 started = time.perf_counter()
                 rollouts, synced_at_collect = pipeline.rollouts(step)
                 scored = refill(cfg, pools.scorer, pipeline, score(cfg, pools.scorer, rollouts), step)

@@ -1,6 +1,7 @@
 """Fault injection for the fault drills: `EMBODIED_R_FAILPOINT=NAME@STEP` makes the driver stop at the named point of
 that step and wait to be killed (`failpoint`), so a drill can kill it at an exact place rather than race a short window,
-or fail there as a full disk would (`failpoint_error`).
+pause there for a signal that takes a while to arrive (`failpoint_pause`), or fail there as a full disk would
+(`failpoint_error`).
 
 Inert unless the variable is set; bench/faults.py sets it for the run it is about to kill.
 """
@@ -23,6 +24,15 @@ def failpoint(name: str, step: int) -> None:
     log.warning("failpoint %s@%d reached: waiting to be killed", name, step)
     while True:
         time.sleep(60)
+
+
+def failpoint_pause(name: str, step: int, seconds: float) -> None:
+    """Sleeps `seconds` when EMBODIED_R_FAILPOINT is `name@step` (signals are handled meanwhile: a `ray job stop` sent
+    then lands in that step, however short the step); returns at once otherwise."""
+    if os.environ.get(ENV) != f"{name}@{step}":
+        return
+    log.warning("failpoint %s@%d reached: pausing %g s", name, step, seconds)
+    time.sleep(seconds)
 
 
 def failpoint_error(name: str, step: int, path: str | os.PathLike, code: int = errno.ENOSPC) -> None:

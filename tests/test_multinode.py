@@ -1,6 +1,8 @@
-"""Multi-node on one machine: a real two-node Ray cluster (`ray start`, head on 127.0.0.2, a second node on 127.0.0.3),
-the driver joining it as `ray job submit` would, learner rank 0 pinned to the node that is not the driver's, and two
-training steps end to end. Every rendezvous address must be the host's own node IP, not the driver's.
+"""Multi-node on one machine: a real two-node Ray cluster (`ray start`, head on 127.0.0.2 with its dashboard, a second
+node on 127.0.0.3), the tiny job submitted through Ray's job API (`ray job submit`, as users run it), learner rank 0
+pinned to the node that is not the driver's, training end to end. Every rendezvous address must be the host's own node
+IP, not the driver's. Then the same job stopped with `ray job stop` during step 3 checkpoints, exits naming the resume
+command, and resubmitted with it writes the rows of the job that was never stopped.
 
 127.0.0.1 cannot be one of the nodes: Ray replaces a node IP of 127.0.0.1 with the machine's routable address when
 clusters are enabled, while other loopback addresses (127.0.0.0/8 all reach this machine) are kept as given.
@@ -108,28 +110,36 @@ def two_nodes():
     ray_cli = Path(sys.executable).parent / "ray"
     if not ray_cli.exists():
         pytest.skip(f"no `ray` command beside {sys.executable}")
-    port = free_port(HEAD_IP)
+    port, dashboard_port = free_port(HEAD_IP), free_port(HEAD_IP)
     address = f"{HEAD_IP}:{port}"
     # A short private temp dir: Ray's socket paths must fit in 107 bytes, and `ray_current_cluster` must not land in
     # /tmp/ray, where a later bare ray.init() would try to join this (by then dead) cluster.
     temp_dir = tempfile.mkdtemp(prefix="er-2n-", dir="/tmp")
     env = node_env(new_token(Path(temp_dir) / "auth_token"))
     common = ["--block", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+
+    def own_ports(ip: str) -> list[str]:
+        # Every node of this machine's nodes, and any other Ray here (a local run's agent holds the default 52365), needs
+        # ports of its own: a job agent that cannot bind leaves the head with "No available agent to submit job".
+        return [f"--dashboard-agent-listen-port={free_port(ip)}", f"--dashboard-agent-grpc-port={free_port(ip)}",
+                f"--metrics-export-port={free_port(ip)}", f"--runtime-env-agent-port={free_port(ip)}"]
+
     logs = Path(temp_dir) / "node-logs"
     logs.mkdir()
     nodes: list[subprocess.Popen] = []
     try:
         nodes.append(subprocess.Popen(
             [str(ray_cli), "start", "--head", f"--node-ip-address={HEAD_IP}", f"--port={port}", "--num-cpus=2",
-             "--include-dashboard=false", *common],
+             "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
+             *own_ports(HEAD_IP), *common],
             env=env, stdout=(logs / "head.out").open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
         wait_for_nodes(address, 1, env)
         nodes.append(subprocess.Popen(
             [str(ray_cli), "start", f"--address={address}", f"--node-ip-address={SECOND_IP}", "--num-cpus=1",
-             '--resources={"learner_node": 1}', *common],
+             '--resources={"learner_node": 1}', *own_ports(SECOND_IP), *common],
             env=env, stdout=(logs / "second.out").open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
         wait_for_nodes(address, 2, env)
-        yield address, env
+        yield address, env, f"http://{HEAD_IP}:{dashboard_port}"
     finally:
         for node in reversed(nodes):
             stop_tree(node)
@@ -140,7 +150,7 @@ def two_nodes():
 def test_a_client_without_the_clusters_token_is_refused(tmp_path, two_nodes, client):
     """The cluster the run below joins lets in only its own: a driver that sends no token (auth off on its side), or
     another token, is refused by the head's GCS. (The fixture's own probe, with the token, got in.)"""
-    address, env = two_nodes
+    address, env, _ = two_nodes
     env = {key: value for key, value in env.items() if not key.startswith("RAY_AUTH_")}
     if client == "no token":
         env["RAY_AUTH_MODE"] = "disabled"
@@ -153,25 +163,80 @@ def test_a_client_without_the_clusters_token_is_refused(tmp_path, two_nodes, cli
     assert AUTH_REFUSED in refused.stderr, refused.stderr[-3000:]
 
 
-def test_two_steps_on_two_nodes_with_every_rendezvous_on_its_hosts_node(tmp_path, two_nodes):
-    address, env = two_nodes
+# The job of both tests below: the tiny config, learner rank 0 on the second node, a checkpoint every 2 steps.
+JOB_STEPS = 4
+JOB_OVERRIDES = [
+    "learner.resources={learner_node: 1}",  # rank 0 on the second node, away from the driver
+    f"trainer.steps={JOB_STEPS}", "trainer.checkpoint_every=2", "trainer.prompts_per_step=2",
+    "trainer.sft_warmup_steps=2", "trainer.progress=false",
+    "weight_sync.verify=true", "data.synthetic.scenes=1", "data.synthetic.questions_per_scene=2",
+    "sampling.max_new_tokens=16",
+    "perception.source=ground_truth",  # what is tested is placement, rendezvous and the job's life, not the VLM
+]
+# The job supervisor's wait between `ray job stop`'s SIGTERM and its SIGKILL (3 s by default): room for the driver to
+# finish the step in flight and checkpoint it (trainer.preemption_grace_s).
+JOB_ENV = {"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "120"}}
+FINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
+_uninterrupted_rows: list[dict] = []  # the first test's rows, which the second compares with
+
+
+def ray_job(dashboard: str, env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    """Runs `ray job <args>` against the cluster's dashboard with the cluster's token; returns its output. Retried
+    while the head's job agent is still starting (the dashboard answers before it can take jobs)."""
+    command = [str(Path(sys.executable).parent / "ray"), "job", args[0], "--address", dashboard, *args[1:]]
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+        if done.returncode == 0 or "No available agent" not in done.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert done.returncode == 0, f"{' '.join(command)}: {done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def submit(dashboard: str, env: dict[str, str], job_id: str, train_args: list[str], failpoint: str = "") -> None:
+    """`ray job submit --no-wait` of `python -m cluster.train <train_args>` (this interpreter: the nodes share its env);
+    `failpoint`: the job's EMBODIED_R_FAILPOINT (cluster/failpoints.py)."""
+    import json
+
+    runtime_env = {"env_vars": {**JOB_ENV["env_vars"], **({"EMBODIED_R_FAILPOINT": failpoint} if failpoint else {})}}
+    ray_job(dashboard, env, "submit", "--submission-id", job_id, "--no-wait", "--runtime-env-json", json.dumps(runtime_env),
+            "--", sys.executable, "-m", "cluster.train", *train_args)
+
+
+def job_state(dashboard: str, env: dict[str, str], job_id: str) -> str:
+    """SUCCEEDED, FAILED or STOPPED once the job has ended (`ray job status` words them "Job 'ID' succeeded", "... failed",
+    "... was stopped"), else RUNNING."""
+    ended = re.search(rf"Job '{re.escape(job_id)}' (succeeded|failed|was stopped)", ray_job(dashboard, env, "status", job_id))
+    return {"succeeded": "SUCCEEDED", "failed": "FAILED", "was stopped": "STOPPED"}[ended.group(1)] if ended else "RUNNING"
+
+
+def wait_job(dashboard: str, env: dict[str, str], job_id: str, timeout_s: float = RUN_TIMEOUT_S) -> str:
+    """Polls the job until it reaches a final state; returns it (fails the test past `timeout_s`, with its logs)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = job_state(dashboard, env, job_id)
+        if state in FINAL_STATES:
+            return state
+        time.sleep(2)
+    pytest.fail(f"job {job_id} did not finish in {timeout_s:.0f} s:\n{ray_job(dashboard, env, 'logs', job_id)[-4000:]}")
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    import json
+
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def test_a_submitted_job_trains_on_two_nodes_with_every_rendezvous_on_its_hosts_node(tmp_path, two_nodes):
+    address, env, dashboard = two_nodes
     run_dir = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "cluster.train", "--config", str(ROOT / "configs" / "tiny.yaml"), f"run_dir={run_dir}",
-        f"ray.address={address}",
-        "learner.resources={learner_node: 1}",  # rank 0 on the second node, away from the driver
-        "trainer.steps=2", "trainer.prompts_per_step=2", "trainer.sft_warmup_steps=2", "trainer.progress=false",
-        "weight_sync.verify=true", "data.synthetic.scenes=1", "data.synthetic.questions_per_scene=2",
-        "sampling.max_new_tokens=16",
-        "perception.source=ground_truth",  # what is tested is placement and rendezvous, not the VLM
-    ]
-    try:
-        finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired as timeout:
-        pytest.fail(f"two-node run did not finish in {RUN_TIMEOUT_S} s:\n{(timeout.stderr or b'')[-4000:]!r}")
-    assert finished.returncode == 0, finished.stderr[-4000:]
+    submit(dashboard, env, "er-uninterrupted",
+           ["--config", str(ROOT / "configs" / "tiny.yaml"), f"run_dir={run_dir}", *JOB_OVERRIDES])
+    assert wait_job(dashboard, env, "er-uninterrupted") == "SUCCEEDED", ray_job(dashboard, env, "logs", "er-uninterrupted")[-4000:]
     log_text = (run_dir / "train.log").read_text()
-    assert f"joined Ray cluster at {address}" in log_text
+    assert "joined Ray cluster at" in log_text  # from RAY_ADDRESS, which the job supervisor sets
 
     rendezvous = re.search(r"rendezvous: learner group at ([\d.]+):(\d+), weight group at ([\d.]+):(\d+), "
                            r"both hosted by learner rank 0 on node ([\d.]+)", log_text)
@@ -180,8 +245,40 @@ def test_two_steps_on_two_nodes_with_every_rendezvous_on_its_hosts_node(tmp_path
     # The driver sits on the head; rank 0 on the second node hosts both groups at its own address.
     assert (learner_host, weights_host, rank0_node) == (SECOND_IP, SECOND_IP, SECOND_IP)
 
-    import json
-
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in rows] == [1, 2]
+    rows = read_rows(run_dir)
+    assert [row["step"] for row in rows] == list(range(1, JOB_STEPS + 1))
     assert all(row["sync/match"] == 1.0 for row in rows)  # the broadcast crossed nodes and arrived intact
+    _uninterrupted_rows.extend(rows)
+
+
+def test_ray_job_stop_checkpoints_and_the_resubmitted_job_writes_the_uninterrupted_rows(tmp_path, two_nodes):
+    """`ray job stop` (SIGTERM to the driver) as step 3 begins: the driver finishes the step, checkpoints it (3 is not a
+    checkpoint_every step), shuts the actors down and exits naming the resume command; the job ends STOPPED. That
+    command, submitted as a new job, finishes the run with the rows of the job never stopped."""
+    if not _uninterrupted_rows:
+        pytest.skip("needs the uninterrupted job of the test above (run the module)")
+    from bench.faults import differences
+
+    _, env, dashboard = two_nodes
+    run_dir = tmp_path / "run"
+    # A tiny step takes well under a second, `ray job stop` a few: the driver pauses 15 s as step 3 begins, so the
+    # stop lands in step 3 (the SIGTERM is handled during the pause; the step then runs and is checkpointed).
+    submit(dashboard, env, "er-stopped", ["--config", str(ROOT / "configs" / "tiny.yaml"), f"run_dir={run_dir}", *JOB_OVERRIDES],
+           failpoint="step.begin@3")
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while len(read_rows(run_dir)) < 2:  # step 3 is under way once step 2's row is written
+        assert time.monotonic() < deadline and job_state(dashboard, env, "er-stopped") not in FINAL_STATES, \
+            ray_job(dashboard, env, "logs", "er-stopped")[-4000:]
+        time.sleep(0.2)
+    ray_job(dashboard, env, "stop", "er-stopped")
+    assert wait_job(dashboard, env, "er-stopped") == "STOPPED"
+    logs = ray_job(dashboard, env, "logs", "er-stopped")
+    resume = re.search(r"embodied-r train --config (\S+) trainer\.resume=true", logs)
+    assert resume and "preempted (SIGTERM): checkpoint" in logs and "holds step 3" in logs, logs[-4000:]
+    assert (run_dir / "checkpoints" / "step_000003" / "driver_state.json").exists(), logs[-4000:]
+    assert [row["step"] for row in read_rows(run_dir)] == [1, 2, 3]
+
+    submit(dashboard, env, "er-resumed", ["--config", resume.group(1), "trainer.resume=true"])
+    assert wait_job(dashboard, env, "er-resumed") == "SUCCEEDED", ray_job(dashboard, env, "logs", "er-resumed")[-4000:]
+    assert "resumed from" in (run_dir / "train.log").read_text()
+    assert differences(read_rows(run_dir), _uninterrupted_rows) == []
