@@ -297,7 +297,6 @@ def _default_device() -> str:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "ask",
-        help="answer one question about one video: key frames -> VLM descriptions -> the policy's thinking and answer",
         description=(
             "Runs the Embodied-R chain on one video in this process: key frames (ORB overlap rule), one VLM request per "
             "key frame (the description is looked up in and added to the run's description cache when that exists), "

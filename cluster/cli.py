@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable
 
 # Subcommand -> (module, function registering it into the subparsers, one-line help shown by `embodied-r --help`).
-# The module is imported only when its subcommand is chosen; tests/test_cli_imports.py checks that each help line
-# equals the one the module registers.
+# The module is imported only when its subcommand is chosen; the help line is written here only (the module's parser
+# takes it from LazySubParsers.add_parser; tests/test_cli_imports.py checks no module registers another).
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": (
         "cluster.cli", "_register_train",
@@ -73,11 +73,13 @@ class LazySubParsers(argparse._SubParsersAction):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._lazy: dict[str, tuple[str, str]] = {}
+        self._listed_help: dict[str, str] = {}  # the one-line help of each listed subcommand, written once (_COMMANDS)
 
     def add_lazy(self, name: str, module: str, function: str, help: str) -> None:
         """A placeholder for `name` listed with `help`; `module.function(self)` registers the real one on use."""
         super().add_parser(name, help=help, add_help=False)
         self._lazy[name] = (module, function)
+        self._listed_help[name] = help
 
     def _drop_placeholder(self, name: str) -> None:
         if self._lazy.pop(name, None) is not None:
@@ -85,7 +87,10 @@ class LazySubParsers(argparse._SubParsersAction):
             self._choices_actions = [a for a in self._choices_actions if a.dest != name]
 
     def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
-        self._drop_placeholder(name)  # a module registering a subcommand replaces its placeholder
+        """A module registering a subcommand replaces its placeholder, and takes the help line listed for it."""
+        if name in self._listed_help:
+            kwargs.setdefault("help", self._listed_help[name])
+        self._drop_placeholder(name)
         return super().add_parser(name, **kwargs)
 
     def load(self, name: str) -> argparse.ArgumentParser:
@@ -113,7 +118,6 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
     train = subparsers.add_parser(
         "train",
-        help=_COMMANDS["train"][2],
         description="Train the reasoning policy with GRPO through the whole pipeline; writes metrics.jsonl, "
         "config.yaml and checkpoints under run_dir.",
         epilog="Fixed names that tools rely on: --config FILE, run_dir, trainer.steps. "

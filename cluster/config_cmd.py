@@ -10,7 +10,6 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "config",
-        help="check a config and print the resolved tree that train would run (defaults, file, overrides)",
         description="Loads the config as `embodied-r train` does (schema defaults, then --config FILE, then key=value "
         "overrides), checks every choice and bound, and with --print writes the resolved YAML to stdout.",
         epilog="Example: embodied-r config --print --config configs/paper.yaml rollout.num_replicas=8",

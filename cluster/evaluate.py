@@ -497,7 +497,6 @@ def _run_from_args(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a policy checkpoint on a manifest split: accuracy per category, format, consistency, length",
         description="Generate answers with the policy at CHECKPOINT (greedy by default) for every question of the split, "
         "through the same perception and prompt as training, and score them: accuracy per category (multiple choice: "
         "the letter inside <answer>; numeric: VSI-Bench's mean relative accuracy), format rate, logical-consistency "

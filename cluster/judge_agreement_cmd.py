@@ -22,7 +22,6 @@ from pathlib import Path
 
 log = logging.getLogger("embodied_r.judge_agreement")
 
-HELP = "measure the consistency judge: how often it names the option a reasoning concludes (letter stated / words only)"
 
 
 def load_records(cfg, manifest: str | None, split: str, max_records: int):
@@ -93,7 +92,6 @@ def _run_from_args(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "judge-agreement",
-        help=HELP,
         description="For each multiple-choice question of the split, the gold reasoning trace (citing the ground-truth "
         "caption) with its conclusion swapped for an option drawn at random (seeded), once stating the option's letter "
         "('... So the answer is: <text>. That is option X.') and once naming it by its words only. The judge reads "

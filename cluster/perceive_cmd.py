@@ -222,7 +222,6 @@ def run_from_args(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "perceive",
-        help="describe a dataset's videos with the VLM pool into the run's cache (before train / eval)",
         description=(
             "Runs the perception pool (Ray actors, one VLM each) over the records of a manifest: key frames, one VLM "
             "request per key frame, parsed descriptions saved to the content-addressed cache (perception.cache_dir, by "

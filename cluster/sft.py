@@ -191,7 +191,6 @@ def _run_from_args(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sft",
-        help="supervised fine-tuning of the policy on reasoning traces, before GRPO",
         description="Train the policy on (prompt, <think> citing the video and concluding the answer, <answer>) traces "
         "with the DeepSpeed learner. Data, models and perception come from the same config as `train`. Writes "
         "sft.out_dir/policy (HF format), sft_metrics.jsonl (NLL per step), traces.jsonl and sft_state.json.",

@@ -19,8 +19,6 @@ from embodied_data.atomic import write_text_atomically
 
 log = logging.getLogger("embodied_r.view")
 
-HELP = "write a static HTML viewer of a run's recorded samples: key frames, captions, completions, rewards"
-
 
 def template() -> str:
     """The viewer's HTML, shipped as package data (cluster/viewer/index.html)."""
@@ -153,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "view", help=HELP,
+        "view",
         description="Build a static, self-contained HTML viewer of the samples a run recorded in RUN_DIR/samples "
         "(trainer.samples_every) or `embodied-r eval` wrote in its --out folder: per step, the key-frame strip with the "
         "VLM's caption beside each frame, the G completions side by side with their reward terms, and a table sortable "

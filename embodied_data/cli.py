@@ -114,7 +114,7 @@ def _real_layouts(args: argparse.Namespace) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="data sets: synthetic egocentric videos, benchmark loaders and manifests")
+    data = subparsers.add_parser("data")
     commands = data.add_subparsers(dest="data_command", required=True)
     synth = commands.add_parser(
         "synth",

@@ -13,7 +13,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = KeyframeConfig()
     keyframes = subparsers.add_parser(
         "keyframes",
-        help="print the key frames of a video as JSON",
         description=(
             "Samples VIDEO at 1 frame per second and picks key frames where the view overlaps the last key frame by "
             "less than the threshold (ORB matches + RANSAC homography, as Embodied-R). Prints JSON with `indices` "

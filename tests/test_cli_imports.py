@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,12 @@ def test_version_is_the_package_version():
     assert done.returncode == 0 and done.stdout.strip() == f"embodied-r {version('embodied-r')}"
 
 
+def cluster_commands() -> dict:
+    import cluster.cli
+
+    return cluster.cli._COMMANDS
+
+
 def test_listed_help_lines_equal_the_registered_ones():
     # One subprocess: loading every subcommand imports the training driver.
     out = _run(
@@ -53,6 +60,10 @@ def test_listed_help_lines_equal_the_registered_ones():
     listed, registered, choices = json.loads(out.strip().splitlines()[-1])
     assert listed == registered
     assert choices == sorted(listed)
+    # Written once: no command module registers a help line of its own for its subcommand.
+    for name, (module, _, _) in cluster_commands().items():
+        source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
+        assert not re.search(rf"""add_parser\(\s*["']{re.escape(name)}["'][^)]*?\bhelp=""", source, re.DOTALL), (name, module)
 
 
 def test_train_refuses_a_bad_config_before_importing_the_driver():
