@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from configtypes import choice
+from configtypes import bounded, choice, one_of, rules
 import copy
 import functools
 import importlib.util
@@ -27,12 +27,12 @@ from rollout.config import RolloutConfig, SamplingConfig
 class TinyModelsConfig:
     """Sizes of the locally built random-weight models (used when a model path is `tiny`)."""
 
-    vocab_size: int = 4096
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 2  # head_dim 32 (hidden / heads): vLLM's CPU attention has no kernel for head sizes below 32
-    num_kv_heads: int = 1
-    intermediate_size: int = 128
+    vocab_size: int = bounded(4096, ge=1)
+    hidden_size: int = bounded(64, ge=1)
+    num_layers: int = bounded(2, ge=1)
+    num_heads: int = bounded(2, ge=1)  # head_dim 32 (hidden / heads): vLLM's CPU attention has no kernel for head sizes below 32
+    num_kv_heads: int = bounded(1, ge=1)
+    intermediate_size: int = bounded(128, ge=1)
     seed: int = 0
 
 
@@ -48,12 +48,12 @@ class ModelsConfig:
 @dataclass
 class SyntheticDataConfig:
     out_dir: str = "${run_dir}/data"
-    scenes: int = 4
+    scenes: int = bounded(4, ge=1)
     seed: int = 0
-    questions_per_scene: int = 6
-    frames: int = 16
-    fps: float = 2.0
-    size: int = 224
+    questions_per_scene: int = bounded(6, ge=1)
+    frames: int = bounded(16, ge=1)
+    fps: float = bounded(2.0, gt=0)
+    size: int = bounded(224, ge=1)
 
 
 DATA_SOURCES = ("synthetic", "manifest")  # DataConfig.source, checked by validate
@@ -65,14 +65,14 @@ class DataConfig:
     source: DataSource = DataSource.synthetic  # synthetic | manifest
     manifest: str = ""  # a manifest.parquet (source=manifest)
     split: str = "train"  # the split the trainer samples from
-    max_records: int = 0  # 0: all
+    max_records: int = bounded(0, ge=0)  # 0: all
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 
 
 @dataclass
 class RayConfig:
     address: str = ""  # "": start a local Ray in-process; "auto" or host:port: join a cluster (ray job submit sets it)
-    num_cpus: int | None = 2  # local Ray only (None: every core of the machine); the embedded default fits in 2
+    num_cpus: int | None = bounded(2, gt=0)  # local Ray only (None: every core of the machine); the embedded default fits in 2
     namespace: str = "embodied-r"
 
 
@@ -87,58 +87,58 @@ class WeightSyncConfig:
 
     # The transport: auto = nccl on GPU pools, shm when every rollout worker is on learner rank 0's node, else gloo.
     backend: WeightBackend = WeightBackend.auto
-    bucket_mb: int = 64  # tensors are sent in buckets of about this size (bounds the memory of a ZeRO-3 gather)
-    timeout_s: float = 300.0
+    bucket_mb: int = bounded(64, ge=1)  # tensors are sent in buckets of about this size (bounds the memory of a ZeRO-3 gather)
+    timeout_s: float = bounded(300.0, gt=0)
     verify: bool = True  # after each broadcast, check every worker's weights equal the learner's (sync/match)
 
 
 @dataclass
 class TrainerConfig:
-    steps: int = 5
-    prompts_per_step: int = 4  # the paper: 32 prompts (x G samples)
+    steps: int = bounded(5, ge=1)
+    prompts_per_step: int = bounded(4, ge=1)  # the paper: 32 prompts (x G samples)
     seed: int = 0
-    checkpoint_every: int = 0  # 0: only at the end
-    keep_checkpoints: int = 2
+    checkpoint_every: int = bounded(0, ge=0)  # 0: only at the end
+    keep_checkpoints: int = bounded(2, ge=1)
     resume: bool = False  # continue from the newest complete checkpoint in <run_dir>/checkpoints
     # Supervised steps on the training answers before GRPO (0: none). For random-weight policies, which never emit the
     # answer format on their own; a real instruct checkpoint needs none.
-    sft_warmup_steps: int = 100
-    sft_warmup_prompts_per_step: int = 8
-    sft_warmup_lr: float = 3e-3
+    sft_warmup_steps: int = bounded(100, ge=0)
+    sft_warmup_prompts_per_step: int = bounded(8, ge=1)
+    sft_warmup_lr: float = bounded(3e-3, gt=0)
     progress: bool = True
     # Completions of each step's first group shown in the log (the best and the worst by reward first), with their
     # reward terms, the judge's letter and the advantage; 0 shows none.
-    log_completions: int = 2
+    log_completions: int = bounded(2, ge=0)
     # Faults: a lost learner rank sends the run back to its last complete checkpoint, at most this many times (then it
     # stops and names the resume command); dead rollout workers are replaced, at most this many over the run.
-    max_restarts: int = 1
-    max_worker_replacements: int = 8
+    max_restarts: int = bounded(1, ge=0)
+    max_worker_replacements: int = bounded(8, ge=0)
     # SIGTERM (preemption, `ray job stop`): the step in flight is finished, checkpointed, every actor shut down, and the
     # driver exits 75 naming the resume command, all within this many seconds, else the step is abandoned (exit 75
     # too; the newest complete checkpoint stays). Keep it under the platform's notice (RAY_JOB_STOP_WAIT_TIME_S).
-    preemption_grace_s: float = 60.0
+    preemption_grace_s: float = bounded(60.0, gt=0)
     # A checkpoint that cannot be written (a full disk): removed, the previous one kept, and the run goes on
     # (continue: checkpoints are best effort, faults/checkpoint_failures counts them) or stops with exit 74 (stop).
-    checkpoint_failure: str = "continue"
+    checkpoint_failure: str = one_of("continue", CHECKPOINT_FAILURE_POLICIES)
     # Asynchronous GRPO: 1 generates the next step's rollouts while the learner takes this step, so they are sampled
     # by the policy one step behind (correct with learner.grpo.tis_cap); 0 is the synchronous loop. A checkpoint step
     # is a barrier, so resume stays exact.
-    max_staleness: int = 0
+    max_staleness: int = one_of(0, (0, 1))  # 0: synchronous; 1: the next step's rollouts overlap this step's learning
     # DAPO's dynamic sampling with refill (cluster/dynamic_sampling.py), with learner.grpo.filter_equal_reward_groups:
     # up to this many extra generation rounds per step top the batch up to prompts_per_step informative groups.
-    dynamic_sampling_rounds: int = 0
+    dynamic_sampling_rounds: int = bounded(0, ge=0)
     # Held-out evaluation during training: every eval_every steps (and after the last step) the rollout workers answer
     # up to eval_max_questions questions of data.manifest's eval_split greedily (one sample, temperature 0), scored as
     # `embodied-r eval` scores them; eval/* metrics in that step's row. 0: off.
-    eval_every: int = 0
-    eval_max_questions: int = 64  # 0: the whole split; else taken round-robin over the categories
+    eval_every: int = bounded(0, ge=0)
+    eval_max_questions: int = bounded(64, ge=0)  # 0: the whole split; else taken round-robin over the categories
     eval_split: str = "test"
     # The viewer's record (cluster/samples.py, `embodied-r view`): every samples_every steps (0: never) the step's first
     # samples_max_groups groups go to <run_dir>/samples/ with their key frames, captions and completions (and each
     # held-out evaluation's answers); past samples_max_mb the oldest pages are thinned.
-    samples_every: int = 1
-    samples_max_groups: int = 4
-    samples_max_mb: int = 256
+    samples_every: int = bounded(1, ge=0)
+    samples_max_groups: int = bounded(4, ge=1)
+    samples_max_mb: int = bounded(256, ge=1)
 
 
 TRACKING_BACKENDS = ("jsonl", "tensorboard", "wandb")  # TrackingConfig.backends (cluster/tracking/: one file each)
@@ -258,121 +258,8 @@ def _typed_problem(err: OmegaConfBaseException, key: str) -> str:
     return f"{getattr(err, 'full_key', None) or key}: {reason}"
 
 
-# Bounds checked at load, one table per rule: the key (a dotted path in the tree) and, for counts, the least value.
-_AT_LEAST = {
-    "trainer.steps": 1, "trainer.prompts_per_step": 1, "trainer.checkpoint_every": 0, "trainer.keep_checkpoints": 1,
-    "trainer.log_completions": 0,
-    "trainer.sft_warmup_steps": 0, "trainer.sft_warmup_prompts_per_step": 1, "weight_sync.bucket_mb": 1,
-    "trainer.max_restarts": 0, "trainer.max_worker_replacements": 0, "trainer.dynamic_sampling_rounds": 0,
-    "trainer.eval_every": 0, "trainer.eval_max_questions": 0,
-    "trainer.samples_every": 0, "trainer.samples_max_groups": 1, "trainer.samples_max_mb": 1,
-    "models.tiny.vocab_size": 1, "models.tiny.hidden_size": 1, "models.tiny.num_layers": 1, "models.tiny.num_heads": 1,
-    "models.tiny.num_kv_heads": 1, "models.tiny.intermediate_size": 1,
-    "data.max_records": 0, "data.synthetic.scenes": 1, "data.synthetic.questions_per_scene": 1,
-    "data.synthetic.frames": 1, "data.synthetic.size": 1,
-    "perception.num_replicas": 1, "perception.torch_threads": 0, "perception.max_in_flight_per_replica": 1,
-    "perception.cache_flush_every": 1,
-    "perception.keyframes.min_keyframes": 1, "perception.keyframes.max_keyframes": 1,
-    "perception.keyframes.orb_features": 1, "perception.keyframes.min_matches": 0,
-    "perception.keyframes.feature_threads": 0,
-    "perception.vlm.max_new_tokens": 1, "perception.vlm.image_size": 1, "perception.vlm.tensor_parallel_size": 1,
-    "perception.vlm.max_model_len": 1, "perception.vlm.max_concurrency": 1, "perception.vlm.max_retries": 0,
-    "perception.vlm.batch_size": 1,
-    "rollout.num_replicas": 1, "rollout.tensor_parallel_size": 1, "rollout.generate_batch_size": 1,
-    "rollout.max_model_len": 1,
-    "sampling.max_new_tokens": 1, "sampling.max_prompt_tokens": 1,
-    "rewards.judge.num_replicas": 1, "rewards.judge.batch_size": 1, "rewards.judge.max_think_tokens": 1,
-    "rewards.judge.max_restarts": -1,  # Ray's max_restarts: -1 restarts without limit
-    "rewards.judge.max_retries": 0, "rewards.judge.max_concurrency": 1, "rewards.judge.top_logprobs": 1,
-    "rewards.overlong_cache_tokens": 0,
-    "learner.num_replicas": 1, "learner.micro_batch_size": 1, "learner.lora.r": 1,
-}
-# Resources, rates and weights that may be 0 but not negative.
-_NON_NEGATIVE = (
-    "perception.num_cpus_per_replica", "perception.num_gpus_per_replica", "perception.vlm.temperature",
-    "rollout.num_cpus_per_replica", "rollout.num_gpus_per_replica",
-    "sampling.temperature",
-    "rewards.judge.num_cpus_per_replica", "rewards.judge.num_gpus_per_replica",
-    "learner.num_cpus_per_replica", "learner.num_gpus_per_replica", "learner.weight_decay", "learner.grad_clip",
-)
-# Timeouts, rates and learning rates where 0 makes no sense.
-_POSITIVE = (
-    "weight_sync.timeout_s", "trainer.sft_warmup_lr", "trainer.preemption_grace_s",
-    "ray.num_cpus",
-    "data.synthetic.fps",
-    "perception.keyframes.sample_fps", "perception.keyframes.ransac_reproj_threshold", "perception.vlm.timeout_s",
-    "rewards.judge.timeout_s", "rewards.judge.request_timeout_s",
-    "learner.lr", "learner.lora.alpha",
-)
-# Fractions: [0, 1], or (0, 1] where 0 would mean nothing (no memory, no probability mass).
-_FRACTION = ("perception.keyframes.overlap_threshold", "learner.warmup_ratio", "learner.lora.dropout")
-_OPEN_FRACTION = (
-    "sampling.top_p", "rollout.gpu_memory_utilization", "perception.vlm.gpu_memory_utilization",
-    "rewards.judge.gpu_memory_utilization",
-)
-
-
-def _choices() -> dict[str, tuple]:
-    """Every string (and enumerated int) choice of the tree: its key and its allowed values, declared beside the field."""
-    from cluster.sft_config import TRACE_SOURCES
-    from learner import config as learner
-    from perception import config as perception
-    from rewards import config as rewards
-    from rollout import config as rollout
-
-    return {
-        "data.source": DATA_SOURCES,
-        "perception.source": perception.PERCEPTION_SOURCES,
-        "perception.keyframes.ransac_engine": perception.RANSAC_ENGINES,
-        "perception.keyframes.matcher": perception.MATCHERS,
-        "perception.keyframes.decoder": perception.DECODERS,
-        "perception.keyframes.partial_video": perception.PARTIAL_VIDEO_POLICIES,
-        "perception.vlm.engine": perception.VLM_ENGINES,
-        "perception.vlm.dtype": perception.VLM_DTYPES,
-        "rollout.engine": rollout.ROLLOUT_ENGINES,
-        "rollout.dtype": rollout.ENGINE_DTYPES,
-        "rewards.schedule_unit": rewards.SCHEDULE_UNITS,
-        "rewards.judge.engine": rewards.JUDGE_ENGINES,
-        "rewards.judge.dtype": rewards.JUDGE_DTYPES,
-        "learner.dtype": learner.LEARNER_DTYPES,
-        "learner.backend": learner.BACKENDS,
-        "learner.zero_stage": learner.ZERO_STAGES,
-        "learner.grpo.algorithm": learner.GRPO_ALGORITHMS,
-        "learner.grpo.kl_estimator": learner.KL_ESTIMATORS,
-        "learner.grpo.advantage_norm": learner.ADVANTAGE_NORMS,
-        "learner.grpo.loss_aggregation": learner.LOSS_AGGREGATIONS,
-        "learner.grpo.old_logprobs": learner.OLD_LOGPROBS_SOURCES,
-        "learner.offload.optimizer": learner.OFFLOAD_DEVICES,
-        "learner.offload.param": learner.OFFLOAD_DEVICES,
-        "weight_sync.backend": WEIGHT_BACKENDS,
-        "trainer.checkpoint_failure": CHECKPOINT_FAILURE_POLICIES,
-        "trainer.max_staleness": (0, 1),  # 0: synchronous; 1: the next step's rollouts overlap this step's learning
-        "sft.trace_source": TRACE_SOURCES,
-    }
-
-
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_bounds(cfg: DictConfig, problems: list[str]) -> None:
-    def check(key: str, ok, rule: str) -> None:
-        value = OmegaConf.select(cfg, key)
-        if value is None:  # optional fields (max_model_len, ray.num_cpus): None takes the default
-            return
-        if not _number(value) or not ok(value):  # NaN fails every comparison, so it is refused too
-            problems.append(f"{key} must be {rule}; got {value!r}")
-
-    for key, least in _AT_LEAST.items():
-        check(key, lambda v, least=least: v >= least, f">= {least}")
-    for key in _NON_NEGATIVE:
-        check(key, lambda v: v >= 0, ">= 0")
-    for key in _POSITIVE:
-        check(key, lambda v: v > 0, "> 0")
-    for key in _FRACTION:
-        check(key, lambda v: 0 <= v <= 1, "in [0, 1]")
-    for key in _OPEN_FRACTION:
-        check(key, lambda v: 0 < v <= 1, "in (0, 1]")
 
 
 def _check_learner_memory(learner: DictConfig, problems: list[str]) -> None:
@@ -456,12 +343,14 @@ def validate(cfg: DictConfig) -> None:
 
     problems: list[str] = []
     refused_choices = []
-    for key, allowed in _choices().items():
-        value = OmegaConf.select(cfg, key)
-        if isinstance(value, bool) or value not in allowed:
-            problems.append(f"{key} must be one of {', '.join(map(str, allowed))}; got {value!r}")
-            refused_choices.append(key)
-    _check_bounds(cfg, problems)
+    for rule in rules(TrainConfig):  # every choice and bound, as declared on its field (configtypes)
+        value = OmegaConf.select(cfg, rule.key)
+        if rule.choices is not None and (isinstance(value, bool) or value not in rule.choices):
+            problems.append(f"{rule.key} must be one of {', '.join(map(str, rule.choices))}; got {value!r}")
+            refused_choices.append(rule.key)
+        # None is an optional field's "take the default" (max_model_len, ray.num_cpus)
+        elif rule.bound is not None and value is not None and (not _number(value) or not rule.bound.allows(value)):
+            problems.append(f"{rule.key} must be {rule.bound.rule}; got {value!r}")
     if cfg.sampling.num_samples < 2:
         problems.append("sampling.num_samples (G) must be >= 2: group-normalised advantages need a group")
     if not 0 <= cfg.sampling.min_new_tokens <= cfg.sampling.max_new_tokens:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from configtypes import choice
+from configtypes import bounded, choice, one_of
 from dataclasses import dataclass, field
 
 # The allowed values of each choice, checked by cluster.config.validate when the config is loaded (OmegaConf does not
@@ -15,7 +15,7 @@ LOSS_AGGREGATIONS = ("token_mean", "sequence_mean")  # GRPOConfig.loss_aggregati
 LossAggregation = choice("LossAggregation", LOSS_AGGREGATIONS, __name__)
 OLD_LOGPROBS_SOURCES = ("learner", "rollout")  # GRPOConfig.old_logprobs
 OldLogprobsSource = choice("OldLogprobsSource", OLD_LOGPROBS_SOURCES, __name__)
-GRPO_ALGORITHMS = ("grpo", "gspo", "dr_grpo")  # GRPOConfig.algorithm (= learner.algo.checks.ALGORITHM_NAMES)
+GRPO_ALGORITHMS = ("grpo", "gspo", "dr_grpo")  # GRPOConfig.algorithm (= the variants registered in learner.algo)
 GRPOAlgorithm = choice("GRPOAlgorithm", GRPO_ALGORITHMS, __name__)
 LEARNER_DTYPES = ("float32", "bfloat16")  # LearnerConfig.dtype (learner/ds_config.py; the rollout and judge name dtypes alike)
 LearnerDtype = choice("LearnerDtype", LEARNER_DTYPES, __name__)
@@ -82,9 +82,9 @@ class LoRAConfig:
     plain base model and are sent the merged weights W + alpha/r * B @ A under the base model's names."""
 
     enabled: bool = False
-    r: int = 8  # the adapters' rank
-    alpha: float = 16.0  # the update is scaled by alpha / r
-    dropout: float = 0.0  # dropout on the adapters' input (training forward only)
+    r: int = bounded(8, ge=1)  # the adapters' rank
+    alpha: float = bounded(16.0, gt=0)  # the update is scaled by alpha / r
+    dropout: float = bounded(0.0, ge=0, le=1)  # dropout on the adapters' input (training forward only)
     target_modules: list[str] = field(default_factory=lambda: list(QWEN2_PROJECTIONS))  # module names peft adapts
 
 
@@ -101,17 +101,17 @@ class OffloadConfig:
 
 @dataclass
 class LearnerConfig:
-    num_replicas: int = 1
-    num_cpus_per_replica: float = 0.5
-    num_gpus_per_replica: float = 0.0
-    zero_stage: int = 2
+    num_replicas: int = bounded(1, ge=1)
+    num_cpus_per_replica: float = bounded(0.5, ge=0)
+    num_gpus_per_replica: float = bounded(0.0, ge=0)
+    zero_stage: int = one_of(2, ZERO_STAGES)
     dtype: LearnerDtype = LearnerDtype.float32  # float32 | bfloat16: the weights and the compute (bf16 mixed precision)
-    lr: float = 1e-4  # the embedded default's tiny random-weight policy (the paper: 5e-7)
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0  # (the paper: 0.05)
+    lr: float = bounded(1e-4, gt=0)  # the embedded default's tiny random-weight policy (the paper: 5e-7)
+    weight_decay: float = bounded(0.0, ge=0)
+    warmup_ratio: float = bounded(0.0, ge=0, le=1)  # (the paper: 0.05)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    grad_clip: float = 1.0
-    micro_batch_size: int = 8  # sequences per forward/backward on one rank
+    grad_clip: float = bounded(1.0, ge=0)
+    micro_batch_size: int = bounded(8, ge=1)  # sequences per forward/backward on one rank
     gradient_checkpointing: bool = False
     backend: Backend = Backend.auto  # auto (gloo on CPU, nccl on GPU) | gloo | nccl
     # Custom Ray resources each rank's bundle asks for, e.g. {"learner_node": 1} to keep the ranks on nodes started

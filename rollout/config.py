@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from configtypes import choice
+from configtypes import bounded, choice
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,27 +16,27 @@ EngineDtype = choice("EngineDtype", ENGINE_DTYPES, __name__)
 @dataclass
 class SamplingConfig:
     num_samples: int = 4  # G: completions per prompt (the paper: 8)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 160  # room for an SFT reasoning trace (the paper: 2048)
+    temperature: float = bounded(1.0, ge=0)
+    top_p: float = bounded(1.0, gt=0, le=1)
+    max_new_tokens: int = bounded(160, ge=1)  # room for an SFT reasoning trace (the paper: 2048)
     # End-of-sequence tokens are masked until a completion has this many tokens (vLLM's min_tokens, transformers'
     # min_new_tokens): benchmarks use it to fix the work of a step; 0 (default) leaves EOS free. The sampler's
     # log-probs are then of the masked distribution, which the learner does not reproduce (TIS corrects for it).
-    min_new_tokens: int = 0
-    max_prompt_tokens: int = 2048  # (the paper: 6144) longer prompts are cut from the left (the oldest frames) with a warning
+    min_new_tokens: int = bounded(0, ge=0)
+    max_prompt_tokens: int = bounded(2048, ge=1)  # (the paper: 6144) longer prompts are cut from the left (the oldest frames) with a warning
 
 
 @dataclass
 class RolloutConfig:
-    num_replicas: int = 2
+    num_replicas: int = bounded(2, ge=1)
     engine: RolloutEngine = RolloutEngine.transformers  # transformers | vllm
-    num_cpus_per_replica: float = 0.5
-    num_gpus_per_replica: float = 0.0
-    tensor_parallel_size: int = 1  # vLLM only
-    gpu_memory_utilization: float = 0.6  # vLLM only
+    num_cpus_per_replica: float = bounded(0.5, ge=0)
+    num_gpus_per_replica: float = bounded(0.0, ge=0)
+    tensor_parallel_size: int = bounded(1, ge=1)  # vLLM only
+    gpu_memory_utilization: float = bounded(0.6, gt=0, le=1)  # vLLM only
     dtype: EngineDtype = EngineDtype.float32  # the engine's weight dtype; the broadcast casts to it
-    generate_batch_size: int = 16  # prompts*samples per forward batch (transformers engine)
+    generate_batch_size: int = bounded(16, ge=1)  # prompts*samples per forward batch (transformers engine)
     seed: int = 0
     enable_prefix_caching: bool = True  # vLLM only: the G samples of a prompt share its KV blocks
     enforce_eager: bool = False  # vLLM only: skip CUDA graph capture (faster start, slower decode)
-    max_model_len: Optional[int] = None  # vLLM only: None takes the model's own limit
+    max_model_len: Optional[int] = bounded(None, ge=1)  # vLLM only: None takes the model's own limit

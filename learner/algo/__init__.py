@@ -9,7 +9,8 @@ An Algorithm owns the advantages from rewards, the per-token loss and its aggreg
 The options that work with every variant are the Algorithm's own methods (base.py), computed by tis.py (truncated
 importance sampling) and truncation.py (masking truncated completions); the loss returns its metrics with its output
 (LossOutputs.metrics). The staleness statistics are in staleness.py. A new variant is a new file with an Algorithm
-subclass, registered in ALGORITHMS (and its name in checks.ALGORITHM_NAMES).
+subclass registered with `@register_algorithm("name")` where it is written, its module imported here, and its name
+among learner.config.GRPO_ALGORITHMS (the config knows the names without importing torch; a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -17,15 +18,12 @@ from __future__ import annotations
 from dataclasses import fields
 from functools import lru_cache
 
-from learner.algo.base import Algorithm, LossInputs, LossMetrics, LossNorm, LossOutputs, OldPolicy
-from learner.algo.checks import ALGORITHM_NAMES, check_grpo_config
+from learner.algo.base import ALGORITHMS, Algorithm, LossInputs, LossMetrics, LossNorm, LossOutputs, OldPolicy
+from learner.algo.checks import check_grpo_config
 from learner.algo.dr_grpo import DrGRPO
 from learner.algo.grpo import GRPO, group_advantages
 from learner.algo.gspo import GSPO
 from learner.config import GRPOConfig
-
-ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (GRPO, GSPO, DrGRPO)}
-assert tuple(ALGORITHMS) == ALGORITHM_NAMES  # the check and the registry name the same variants
 
 
 def make_algorithm(cfg: GRPOConfig, max_new_tokens: int | None = None) -> Algorithm:

@@ -83,11 +83,28 @@ class OldPolicy:
     tis: TISStats | None  # their statistics before the cap; None without TIS
 
 
+ALGORITHMS: dict[str, type[Algorithm]] = {}  # learner.grpo.algorithm -> its variant, filled by @register_algorithm
+
+
+def register_algorithm(name: str):
+    """Class decorator: the loss variant `name` (a value of learner.grpo.algorithm) is this Algorithm subclass."""
+
+    def register(cls: type[Algorithm]) -> type[Algorithm]:
+        if name in ALGORITHMS:
+            raise ValueError(f"algorithm {name!r} is registered twice ({ALGORITHMS[name].__name__}, {cls.__name__})")
+        cls.name = name
+        ALGORITHMS[name] = cls
+        return cls
+
+    return register
+
+
 class Algorithm:
     """A loss variant: advantages from rewards, the per-token loss, and how token losses add up to the batch loss; and
     the learner.grpo options every variant takes: which tokens enter the loss, pi_old's source, the TIS weights.
 
-    Subclasses set `name` and override `advantages`, `token_loss` and `aggregate`; register them in learner/algo/__init__.py.
+    Subclasses override `advantages`, `token_loss` and `aggregate`, and register themselves under their
+    learner.grpo.algorithm name with `@register_algorithm("name")`.
     """
 
     name: ClassVar[str]

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import math
 
+from configtypes import rules
 from learner.config import GRPOConfig
-
-ALGORITHM_NAMES = ("grpo", "gspo", "dr_grpo")  # the keys of learner.algo.ALGORITHMS
 
 
 def check_grpo_config(cfg: GRPOConfig) -> None:
     """Raises ValueError naming the first learner.grpo setting that is out of range (called when a learner starts)."""
-    choices = {
-        "algorithm": ALGORITHM_NAMES,
-        "kl_estimator": ("k1", "k2", "k3"),
-        "advantage_norm": ("group_std", "group_mean"),
-        "loss_aggregation": ("token_mean", "sequence_mean"),
-        "old_logprobs": ("learner", "rollout"),
-    }
-    for name, allowed in choices.items():
-        if getattr(cfg, name) not in allowed:
-            raise ValueError(f"learner.grpo.{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
+    for rule in rules(GRPOConfig):  # the choices as declared on the fields (learner/config.py)
+        if rule.choices is not None and getattr(cfg, rule.key) not in rule.choices:
+            raise ValueError(f"learner.grpo.{rule.key} must be one of {', '.join(map(str, rule.choices))}; "
+                             f"got {getattr(cfg, rule.key)!r}")
     if cfg.beta < 0:
         raise ValueError(f"learner.grpo.beta must be >= 0, got {cfg.beta}")
     if cfg.beta > 0 and cfg.kl_estimator == "k1":

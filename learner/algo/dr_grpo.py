@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from learner.algo.base import Algorithm, LossInputs, LossNorm, LossOutputs
+from learner.algo.base import Algorithm, LossInputs, LossNorm, LossOutputs, register_algorithm
 from learner.algo.grpo import GRPO, group_advantages
 from learner.config import GRPOConfig
 
@@ -20,12 +20,12 @@ def dr_grpo_tokens_norm(cfg: GRPOConfig, max_new_tokens: int | None) -> int:
     return int(tokens_norm)
 
 
+@register_algorithm("dr_grpo")
 class DrGRPO(Algorithm):
     """GRPO's clipped token objective without its two length and difficulty biases: no std in the advantage (a group
     with a small spread is not blown up), and no per-sequence or per-batch token count in the normaliser (a long wrong
     answer is not penalised less per token than a short one)."""
 
-    name = "dr_grpo"
 
     def __init__(self, cfg: GRPOConfig, max_new_tokens: int | None = None):
         super().__init__(cfg, max_new_tokens)

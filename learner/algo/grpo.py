@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from learner.algo.base import Algorithm, LossInputs, LossNorm, LossOutputs
+from learner.algo.base import Algorithm, LossInputs, LossNorm, LossOutputs, register_algorithm
 from learner.config import GRPOConfig
 from learner.kl import kl_estimate
 
@@ -108,11 +108,11 @@ def sequence_mean(per_token: torch.Tensor, mask: torch.Tensor, norm_sequences: f
     return per_sequence.sum() / norm_sequences
 
 
+@register_algorithm("grpo")
 class GRPO(Algorithm):
     """Group-normalised advantages (learner.grpo.advantage_norm) and the clipped token objective (clip_low/clip_high),
     aggregated per learner.grpo.loss_aggregation."""
 
-    name = "grpo"
 
     def advantages(self, rewards: torch.Tensor, group_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
         return group_advantages(rewards, group_size, self.cfg.advantage_norm, valid=valid)

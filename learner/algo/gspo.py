@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from learner.algo.base import Algorithm, LossInputs, LossNorm, LossOutputs
+from learner.algo.base import Algorithm, LossInputs, LossNorm, LossOutputs, register_algorithm
 from learner.algo.grpo import clipped_objective, group_advantages, sequence_mean
 from learner.config import GRPOConfig
 
@@ -35,11 +35,11 @@ def gspo_token_loss(
     return per_token, kl, was_clipped, sequence_ratio.expand_as(logprobs)
 
 
+@register_algorithm("gspo")
 class GSPO(Algorithm):
     """Sequence-level ratio and clip (gspo_clip_low/gspo_clip_high); advantages as GRPO's (advantage_norm); every
     sequence weighs the same in the loss, whatever its length (loss_aggregation is not used)."""
 
-    name = "gspo"
 
     def advantages(self, rewards: torch.Tensor, group_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
         return group_advantages(rewards, group_size, self.cfg.advantage_norm, valid=valid)
