@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from perception.config import VLM_ENGINES as ENGINES  # the config's choice, declared once
 from perception.config import VLMConfig
 from perception.engines.base import VLMEngine, VLMRequest
 
-ENGINES = ("transformers", "vllm", "openai")
 
 
 def vlm_engine_class(name: str) -> type[VLMEngine]:

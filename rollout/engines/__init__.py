@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from rollout.config import ROLLOUT_ENGINES as ENGINES  # the config's choice, declared once
 from rollout.config import RolloutConfig
 from rollout.engines.base import GenerationEngine, derive_seed
 
-ENGINES = ("transformers", "vllm")
 
 
 def engine_class(name: str) -> type[GenerationEngine]:
