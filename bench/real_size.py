@@ -1,4 +1,6 @@
-"""Where a GRPO step's time goes at real size, float32 beside bfloat16 in one run: matmul rates on the model's shapes,
+"""Where a GRPO step's time goes at real size, float32 beside bfloat16 in one run: matmul rates on each of the model's
+linear layers (q, k, v, o, gate, up, down, the LM head: each [tokens x in] by its [out x in] weight, into a
+preallocated output, as nn.Linear computes it),
 the decode bound from memory bandwidth, generation tokens/s (HFEngine, the per-row seeded sampler against greedy), and
 the learner's forward+backward over a packed GRPO batch (learner.batch.completion_logprobs) with its executed FLOP/s.
 
@@ -39,17 +41,37 @@ def median_seconds(run, repeats: int) -> float:
     return statistics.median(times)
 
 
+def linear_shapes(config) -> dict[str, tuple[int, int, int]]:
+    """The model's linear layers: name -> (in features, out features, how many the model has)."""
+    hidden, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    kv = config.num_key_value_heads * (hidden // config.num_attention_heads)
+    return {"q": (hidden, hidden, layers), "k": (hidden, kv, layers), "v": (hidden, kv, layers),
+            "o": (hidden, hidden, layers), "gate": (hidden, inner, layers), "up": (hidden, inner, layers),
+            "down": (inner, hidden, layers), "lm_head": (hidden, config.vocab_size, 1)}
+
+
 def matmul_rates(config, tokens: int, repeats: int) -> dict:
-    """GFLOP/s of [tokens x hidden] @ [hidden x intermediate] and the LM head [tokens x hidden] @ [hidden x vocab]."""
+    """GFLOP/s of each linear layer's product over `tokens` rows ([tokens x in] @ [out x in]^T into a preallocated
+    [tokens x out], the layout nn.Linear uses; a fresh output every call would time the allocator's page faults)."""
     rates = {}
     for dtype in DTYPES:
         torch_dtype = getattr(torch, dtype)
-        for name, (k, n) in {"mlp": (config.hidden_size, config.intermediate_size),
-                             "lm_head": (config.hidden_size, config.vocab_size)}.items():
-            a, b = torch.randn(tokens, k, dtype=torch_dtype), torch.randn(k, n, dtype=torch_dtype)
-            seconds = median_seconds(lambda: a @ b, repeats)
+        for name, (k, n, _) in linear_shapes(config).items():
+            x, w = torch.randn(tokens, k, dtype=torch_dtype), torch.randn(n, k, dtype=torch_dtype)
+            out = torch.empty(tokens, n, dtype=torch_dtype)
+            seconds = median_seconds(lambda: torch.matmul(x, w.t(), out=out), repeats)
             rates[f"{name}/{dtype}"] = 2 * tokens * k * n / seconds / 1e9
     return rates
+
+
+def matmul_seconds(config, rates: dict, dtype: str, body_tokens: int, head_tokens: int) -> float:
+    """How long a forward and backward pass's linear layers take at the measured rates: each layer's 6 FLOPs a weight
+    a token (forward, and the two backward products, at the forward shape's rate) over the tokens it runs."""
+    seconds = 0.0
+    for name, (k, n, count) in linear_shapes(config).items():
+        tokens = head_tokens if name == "lm_head" else body_tokens
+        seconds += 6 * k * n * count * tokens / (rates[f"{name}/{dtype}"] * 1e9)
+    return seconds
 
 
 def bandwidth_gb_s(repeats: int) -> float:
@@ -99,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = args.prompts * args.samples
     results: dict = {"workload": {**{k: v for k, v in vars(args).items() if k != "json"}, "model_path": path,
                                   "parameters": params}}
-    results["matmul_gflops"] = matmul_rates(config, rows * (args.prompt_tokens + args.new_tokens) // 2, args.repeats)
+    tokens_run = args.prompts * args.prompt_tokens + rows * args.new_tokens  # the learner's body tokens (shared prompts)
+    results["matmul_gflops"] = matmul_rates(config, tokens_run, args.repeats)
     results["bandwidth_gb_s"] = bandwidth_gb_s(args.repeats)
 
     generated = rows * args.new_tokens
@@ -117,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     # 2 FLOPs a parameter a token forward, 4 backward: the body over every token run (each shared prompt once), the
     # (tied) LM head only over the completion positions whose log-probs are read; attention's products left out.
     head = config.vocab_size * config.hidden_size
-    tokens_run = args.prompts * args.prompt_tokens + rows * args.new_tokens
     executed = 6 * ((params - head) * tokens_run + head * rows * args.new_tokens)
     for dtype in DTYPES:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).train()
@@ -128,19 +150,25 @@ def main(argv: list[str] | None = None) -> int:
 
         seconds = median_seconds(step, args.repeats)
         rate = executed / seconds / 1e9
+        at_matmul_rate = matmul_seconds(config, results["matmul_gflops"], dtype, tokens_run, rows * args.new_tokens)
+        # The share of the matmul rate the learner reaches: its linear layers' time at the measured per-layer rates
+        # over its whole forward+backward (attention, norms, the optimizer-free rest and overheads included).
         results[f"learner/{dtype}"] = {"fwd_bwd_s": seconds, "executed_gflops": rate,
-                                       "of_mlp_matmul": rate / results["matmul_gflops"][f"mlp/{dtype}"]}
+                                       "matmul_only_s": at_matmul_rate, "of_matmul_rate": at_matmul_rate / seconds}
 
     print(json.dumps(results, indent=2))
     print(f"\n{args.model}: {params / 1e6:.1f}M parameters, {args.threads} thread(s), {args.prompts} prompts x G "
           f"{args.samples}, {args.prompt_tokens} + {args.new_tokens} tokens; memory {results['bandwidth_gb_s']:.1f} GB/s")
-    print(f"{'':10} {'matmul GFLOP/s':>15} {'gen tok/s':>10} {'greedy tok/s':>13} {'decode bound':>13} "
-          f"{'fwd+bwd s':>10} {'learner GFLOP/s':>16} {'of matmul':>10}")
+    print("matmul GFLOP/s per linear layer: " + "; ".join(
+        f"{dtype} " + ", ".join(f"{name} {results['matmul_gflops'][f'{name}/{dtype}']:.0f}" for name in linear_shapes(config))
+        for dtype in DTYPES))
+    print(f"{'':10} {'gen tok/s':>10} {'greedy tok/s':>13} {'decode bound':>13} "
+          f"{'fwd+bwd s':>10} {'matmuls alone s':>16} {'learner GFLOP/s':>16} {'of matmul rate':>15}")
     for dtype in DTYPES:
         gen, learn = results[f"generate/{dtype}"], results[f"learner/{dtype}"]
-        print(f"{dtype:10} {results['matmul_gflops'][f'mlp/{dtype}']:15.1f} {gen['tokens_per_s']:10.1f} "
+        print(f"{dtype:10} {gen['tokens_per_s']:10.1f} "
               f"{gen['greedy_tokens_per_s']:13.1f} {gen['decode_bound_tokens_per_s']:13.0f} {learn['fwd_bwd_s']:10.2f} "
-              f"{learn['executed_gflops']:16.1f} {learn['of_mlp_matmul']:10.0%}")
+              f"{learn['matmul_only_s']:16.2f} {learn['executed_gflops']:16.1f} {learn['of_matmul_rate']:15.0%}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
