@@ -113,7 +113,8 @@ def _run_training(cfg: TrainConfig, run_dir: Path, preemption: Preemption) -> Pa
             if preemption.requested and saved == step - 1:
                 break
             try:
-                failpoint_pause("step.begin", step, 15.0)  # the job-stop drill's window (tests/test_multinode.py)
+                # The job-stop drill's window (tests/test_multinode.py): held until the SIGTERM has come, 120 s at most.
+                failpoint_pause("step.begin", step, 120.0, until=lambda: preemption.requested)
                 started = time.perf_counter()
                 rollouts, synced_at_collect = pipeline.rollouts(step)
                 scored = refill(cfg, pools.scorer, pipeline, score(cfg, pools.scorer, rollouts), step)

@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 
 ENV = "EMBODIED_R_FAILPOINT"
 log = logging.getLogger(__name__)
@@ -26,13 +27,16 @@ def failpoint(name: str, step: int) -> None:
         time.sleep(60)
 
 
-def failpoint_pause(name: str, step: int, seconds: float) -> None:
-    """Sleeps `seconds` when EMBODIED_R_FAILPOINT is `name@step` (signals are handled meanwhile: a `ray job stop` sent
-    then lands in that step, however short the step); returns at once otherwise."""
+def failpoint_pause(name: str, step: int, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+    """When EMBODIED_R_FAILPOINT is `name@step`, waits up to `seconds`, or less once `until()` is true (signals are
+    handled meanwhile: a `ray job stop` sent then lands in that step, however short the step); returns at once
+    otherwise."""
     if os.environ.get(ENV) != f"{name}@{step}":
         return
-    log.warning("failpoint %s@%d reached: pausing %g s", name, step, seconds)
-    time.sleep(seconds)
+    log.warning("failpoint %s@%d reached: pausing up to %g s", name, step, seconds)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not until():
+        time.sleep(0.1)
 
 
 def failpoint_error(name: str, step: int, path: str | os.PathLike, code: int = errno.ENOSPC) -> None:

@@ -261,8 +261,8 @@ def test_ray_job_stop_checkpoints_and_the_resubmitted_job_writes_the_uninterrupt
 
     _, env, dashboard = two_nodes
     run_dir = tmp_path / "run"
-    # A tiny step takes well under a second, `ray job stop` a few: the driver pauses 15 s as step 3 begins, so the
-    # stop lands in step 3 (the SIGTERM is handled during the pause; the step then runs and is checkpointed).
+    # A tiny step takes well under a second, `ray job stop` a few: the driver holds as step 3 begins until the SIGTERM
+    # has come (cluster/failpoints.failpoint_pause), so the stop lands in step 3, which then runs and is checkpointed.
     submit(dashboard, env, "er-stopped", ["--config", str(ROOT / "configs" / "tiny.yaml"), f"run_dir={run_dir}", *JOB_OVERRIDES],
            failpoint="step.begin@3")
     deadline = time.monotonic() + RUN_TIMEOUT_S
