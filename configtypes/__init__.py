@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -95,3 +95,23 @@ def rules(cls: type, prefix: str = "") -> Iterator[Rule]:
             yield Rule(key, choices=spec.metadata["choices"])
         elif isinstance(kind, type) and issubclass(kind, Choice):
             yield Rule(key, choices=tuple(member.value for member in kind))
+
+
+def registrar(table: dict[str, type], kind: str, attribute: str | None = None) -> Callable[..., Callable[[type], type]]:
+    """`register(*names)`, a class decorator that enters the class in `table` under each name a config may choose it
+    by (a name taken twice is refused, naming both classes), and with `attribute` sets that class attribute to its
+    (first) name: how a variant registers itself where it is written."""
+
+    def register(*names: str) -> Callable[[type], type]:
+        def enter(cls: type) -> type:
+            for name in names:
+                if name in table:
+                    raise ValueError(f"{kind} {name!r} is registered twice ({table[name].__name__}, {cls.__name__})")
+                table[name] = cls
+            if attribute is not None:
+                setattr(cls, attribute, names[0])
+            return cls
+
+        return enter
+
+    return register

@@ -33,12 +33,13 @@ import importlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from configtypes import registrar
 from embodied_data.records import LETTERS, choice_letters
 from engines.base import Engine
 from engines.loading import chat_prompt, encode
@@ -91,17 +92,8 @@ def judge_prompt(tokenizer, request: JudgeRequest, think: str) -> str:
 JUDGES: dict[str, type[Judge]] = {}
 
 
-def register_judge(name: str) -> Callable[[type[Judge]], type[Judge]]:
-    """Class decorator: the judge engine `name` (JudgeConfig.engine) is this class."""
-
-    def register(cls: type[Judge]) -> type[Judge]:
-        if name in JUDGES:
-            raise ValueError(f"judge engine {name!r} is registered twice ({JUDGES[name].__name__}, {cls.__name__})")
-        cls.engine = name
-        JUDGES[name] = cls
-        return cls
-
-    return register
+# @register_judge("name"): the judge engine `name` (JudgeConfig.engine) is this class.
+register_judge = registrar(JUDGES, "judge engine", attribute="engine")
 
 
 def judge_class(engine: str) -> type[Judge]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from configtypes import Bound, bounded, choice, one_of, rules
+from configtypes import Bound, bounded, choice, one_of, registrar, rules
 
 Colour = choice("Colour", ("red", "green"), __name__)
 
@@ -46,3 +46,16 @@ def test_rules_walk_nested_fields_and_read_each_declaration():
 def test_a_bound_allows_its_range_only_and_reads_as_the_error_says(bound, inside, outside, rule):
     assert all(bound.allows(v) for v in inside) and not any(bound.allows(v) for v in outside)
     assert bound.rule == rule
+
+
+def test_a_registrar_enters_a_class_under_each_name_once_and_names_it():
+    table: dict[str, type] = {}
+    register = registrar(table, "widget", attribute="name")
+
+    @register("a", "alias")
+    class A:
+        pass
+
+    assert table == {"a": A, "alias": A} and A.name == "a"
+    with pytest.raises(ValueError, match=r"widget 'a' is registered twice \(A, B\)"):
+        register("a")(type("B", (), {}))

@@ -7,11 +7,12 @@ import datetime
 import importlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
 
+from configtypes import registrar
 from weightsync.meta import ParamMeta
 from weightsync.plan import BucketPlan
 
@@ -20,17 +21,9 @@ log = logging.getLogger(__name__)
 TRANSPORTS: dict[str, type[WeightTransport]] = {}
 
 
-def register_transport(*names: str) -> Callable[[type[WeightTransport]], type[WeightTransport]]:
-    """Class decorator: the transport is created for each of `names` (its first constructor argument is the name)."""
-
-    def register(cls: type[WeightTransport]) -> type[WeightTransport]:
-        for name in names:
-            if name in TRANSPORTS:
-                raise ValueError(f"weight transport {name!r} is registered twice ({TRANSPORTS[name].__name__}, {cls.__name__})")
-            TRANSPORTS[name] = cls
-        return cls
-
-    return register
+# @register_transport("name", ...): the transport is created for each of the names (its first constructor argument
+# is the name).
+register_transport = registrar(TRANSPORTS, "weight transport")
 
 
 class WeightTransport(ABC):

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import torch
 
+from configtypes import registrar
 from learner.algo.tis import TISStats, tis_weights
 from learner.algo.truncation import loss_mask
 from learner.batch import PackedBatch, Sample
@@ -86,17 +87,8 @@ class OldPolicy:
 ALGORITHMS: dict[str, type[Algorithm]] = {}  # learner.grpo.algorithm -> its variant, filled by @register_algorithm
 
 
-def register_algorithm(name: str):
-    """Class decorator: the loss variant `name` (a value of learner.grpo.algorithm) is this Algorithm subclass."""
-
-    def register(cls: type[Algorithm]) -> type[Algorithm]:
-        if name in ALGORITHMS:
-            raise ValueError(f"algorithm {name!r} is registered twice ({ALGORITHMS[name].__name__}, {cls.__name__})")
-        cls.name = name
-        ALGORITHMS[name] = cls
-        return cls
-
-    return register
+# @register_algorithm("name"): the loss variant `name` (a value of learner.grpo.algorithm) is this Algorithm subclass.
+register_algorithm = registrar(ALGORITHMS, "algorithm", attribute="name")
 
 
 class Algorithm:
