@@ -351,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.chaos:
         if args.seed is None:
             args.seed = random.SystemRandom().randrange(1_000_000)
+        # Every kill of a learner or worker may fall on one driver's life: budgets for all of them, on both runs (the
+        # budgets change no metric but faults/*, which the comparison leaves out).
+        spec.overrides += [f"trainer.max_restarts={args.faults}", f"trainer.max_worker_replacements={max(8, args.faults)}"]
         return run_chaos(args, spec)
     baseline = args.out / "uninterrupted"
     started = time.perf_counter()
