@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from configtypes import choice
+from configtypes import bounded, choice, rules
 
 TRACE_SOURCES = ("auto", "video_text")
 TraceSource = choice("TraceSource", TRACE_SOURCES, __name__)
@@ -15,10 +15,10 @@ TraceSource = choice("TraceSource", TRACE_SOURCES, __name__)
 @dataclass
 class SFTConfig:
     steps: int = 100  # optimiser steps (ignored when epochs > 0)
-    epochs: int = 0  # > 0: this many passes over the traces instead: steps = ceil(epochs * traces / prompts_per_step)
-    prompts_per_step: int = 8  # traces per optimiser step
-    lr: float = 1e-5
-    warmup_ratio: float = 0.0  # linear warm-up over this share of the steps, then constant
+    epochs: int = bounded(0, ge=0)  # > 0: this many passes over the traces instead: steps = ceil(epochs * traces / prompts_per_step)
+    prompts_per_step: int = bounded(8, ge=1)  # traces per optimiser step
+    lr: float = bounded(1e-5, gt=0)
+    warmup_ratio: float = bounded(0.0, ge=0, lt=1)  # linear warm-up over this share of the steps, then constant
     out_dir: str = "${run_dir}/sft"  # gets policy/ (HF format), sft_metrics.jsonl, traces.jsonl, sft_state.json
     # auto: cite the manifest's ground-truth captions where it has them (synthetic data), else the prompt's video text;
     # video_text: always cite the text the prompt shows (the VLM's description under perception.source=vlm).
@@ -30,8 +30,8 @@ class SFTConfig:
     # Steps of option-lookup drills (cluster/lookup_warmup.py) before the traces, at the same lr: they drill a policy
     # from random weights (the tiny models) in copying an option's letter from its words, which an instruct model
     # brings. Measured on configs/learning.yaml: learnt in the drills' own form after ~600 steps, not yet in the traces.
-    lookup_steps: int = 0
-    lookup_drills_per_step: int = 64
+    lookup_steps: int = bounded(0, ge=0)
+    lookup_drills_per_step: int = bounded(64, ge=1)
     progress: bool = True
 
 
@@ -42,18 +42,15 @@ def num_steps(cfg: SFTConfig, num_traces: int) -> int:
 
 
 def validate_sft(cfg: SFTConfig) -> None:
+    """The sft section on its own (`embodied-r sft`): the bounds and choices declared on its fields, and steps."""
     problems = []
     if cfg.steps < 1 and cfg.epochs < 1:
         problems.append("sft.steps (or sft.epochs) must be >= 1")
-    if cfg.prompts_per_step < 1:
-        problems.append("sft.prompts_per_step must be >= 1")
-    if not cfg.lr > 0:
-        problems.append("sft.lr must be > 0")
-    if not 0 <= cfg.warmup_ratio < 1:
-        problems.append("sft.warmup_ratio must be in [0, 1)")
-    if cfg.lookup_steps < 0 or cfg.lookup_drills_per_step < 1:
-        problems.append("sft.lookup_steps must be >= 0 and sft.lookup_drills_per_step >= 1")
-    if cfg.trace_source not in TRACE_SOURCES:
-        problems.append(f"sft.trace_source must be one of {TRACE_SOURCES}")
+    for rule in rules(SFTConfig):
+        value = getattr(cfg, rule.key)
+        if rule.choices is not None and value not in rule.choices:
+            problems.append(f"sft.{rule.key} must be one of {', '.join(map(str, rule.choices))}; got {value!r}")
+        elif rule.bound is not None and not rule.bound.allows(value):
+            problems.append(f"sft.{rule.key} must be {rule.bound.rule}; got {value!r}")
     if problems:
         raise ValueError("invalid sft config:\n  " + "\n  ".join(problems))
