@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from configtypes import bounded, choice, one_of, rules
+from configtypes import bounded, choice, one_of, violations
 import copy
 import functools
 import importlib.util
@@ -343,14 +343,11 @@ def validate(cfg: DictConfig) -> None:
 
     problems: list[str] = []
     refused_choices = []
-    for rule in rules(TrainConfig):  # every choice and bound, as declared on its field (configtypes)
-        value = OmegaConf.select(cfg, rule.key)
-        if rule.choices is not None and (isinstance(value, bool) or value not in rule.choices):
-            problems.append(f"{rule.key} must be one of {', '.join(map(str, rule.choices))}; got {value!r}")
+    # Every choice and bound, as declared on its field (configtypes).
+    for rule, problem in violations(TrainConfig, lambda key: OmegaConf.select(cfg, key)):
+        problems.append(problem)
+        if rule.choices is not None:
             refused_choices.append(rule.key)
-        # None is an optional field's "take the default" (max_model_len, ray.num_cpus)
-        elif rule.bound is not None and value is not None and (not _number(value) or not rule.bound.allows(value)):
-            problems.append(f"{rule.key} must be {rule.bound.rule}; got {value!r}")
     if cfg.sampling.num_samples < 2:
         problems.append("sampling.num_samples (G) must be >= 2: group-normalised advantages need a group")
     if not 0 <= cfg.sampling.min_new_tokens <= cfg.sampling.max_new_tokens:

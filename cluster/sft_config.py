@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from configtypes import bounded, choice, rules
+from configtypes import bounded, choice, violations
 
 TRACE_SOURCES = ("auto", "video_text")
 TraceSource = choice("TraceSource", TRACE_SOURCES, __name__)
@@ -46,11 +46,6 @@ def validate_sft(cfg: SFTConfig) -> None:
     problems = []
     if cfg.steps < 1 and cfg.epochs < 1:
         problems.append("sft.steps (or sft.epochs) must be >= 1")
-    for rule in rules(SFTConfig):
-        value = getattr(cfg, rule.key)
-        if rule.choices is not None and value not in rule.choices:
-            problems.append(f"sft.{rule.key} must be one of {', '.join(map(str, rule.choices))}; got {value!r}")
-        elif rule.bound is not None and not rule.bound.allows(value):
-            problems.append(f"sft.{rule.key} must be {rule.bound.rule}; got {value!r}")
+    problems += [problem for _, problem in violations(SFTConfig, lambda key: getattr(cfg, key), prefix="sft.")]
     if problems:
         raise ValueError("invalid sft config:\n  " + "\n  ".join(problems))

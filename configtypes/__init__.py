@@ -115,3 +115,17 @@ def registrar(table: dict[str, type], kind: str, attribute: str | None = None) -
         return enter
 
     return register
+
+
+def violations(cls: type, value_of: Callable[[str], Any], prefix: str = "") -> Iterator[tuple[Rule, str]]:
+    """Each rule of `rules(cls)` that the config breaks, with its message naming `prefix` + the key: a value outside
+    its choices (a bool never counts as 0 or 1), or a bound broken by a non-number or a number out of range (None,
+    an optional field's "take the default", passes). `value_of(key)` reads a key's value from the config."""
+    for rule in rules(cls):
+        value = value_of(rule.key)
+        if rule.choices is not None and (isinstance(value, bool) or value not in rule.choices):
+            yield rule, f"{prefix}{rule.key} must be one of {', '.join(map(str, rule.choices))}; got {value!r}"
+        elif rule.bound is not None and value is not None and (
+            not isinstance(value, (int, float)) or isinstance(value, bool) or not rule.bound.allows(value)
+        ):
+            yield rule, f"{prefix}{rule.key} must be {rule.bound.rule}; got {value!r}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from configtypes import Bound, bounded, choice, one_of, registrar, rules
+from configtypes import Bound, bounded, choice, one_of, registrar, rules, violations
 
 Colour = choice("Colour", ("red", "green"), __name__)
 
@@ -59,3 +59,14 @@ def test_a_registrar_enters_a_class_under_each_name_once_and_names_it():
     assert table == {"a": A, "alias": A} and A.name == "a"
     with pytest.raises(ValueError, match=r"widget 'a' is registered twice \(A, B\)"):
         register("a")(type("B", (), {}))
+
+
+def test_violations_name_each_broken_rule_with_its_prefix():
+    values = {"count": 0, "stage": True, "name": "x", "inner.rate": None, "inner.colour": "blue"}
+    found = [message for _, message in violations(Outer, values.__getitem__, prefix="top.")]
+    assert found == ["top.count must be >= 1; got 0", "top.stage must be one of 0, 1, 2, 3; got True",
+                     "top.inner.colour must be one of red, green; got 'blue'"]  # None (take the default) passes
+    assert list(violations(Outer, {"count": 3, "stage": 0, "inner.rate": 1, "inner.colour": "red"}.__getitem__)) == []
+    assert [m for _, m in violations(Outer, {"count": "3", "stage": 0, "inner.rate": math.nan,
+                                             "inner.colour": "red"}.__getitem__)] == [
+        "count must be >= 1; got '3'", "inner.rate must be in (0, 1]; got nan"]

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import math
 
-from configtypes import rules
+from configtypes import violations
 from learner.config import GRPOConfig
 
 
 def check_grpo_config(cfg: GRPOConfig) -> None:
     """Raises ValueError naming the first learner.grpo setting that is out of range (called when a learner starts)."""
-    for rule in rules(GRPOConfig):  # the choices as declared on the fields (learner/config.py)
-        if rule.choices is not None and getattr(cfg, rule.key) not in rule.choices:
-            raise ValueError(f"learner.grpo.{rule.key} must be one of {', '.join(map(str, rule.choices))}; "
-                             f"got {getattr(cfg, rule.key)!r}")
+    for _, problem in violations(GRPOConfig, lambda key: getattr(cfg, key), prefix="learner.grpo."):
+        raise ValueError(problem)  # the choices as declared on the fields (learner/config.py)
     if cfg.beta < 0:
         raise ValueError(f"learner.grpo.beta must be >= 0, got {cfg.beta}")
     if cfg.beta > 0 and cfg.kl_estimator == "k1":
