@@ -28,10 +28,7 @@ def vlm_engine_class(name: str) -> type[VLMEngine]:
 def make_vlm_engine(cfg: VLMConfig, model_path: str, bundle_indices: list[int] | None = None) -> VLMEngine:
     """The engine `cfg.engine` names, over `model_path` (a checkpoint folder or hub id; for openai, the served model name).
     `bundle_indices`: the placement-group bundles of a tensor-parallel vLLM engine's GPU workers."""
-    cls = vlm_engine_class(cfg.engine)
-    if cls.tensor_parallel:
-        return cls(cfg, model_path, bundle_indices=bundle_indices)
-    return cls(cfg, model_path)
+    return vlm_engine_class(cfg.engine).from_config(cfg, model_path, bundle_indices)
 
 
 __all__ = ["ENGINES", "VLMEngine", "VLMRequest", "make_vlm_engine", "vlm_engine_class"]

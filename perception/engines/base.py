@@ -26,6 +26,12 @@ class VLMEngine(Engine):
     """A VLM engine (transformers: TransformersVLM, vLLM: VLLMVLM, an OpenAI-compatible server: OpenAIVLM); its
     capabilities are engines.base.Engine's class attributes."""
 
+    @classmethod
+    def from_config(cls, cfg, model_path: str, bundle_indices: list[int] | None = None) -> VLMEngine:
+        """The engine over `model_path` as the vlm config sets it up (`bundle_indices`: a tensor-parallel engine's
+        placement bundles, which only such an engine takes)."""
+        return cls(cfg, model_path)
+
     @abstractmethod
     def generate(self, requests: list[VLMRequest]) -> list[str]:
         """One generated text per request, in order."""

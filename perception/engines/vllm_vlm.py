@@ -23,6 +23,10 @@ class VLLMVLM(VLMEngine):
 
     tensor_parallel = True
 
+    @classmethod
+    def from_config(cls, cfg: VLMConfig, model_path: str, bundle_indices: list[int] | None = None) -> VLLMVLM:
+        return cls(cfg, model_path, bundle_indices=bundle_indices)
+
     def __init__(self, cfg: VLMConfig, model_path: str, bundle_indices: list[int] | None = None) -> None:
         self.cfg = cfg
         engine_kwargs = {}
