@@ -206,9 +206,9 @@ class RolloutPool:
         ]
 
     def receive_weights(self, plan, digest: bool = False, version: int | None = None) -> list:
-        """Starts every worker receiving one broadcast of policy `version` along the driver's bucket plan; returns the ObjectRefs (each resolves to
-        that worker's {"seconds", "bytes", "buckets", "weight_version", "policy_version", "rank"[, "digest"]}) so the
-        learner can send meanwhile."""
+        """Starts every worker receiving one broadcast of policy `version` along the driver's bucket plan; returns the
+        ObjectRefs (each resolves to that worker's {"seconds", "bytes", "buckets", "weight_version", "policy_version",
+        "rank"[, "digest"]}) so the learner can send meanwhile."""
         return [w.receive_weights.remote(plan, digest, version) for w in self.workers]
 
     def set_policy_version(self, version: int) -> None:

@@ -93,8 +93,9 @@ class RolloutWorker:
         return list(self.engine.init_weight_group(backend, host, port, world_size, rank, timeout_s))
 
     def receive_weights(self, plan, digest: bool = False, version: int | None = None) -> dict:
-        """Receives one broadcast of the learner's weights (weightsync's BucketPlan says how it is cut), loading each bucket into the engine as it arrives; they are
-        policy `version` from now on (every completion is stamped with it).
+        """Receives one broadcast of the learner's weights (weightsync's BucketPlan says how it is cut), loading each
+        bucket into the engine as it arrives; they are policy `version` from now on (every completion is stamped with
+        it).
 
         Returns {"seconds", "bytes", "buckets", "weight_version", "policy_version", "rank"} and, with `digest`,
         "digest" (weightsync's digest of the weights now in the engine: read back from the model for transformers, of
