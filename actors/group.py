@@ -14,13 +14,21 @@ from typing import Any
 
 import ray
 
-from actors.placement import Pool
+from actors.placement import Pool, free_resources
 
 log = logging.getLogger(__name__)
 
 
 class ActorGroupError(RuntimeError):
     """A group's actors failed to start, or a replacement was refused by the restart policy."""
+
+
+class PlacementLost(ActorGroupError):
+    """Actors wait for bundles that a dead node held and no live node has taken within the pool's `timeout_s`."""
+
+    def __init__(self, message: str, group: str, missing: list[dict]):
+        super().__init__(message)
+        self.group, self.missing = group, missing
 
 
 def _node_ip() -> str:
@@ -97,21 +105,50 @@ class ActorGroup:
 
     def wait_ready(self, indices: Sequence[int] | range, timeout_s: float | None = None) -> list[Any]:
         """Waits for the `ready` method of the given actors; returns their answers. A failed or slow start raises
-        ActorGroupError naming the actors and the resources they asked for."""
+        ActorGroupError naming the actors and the resources they asked for; actors whose bundles were lost with a
+        node and not placed again within the pool's `timeout_s` raise PlacementLost, naming those bundles."""
         indices = list(indices)
         timeout_s = self._ready_timeout_s if timeout_s is None else timeout_s
         refs = [getattr(self.handles[i], self._ready_method).remote() for i in indices]
-        done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        pending, unplaced_since = list(refs), None
+        while pending and (deadline is None or time.monotonic() < deadline):
+            wait_s = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=wait_s)
+            if pending and self.pool is not None:
+                # Checked once a second: a GCS read, so a lost node stops the wait in the pool's timeout, not 600 s.
+                waiting = [i for i, ref in zip(indices, refs) if ref in set(pending)]
+                unplaced_since = self._check_placement(waiting, unplaced_since)
         if pending:
             slow = [i for i, ref in zip(indices, refs) if ref in set(pending)]
             raise ActorGroupError(
                 f"{self.name}: actor(s) {slow} not ready after {timeout_s} s (each asks {self.options(slow[0])}); "
-                f"free now: {ray.available_resources()}"
+                f"free now: {free_resources()}"
             )
         try:
             return ray.get(refs)
         except ray.exceptions.RayError as error:
             raise ActorGroupError(f"{self.name}: an actor failed to start: {error}") from error
+
+    def _check_placement(self, waiting: list[int], unplaced_since: float | None) -> float | None:
+        """Raises PlacementLost once bundles of the `waiting` actors have been unplaced for the pool's timeout;
+        returns since when they have been (None while every one is placed)."""
+        own = {bundle for index in waiting for bundle in self.pool.bundle_indices(index)}
+        unplaced = [bundle for bundle in self.pool.unplaced_bundles() if bundle in own]
+        if not unplaced:
+            return None
+        now = time.monotonic()
+        if unplaced_since is None:
+            log.warning("%s: bundle(s) %s of actor(s) %s have no live node (lost with theirs?); waiting up to %g s for "
+                        "the cluster to place them again", self.name, unplaced, waiting, self.pool.timeout_s)
+            return now
+        if now - unplaced_since < self.pool.timeout_s:
+            return unplaced_since
+        missing = [self.pool.bundles[bundle] for bundle in unplaced]
+        raise PlacementLost(
+            f"{self.name}: no live node has the resources of bundle(s) {missing}, which actor(s) {waiting} need (their "
+            f"node died, and none took them in {self.pool.timeout_s:g} s); free now: {free_resources()}. "
+            "Add a node that has them", self.name, missing)
 
     def replace(self, index: int, reason: str, wait: bool = True) -> Any:
         """Kills actor `index` (if it still lives) and starts a fresh one in its bundles, within the restart policy;

@@ -6,8 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import ray
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+
+def free_resources() -> dict[str, float]:
+    """What the cluster has free in the units bundles ask for: CPUs, GPUs and custom resources (Ray's memory figures and
+    its node and placement-group bookkeeping entries left out, so a message stays readable)."""
+    return {
+        name: amount for name, amount in sorted(ray.available_resources().items())
+        if name not in ("memory", "object_store_memory") and not name.startswith("node:") and "_group_" not in name
+    }
 
 
 def replica_bundles(num_cpus: float, num_gpus: float, tensor_parallel_size: int = 1, resources: dict | None = None) -> list[dict]:
@@ -29,7 +38,9 @@ def replica_bundles(num_cpus: float, num_gpus: float, tensor_parallel_size: int 
 
 @dataclass
 class Pool:
-    """A reserved placement group: `size` replicas of `bundles_per_replica` consecutive bundles each."""
+    """A reserved placement group: `size` replicas of `bundles_per_replica` consecutive bundles each. `timeout_s`: how
+    long its bundles may go unplaced, at the reservation and after a node holding some of them died (Ray places them
+    again on a live node that has their resources, e.g. a replacement node that joins meanwhile)."""
 
     name: str
     group: PlacementGroup
@@ -38,6 +49,7 @@ class Pool:
     size: int
     bundles_per_replica: int = 1
     bundles: list[dict] = field(default_factory=list)
+    timeout_s: float = 120.0
 
     def first_bundle(self, index: int) -> int:
         return index * self.bundles_per_replica
@@ -60,6 +72,15 @@ class Pool:
                 placement_group_capture_child_tasks=tensor_parallel,
             ),
         }
+
+    def unplaced_bundles(self) -> list[int]:
+        """The bundles no live node holds now: those of a node that died, until Ray has placed them again."""
+        table = placement_group_table(self.group)
+        if table.get("state") == "CREATED":
+            return []
+        alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        placed_on = table.get("bundles_to_node_id", {})
+        return [index for index in range(len(self.bundles)) if placed_on.get(index) not in alive]
 
     def release(self) -> None:
         remove_placement_group(self.group)
@@ -86,8 +107,8 @@ def reserve_pool(
     if not ready:
         remove_placement_group(group)
         raise RuntimeError(
-            f"the {name} pool needs {size} x {per_replica} but the cluster has {ray.available_resources()} free; "
+            f"the {name} pool needs {size} x {per_replica} but the cluster has {free_resources()} free; "
             f"lower {name} resources in the config or add nodes"
         )
     return Pool(name=name, group=group, num_cpus=num_cpus, num_gpus=num_gpus, size=size,
-                bundles_per_replica=len(per_replica), bundles=bundles)
+                bundles_per_replica=len(per_replica), bundles=bundles, timeout_s=timeout_s)

@@ -117,6 +117,10 @@ class TrainerConfig:
     # driver exits 75 naming the resume command, all within this many seconds, else the step is abandoned (exit 75
     # too; the newest complete checkpoint stays). Keep it under the platform's notice (RAY_JOB_STOP_WAIT_TIME_S).
     preemption_grace_s: float = bounded(60.0, gt=0)
+    # A lost node: each pool's bundles (learner, rollout, judge) may go this long without a live node, at the start and
+    # after their node died (a replacement node may join meanwhile: the run replaces what it lost and goes on); past
+    # it the run stops with exit 69, naming the resources no node has and the resume command.
+    placement_timeout_s: float = bounded(120.0, gt=0)
     # A checkpoint that cannot be written (a full disk): removed, the previous one kept, and the run goes on
     # (continue: checkpoints are best effort, faults/checkpoint_failures counts them) or stops with exit 74 (stop).
     checkpoint_failure: str = one_of("continue", CHECKPOINT_FAILURE_POLICIES)

@@ -15,7 +15,7 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig, OmegaConf
 
-from actors import reserve_pool
+from actors import PlacementLost, reserve_pool
 from cluster.checkpoints import (
     checkpoint_dir, discard, latest_checkpoint, prune, read_driver_state, verify_checkpoint, write_driver_state,
 )
@@ -29,7 +29,7 @@ from cluster.metrics import PhaseClock, read_metrics
 from cluster.models import prepare_models
 from cluster.perceive import describe_videos
 from cluster.plots import RunPlots
-from cluster.preemption import CheckpointFailed, Preempted, Preemption, resume_command
+from cluster.preemption import CheckpointFailed, Preempted, Preemption, ResourcesLost, resume_command
 from cluster.prompts import build_prompt_table
 from cluster.runtime import run_log, start_ray
 from cluster.samples import SampleRecorder
@@ -54,8 +54,9 @@ def train(config: DictConfig) -> Path:
 
 
 def run_training(cfg: TrainConfig, run_dir: Path) -> Path:
-    """Raises Preempted after a SIGTERM (checkpointed, actors shut down) and CheckpointFailed when a checkpoint could
-    not be written under trainer.checkpoint_failure=stop; cluster/train.py turns them into exit codes 75 and 74."""
+    """Raises Preempted after a SIGTERM (checkpointed, actors shut down), CheckpointFailed when a checkpoint could not
+    be written under trainer.checkpoint_failure=stop, and ResourcesLost when a node died and nothing could take its
+    actors; cluster/train.py turns them into exit codes 75, 74 and 69."""
     preemption = Preemption(cfg.trainer.preemption_grace_s, run_dir, lambda: latest_checkpoint(str(run_dir)))
     try:
         return _run_training(cfg, run_dir, preemption)
@@ -149,6 +150,14 @@ def _run_training(cfg: TrainConfig, run_dir: Path, preemption: Preemption) -> Pa
         metrics_log.close()
         progress.close()
         clock.mark("GRPO steps")
+    except PlacementLost as lost:
+        # A node died with actors on it and no live node can take them: stop (every actor is shut down below) and
+        # say what the cluster lacks; the resume goes back to the newest complete checkpoint.
+        newest = latest_checkpoint(str(run_dir))
+        message = (f"{lost}. Without a live node now: {pools.unplaced() or 'nothing more'}; the newest complete "
+                   f"checkpoint is {newest or 'none (the run starts over)'}")
+        log.error("%s; resume with: %s", message, resume_command(run_dir))
+        raise ResourcesLost(message, resume_command(run_dir)) from lost
     finally:
         pools.close()
     clock.mark("shutdown")
@@ -189,9 +198,9 @@ class TrainingPools:
         cfg = self.cfg
         self.learner_pool = reserve_pool(
             "learner", cfg.learner.num_replicas, cfg.learner.num_cpus_per_replica, cfg.learner.num_gpus_per_replica,
-            resources=dict(cfg.learner.resources) or None,
+            resources=dict(cfg.learner.resources) or None, timeout_s=cfg.trainer.placement_timeout_s,
         )
-        self.rollout_pool = reserve_rollout_pool("rollout", cfg.rollout)
+        self.rollout_pool = reserve_rollout_pool("rollout", cfg.rollout, timeout_s=cfg.trainer.placement_timeout_s)
         self.rollout = RolloutPool(cfg.rollout, self.models.policy, pool=self.rollout_pool,
                                    max_replacements=cfg.trainer.max_worker_replacements, wait=False)
         self.scorer, self.judge_pool = make_reward_scorer(cfg, self.models.judge, wait=False)
@@ -247,6 +256,16 @@ class TrainingPools:
         start_step, _ = begin(cfg, run_dir, self, sampler, prompts, resume=True)
         self.sync.broadcast(start_step)  # the workers hold weights of steps the new learner does not have
         return start_step
+
+    def unplaced(self) -> str:
+        """Every pool's bundles that no live node holds (after a node died), e.g. "rollout: 2 x {'CPU': 0.5}"."""
+        lacking = []
+        for pool in (self.learner_pool, self.rollout_pool, self.judge_pool):
+            missing = pool.unplaced_bundles() if pool is not None else []
+            for bundle in dict.fromkeys(repr(pool.bundles[index]) for index in missing):
+                count = sum(repr(pool.bundles[index]) == bundle for index in missing)
+                lacking.append(f"{pool.name}: {count} x {bundle}")
+        return "; ".join(lacking)
 
     def fault_metrics(self) -> dict:
         judges = self.scorer.pool if self.scorer is not None else None
@@ -320,7 +339,8 @@ def make_reward_scorer(cfg: DictConfig, judge_model: str, wait: bool = True) -> 
     judge, judge_pool = None, None
     if cfg.rewards.judge.enabled and any(stage.consistency > 0 for stage in cfg.rewards.stages):
         judge_pool = reserve_pool(
-            "judge", cfg.rewards.judge.num_replicas, cfg.rewards.judge.num_cpus_per_replica, cfg.rewards.judge.num_gpus_per_replica
+            "judge", cfg.rewards.judge.num_replicas, cfg.rewards.judge.num_cpus_per_replica, cfg.rewards.judge.num_gpus_per_replica,
+            timeout_s=cfg.trainer.placement_timeout_s,
         )
         judge = JudgePool(cfg.rewards.judge, judge_model, pool=judge_pool, ready_timeout_s=JUDGE_READY_TIMEOUT_S if wait else None)
     return RewardScorer(cfg.rewards, judge), judge_pool

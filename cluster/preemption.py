@@ -10,6 +10,7 @@ is gone, and the local instance's watchdog the rest). A second SIGTERM abandons 
 Exit codes of `embodied-r train` / `python -m cluster.train` (sysexits.h):
 - 75 (EX_TEMPFAIL): preempted; resume with trainer.resume=true.
 - 74 (EX_IOERR): a checkpoint could not be written and trainer.checkpoint_failure=stop.
+- 69 (EX_UNAVAILABLE): a node died and no live node has what it held within trainer.placement_timeout_s.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL
 EXIT_CHECKPOINT_FAILED = 74  # EX_IOERR
+EXIT_RESOURCES_LOST = 69  # EX_UNAVAILABLE
 
 log = logging.getLogger("embodied_r.train")
 
@@ -46,6 +48,17 @@ class CheckpointFailed(Exception):
     """trainer.checkpoint_failure=stop: a checkpoint could not be written; the run stopped with its actors shut down."""
 
     exit_code = EXIT_CHECKPOINT_FAILED
+
+    def __init__(self, message: str, resume: str):
+        super().__init__(message)
+        self.resume = resume
+
+
+class ResourcesLost(Exception):
+    """A node died and the cluster had no room for what it held within trainer.placement_timeout_s; the run stopped
+    with its actors shut down, and resumes from its newest complete checkpoint once the cluster has the resources."""
+
+    exit_code = EXIT_RESOURCES_LOST
 
     def __init__(self, message: str, resume: str):
         super().__init__(message)

@@ -36,12 +36,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         os.environ[VERBOSE_ENV] = "1"
     else:  # transformers' own bars in the driver (tokenizers, tiny models written): before transformers is imported
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from cluster.preemption import CheckpointFailed, Preempted
+    from cluster.preemption import CheckpointFailed, Preempted, ResourcesLost
     from cluster.driver import train
 
     try:
         run_dir = train(cfg)
-    except (Preempted, CheckpointFailed) as stopped:  # exit 75 (EX_TEMPFAIL) / 74 (EX_IOERR): cluster/preemption.py
+    except (Preempted, CheckpointFailed, ResourcesLost) as stopped:  # exit 75 / 74 / 69: cluster/preemption.py
         print(f"run stopped: {stopped}; resume with: {stopped.resume}", file=sys.stderr, flush=True)
         return stopped.exit_code
     print(f"run finished: metrics in {run_dir / 'metrics.jsonl'}, checkpoints in {run_dir / 'checkpoints'}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from configtypes import bounded, choice
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 # The allowed values of each choice, checked by cluster.config.validate when the config is loaded.
@@ -33,6 +33,9 @@ class RolloutConfig:
     num_cpus_per_replica: float = bounded(0.5, ge=0)
     num_gpus_per_replica: float = bounded(0.0, ge=0)
     tensor_parallel_size: int = bounded(1, ge=1)  # vLLM only
+    # Custom Ray resources each worker's (first) bundle asks for, e.g. {"rollout_node": 1} to keep the workers on
+    # nodes started with `ray start --resources '{"rollout_node": 4}'` (cheap or preemptible ones).
+    resources: dict[str, float] = field(default_factory=dict)
     gpu_memory_utilization: float = bounded(0.6, gt=0, le=1)  # vLLM only
     dtype: EngineDtype = EngineDtype.float32  # the engine's weight dtype; the broadcast casts to it
     generate_batch_size: int = bounded(16, ge=1)  # prompts*samples per forward batch (transformers engine)

@@ -55,7 +55,8 @@ def worker_tensor_parallel_size(cfg: RolloutConfig) -> int:
 def reserve_rollout_pool(name: str, cfg: RolloutConfig, timeout_s: float = 120.0) -> Pool:
     """The bundles of `cfg.num_replicas` rollout workers: one each, or one per tensor-parallel GPU."""
     return reserve_pool(name, cfg.num_replicas, cfg.num_cpus_per_replica, cfg.num_gpus_per_replica,
-                        timeout_s=timeout_s, tensor_parallel_size=worker_tensor_parallel_size(cfg))
+                        timeout_s=timeout_s, tensor_parallel_size=worker_tensor_parallel_size(cfg),
+                        resources=dict(cfg.resources) or None)
 
 
 class RolloutPool:

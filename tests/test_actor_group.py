@@ -1,5 +1,6 @@
 """actors/group.py with real Ray actors: the replacement budget, the ready timeout and a failed start (both naming the
-actors), the health check, and call_each's one-argument-list-per-actor check."""
+actors), bundles no node has (a lost node's) ending the wait in the pool's timeout, the health check, and call_each's
+one-argument-list-per-actor check."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from actors.group import ActorGroup, ActorGroupError  # noqa: E402
+from actors.group import ActorGroup, ActorGroupError, PlacementLost  # noqa: E402
+from actors.placement import Pool  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
@@ -91,3 +93,23 @@ def test_call_each_takes_one_argument_list_per_actor(ray_local):
             group.call_each("add", [(1,), (2,), (3,)])
     finally:
         group.shutdown()
+
+
+def test_actors_whose_bundles_no_live_node_has_stop_waiting_in_the_pools_timeout_naming_the_bundle(ray_local):
+    """What a lost node leaves: bundles no live node holds (here a bundle asking for a resource no node has, as after its
+    only node died). The wait ends after the pool's timeout (1 s), not the actors' ready timeout (60 s), with
+    PlacementLost naming the bundle's resources."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    bundle = {"CPU": 0.1, "lost_node": 1.0}
+    group = placement_group([bundle], name="embodied-r-test-lost")
+    pool = Pool(name="replicas", group=group, num_cpus=0.1, num_gpus=0.0, size=1, bundles=[bundle], timeout_s=1.0)
+    try:
+        assert pool.unplaced_bundles() == [0]
+        started = time.monotonic()
+        with pytest.raises(PlacementLost, match=r"replicas: no live node has the resources of bundle\(s\) \[\{'CPU': 0.1, "
+                                                r"'lost_node': 1.0\}\], which actor\(s\) \[0\] need") as lost:
+            ActorGroup("replicas", Replica, lambda i: (i,), 1, pool=pool, ready_timeout_s=60)
+        assert lost.value.missing == [bundle] and time.monotonic() - started < 30
+    finally:
+        remove_placement_group(group)

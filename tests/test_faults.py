@@ -120,6 +120,28 @@ def test_failpoints_are_inert_unless_named_for_that_step(monkeypatch):
     assert faults.next_failpoint([("driver", 2), ("checkpoint", 4)]) == ""
 
 
+def test_a_failpoint_of_a_list_pauses_until_the_drill_releases_it(monkeypatch, tmp_path):
+    import threading
+    import time
+
+    from cluster.failpoints import ENV, RELEASE_ENV, failpoint_pause
+
+    monkeypatch.setenv(ENV, "step.begin@2, step.begin@4")
+    monkeypatch.setenv(RELEASE_ENV, str(tmp_path))
+    started = time.monotonic()
+    failpoint_pause("step.begin", 3, 30.0)  # not named: at once
+    (tmp_path / "step.begin@4").touch()
+    failpoint_pause("step.begin", 4, 30.0)  # named, already released: at once
+    assert time.monotonic() - started < 5
+    paused = threading.Thread(target=failpoint_pause, args=("step.begin", 2, 60.0), daemon=True)
+    paused.start()
+    paused.join(timeout=0.5)
+    assert paused.is_alive(), "the named pause must hold until it is released"
+    (tmp_path / "step.begin@2").touch()
+    paused.join(timeout=10)
+    assert not paused.is_alive()
+
+
 def test_a_preempted_run_checkpoints_exits_75_and_resumes_to_the_uninterrupted_runs_metrics(tmp_path, baseline):
     """SIGTERM to the driver during step 3 (what a spot node's notice and `ray job stop` send): it finishes the step,
     checkpoints it (3 is not a trainer.checkpoint_every step), shuts every actor down and exits 75 naming the resume

@@ -55,7 +55,11 @@ def node_env(token_path: Path) -> dict[str, str]:
     from cluster.runtime import actor_env
 
     env = {**os.environ, **actor_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0",
+           # A lost node is declared dead ~2 s after its raylet stops answering (Ray's default: ~15 s), so the node
+           # loss drill's actors fail fast; the GCS reads these when the head starts.
+           "RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "500",
+           "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "3"}
     env.pop("RAY_AUTH_TOKEN", None)
     return env
 
@@ -105,6 +109,49 @@ def wait_for_nodes(address: str, count: int, env: dict[str, str]) -> None:
     pytest.fail(f"the two-node cluster at {address} did not come up in {START_TIMEOUT_S} s: {result.stderr[-2000:]}")
 
 
+class TwoNodes:
+    """The module's cluster: its GCS address, the environment every node and client needs, its dashboard, and the nodes
+    started so far (the head, then the second node; a test may add more and kill them: `add_node`, `kill_node`)."""
+
+    def __init__(self, address: str, env: dict[str, str], dashboard: str, temp_dir: str, ray_cli: Path):
+        self.address, self.env, self.dashboard = address, env, dashboard
+        self.temp_dir, self.ray_cli = temp_dir, ray_cli
+        self.logs = Path(temp_dir) / "node-logs"
+        self.logs.mkdir(exist_ok=True)
+        self.nodes: dict[str, subprocess.Popen] = {}
+        self.alive = 0
+
+    def own_ports(self, ip: str) -> list[str]:
+        # Every node of this machine's nodes, and any other Ray here (a local run's agent holds the default 52365), needs
+        # ports of its own: a job agent that cannot bind leaves the head with "No available agent to submit job".
+        return [f"--dashboard-agent-listen-port={free_port(ip)}", f"--dashboard-agent-grpc-port={free_port(ip)}",
+                f"--metrics-export-port={free_port(ip)}", f"--runtime-env-agent-port={free_port(ip)}"]
+
+    def start(self, ip: str, args: list[str]) -> None:
+        """`ray start --block` of one node at `ip` in its own session (so `kill_node` takes all of it); waits until the
+        cluster counts it alive."""
+        common = ["--block", "--disable-usage-stats", f"--temp-dir={self.temp_dir}"]
+        self.nodes[ip] = subprocess.Popen(
+            [str(self.ray_cli), "start", f"--node-ip-address={ip}", *args, *self.own_ports(ip), *common], env=self.env,
+            stdout=(self.logs / f"{ip}.out").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.alive += 1
+        wait_for_nodes(self.address, self.alive, self.env)
+
+    def add_node(self, ip: str, num_cpus: int, resources: dict[str, float]) -> None:
+        import json
+
+        self.start(ip, [f"--address={self.address}", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}"])
+
+    def kill_node(self, ip: str) -> None:
+        """SIGKILLs the node's raylet, agents and every worker process on it at once: the node is lost."""
+        stop_tree(self.nodes.pop(ip))
+        self.alive -= 1
+
+    def stop(self) -> None:
+        for ip in reversed(list(self.nodes)):
+            stop_tree(self.nodes.pop(ip))
+
+
 @pytest.fixture(scope="module")
 def two_nodes():
     ray_cli = Path(sys.executable).parent / "ray"
@@ -116,33 +163,14 @@ def two_nodes():
     # /tmp/ray, where a later bare ray.init() would try to join this (by then dead) cluster.
     temp_dir = tempfile.mkdtemp(prefix="er-2n-", dir="/tmp")
     env = node_env(new_token(Path(temp_dir) / "auth_token"))
-    common = ["--block", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
-
-    def own_ports(ip: str) -> list[str]:
-        # Every node of this machine's nodes, and any other Ray here (a local run's agent holds the default 52365), needs
-        # ports of its own: a job agent that cannot bind leaves the head with "No available agent to submit job".
-        return [f"--dashboard-agent-listen-port={free_port(ip)}", f"--dashboard-agent-grpc-port={free_port(ip)}",
-                f"--metrics-export-port={free_port(ip)}", f"--runtime-env-agent-port={free_port(ip)}"]
-
-    logs = Path(temp_dir) / "node-logs"
-    logs.mkdir()
-    nodes: list[subprocess.Popen] = []
+    cluster = TwoNodes(address, env, f"http://{HEAD_IP}:{dashboard_port}", temp_dir, ray_cli)
     try:
-        nodes.append(subprocess.Popen(
-            [str(ray_cli), "start", "--head", f"--node-ip-address={HEAD_IP}", f"--port={port}", "--num-cpus=2",
-             "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
-             *own_ports(HEAD_IP), *common],
-            env=env, stdout=(logs / "head.out").open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
-        wait_for_nodes(address, 1, env)
-        nodes.append(subprocess.Popen(
-            [str(ray_cli), "start", f"--address={address}", f"--node-ip-address={SECOND_IP}", "--num-cpus=1",
-             '--resources={"learner_node": 1}', *own_ports(SECOND_IP), *common],
-            env=env, stdout=(logs / "second.out").open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
-        wait_for_nodes(address, 2, env)
-        yield address, env, f"http://{HEAD_IP}:{dashboard_port}"
+        cluster.start(HEAD_IP, ["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+                                f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}"])
+        cluster.add_node(SECOND_IP, 1, {"learner_node": 1})
+        yield cluster
     finally:
-        for node in reversed(nodes):
-            stop_tree(node)
+        cluster.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -150,7 +178,7 @@ def two_nodes():
 def test_a_client_without_the_clusters_token_is_refused(tmp_path, two_nodes, client):
     """The cluster the run below joins lets in only its own: a driver that sends no token (auth off on its side), or
     another token, is refused by the head's GCS. (The fixture's own probe, with the token, got in.)"""
-    address, env, _ = two_nodes
+    address, env = two_nodes.address, two_nodes.env
     env = {key: value for key, value in env.items() if not key.startswith("RAY_AUTH_")}
     if client == "no token":
         env["RAY_AUTH_MODE"] = "disabled"
@@ -230,7 +258,7 @@ def read_rows(run_dir: Path) -> list[dict]:
 
 
 def test_a_submitted_job_trains_on_two_nodes_with_every_rendezvous_on_its_hosts_node(tmp_path, two_nodes):
-    address, env, dashboard = two_nodes
+    env, dashboard = two_nodes.env, two_nodes.dashboard
     run_dir = tmp_path / "run"
     submit(dashboard, env, "er-uninterrupted",
            ["--config", str(ROOT / "configs" / "tiny.yaml"), f"run_dir={run_dir}", *JOB_OVERRIDES])
@@ -259,7 +287,7 @@ def test_ray_job_stop_checkpoints_and_the_resubmitted_job_writes_the_uninterrupt
         pytest.skip("needs the uninterrupted job of the test above (run the module)")
     from bench.faults import differences
 
-    _, env, dashboard = two_nodes
+    env, dashboard = two_nodes.env, two_nodes.dashboard
     run_dir = tmp_path / "run"
     # A tiny step takes well under a second, `ray job stop` a few: the driver holds as step 3 begins until the SIGTERM
     # has come (cluster/failpoints.failpoint_pause), so the stop lands in step 3, which then runs and is checkpointed.
@@ -282,3 +310,74 @@ def test_ray_job_stop_checkpoints_and_the_resubmitted_job_writes_the_uninterrupt
     assert wait_job(dashboard, env, "er-resumed") == "SUCCEEDED", ray_job(dashboard, env, "logs", "er-resumed")[-4000:]
     assert "resumed from" in (run_dir / "train.log").read_text()
     assert differences(read_rows(run_dir), _uninterrupted_rows) == []
+
+
+RESOURCES_LOST_EXIT = 69  # cluster/preemption.EXIT_RESOURCES_LOST (EX_UNAVAILABLE)
+
+
+def wait_for_pause(run_dir: Path, step: int, dashboard: str, env: dict[str, str], job_id: str) -> None:
+    """Waits until the job's driver holds at `step.begin@<step>` (its failpoint), i.e. between steps, with
+    `step - 1` rows written (a restarted learner rewrites the rows after its checkpoint, so they are counted here)."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    mark = f"failpoint step.begin@{step} reached"
+    while True:
+        log_text = (run_dir / "train.log").read_text() if (run_dir / "train.log").exists() else ""
+        if mark in log_text and len(read_rows(run_dir)) == step - 1:
+            return
+        assert time.monotonic() < deadline and job_state(dashboard, env, job_id) not in FINAL_STATES, \
+            ray_job(dashboard, env, "logs", job_id)[-4000:]
+        time.sleep(0.5)
+
+
+def test_lost_nodes_are_replaced_while_the_cluster_has_room_and_stop_the_run_naming_what_it_lacks_when_not(tmp_path, two_nodes):
+    """Whole nodes die (raylet, agents and actors SIGKILLed at once) between steps of one job. Step 2: the node holding
+    both rollout workers (and nothing else); a replacement node joins meanwhile, as an autoscaler would bring one, the
+    workers are started again on it, get the learner's weights and generate the step. Step 3: the second node, holding
+    the learner; the learner is rebuilt on the replacement node from the step-2 checkpoint and step 3 is done again.
+    The rows so far equal the job's that lost nothing. Step 4: the replacement node, now holding the workers and the
+    learner, and no node is left with their resources: within trainer.placement_timeout_s the job stops, exit 69,
+    naming the resources no live node has and the resume command. Runs last: it takes the second node down."""
+    if not _uninterrupted_rows:
+        pytest.skip("needs the uninterrupted job of the tests above (run the module)")
+    from bench.faults import differences
+
+    env, dashboard = two_nodes.env, two_nodes.dashboard
+    rollout_ip, spare_ip = "127.0.0.4", "127.0.0.5"
+    two_nodes.add_node(rollout_ip, 1, {"rollout_node": 2})
+    run_dir, release = tmp_path / "run", tmp_path / "release"
+    release.mkdir()
+    runtime_env = {"env_vars": {**JOB_ENV["env_vars"], "EMBODIED_R_FAILPOINT": "step.begin@2,step.begin@3,step.begin@4",
+                                "EMBODIED_R_FAILPOINT_RELEASE": str(release)}}
+    import json
+
+    ray_job(dashboard, env, "submit", "--submission-id", "er-lost-nodes", "--no-wait", "--runtime-env-json",
+            json.dumps(runtime_env), "--", sys.executable, "-m", "cluster.train", "--config",
+            str(ROOT / "configs" / "tiny.yaml"), f"run_dir={run_dir}", *JOB_OVERRIDES,
+            "rollout.resources={rollout_node: 1}", "trainer.placement_timeout_s=20")
+
+    wait_for_pause(run_dir, 2, dashboard, env, "er-lost-nodes")
+    two_nodes.kill_node(rollout_ip)
+    two_nodes.add_node(spare_ip, 2, {"rollout_node": 2, "learner_node": 1})
+    (release / "step.begin@2").touch()
+
+    wait_for_pause(run_dir, 3, dashboard, env, "er-lost-nodes")
+    two_nodes.kill_node(SECOND_IP)
+    (release / "step.begin@3").touch()
+
+    wait_for_pause(run_dir, 4, dashboard, env, "er-lost-nodes")
+    rows = read_rows(run_dir)
+    assert differences(rows, _uninterrupted_rows[:3]) == []
+    assert rows[-1]["faults/rollout_workers_replaced"] == 2 and rows[-1]["faults/learner_restarts"] == 1
+    assert all(row["sync/match"] == 1.0 for row in rows)  # the replaced workers hold the learner's weights
+    killed_at = time.monotonic()
+    two_nodes.kill_node(spare_ip)
+    (release / "step.begin@4").touch()
+
+    assert wait_job(dashboard, env, "er-lost-nodes") == "FAILED"
+    assert time.monotonic() - killed_at < 20 + 60  # the placement timeout, and the time to notice the node and stop
+    logs = ray_job(dashboard, env, "logs", "er-lost-nodes")
+    assert f"exit code {RESOURCES_LOST_EXIT}" in ray_job(dashboard, env, "status", "er-lost-nodes")
+    assert "no live node has the resources of bundle(s) [{'CPU': 0.5, 'rollout_node': 1.0}" in logs, logs[-4000:]
+    assert "learner: 1 x {'CPU': 0.5, 'learner_node': 1.0}" in logs, logs[-4000:]  # what else the cluster lacks
+    assert f"resume with: embodied-r train --config {run_dir / 'config.yaml'} trainer.resume=true" in logs
+    assert [row["step"] for row in read_rows(run_dir)] == [1, 2, 3]
