@@ -167,6 +167,14 @@ class ActorGroup:
             self.wait_ready([index])
         return self.handles[index]
 
+    def replace_all(self, indices: Sequence[int], reason: str) -> None:
+        """`replace` each of `indices`, the replacements starting side by side (a lost node's workers come back in one
+        start-up, not one after the other); returns once all are ready."""
+        for index in indices:
+            self.replace(index, reason, wait=False)
+        if indices:
+            self.wait_ready(indices)
+
     def shutdown(self) -> None:
         """Kills every actor; safe to call twice and on a group whose actors already died."""
         for handle in self.handles:

@@ -165,9 +165,7 @@ class RolloutPool:
             refs = {}
             if lost:
                 dead = [rank for rank, _ in lost if given_to.get(rank) is None or given_to[rank] is self.workers[rank]]
-                for rank, error in lost:
-                    if rank in dead:
-                        self.actors.replace(rank, f"{type(error).__name__} while generating")
+                self.actors.replace_all(dead, f"{type(lost[0][1]).__name__} while generating")
                 if dead and self.on_replaced is not None:
                     self.on_replaced(dead)
                 for rank, _ in lost:
@@ -229,8 +227,7 @@ class RolloutPool:
     def replace_dead(self) -> list[int]:
         """Health check: replaces every worker that no longer answers; returns their indices."""
         dead = self.actors.dead()
-        for index in dead:
-            self.actors.replace(index, "found dead by a health check")
+        self.actors.replace_all(dead, "found dead by a health check")
         return dead
 
     def pids(self) -> list[int]:
@@ -238,11 +235,16 @@ class RolloutPool:
         return self.actors.run("pid")
 
     def shutdown(self) -> None:
-        for ref, worker in zip(self.actors.call("close"), self.workers):
-            try:
-                ray.get(ref, timeout=30)
-            except Exception:  # a dead actor has nothing left to close
-                log.debug("closing a rollout worker failed", exc_info=True)
+        """Asks every worker that may be alive to close its engine (30 s at most for all of them together), then kills
+        them all. A worker whose bundles no live node holds (a lost node's replacement, still waiting) is not asked:
+        it never started, and a call to it would only wait out the timeout."""
+        pool = self.actors.pool
+        unplaced = set(pool.unplaced_bundles()) if pool is not None and self.workers else set()
+        closing = [worker.close.remote() for index, worker in enumerate(self.workers)
+                   if pool is None or not unplaced.intersection(pool.bundle_indices(index))]
+        _, unanswered = ray.wait(closing, num_returns=len(closing), timeout=30) if closing else ([], [])
+        if unanswered:
+            log.debug("%d rollout worker(s) did not close in 30 s", len(unanswered))
         self.actors.shutdown()
         if self._own_pool is not None:
             self._own_pool.release()

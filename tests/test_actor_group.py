@@ -68,6 +68,19 @@ def test_replacements_stop_at_the_budget_and_the_health_check_finds_the_dead(ray
         group.shutdown()
 
 
+def test_replace_all_starts_the_replacements_side_by_side_within_the_budget(ray_local):
+    group = _group(size=2, max_replacements=2)
+    try:
+        old = list(group.handles)
+        for handle in old:
+            _kill(handle)
+        group.replace_all([0, 1], "their node died")
+        assert all(new is not gone for new, gone in zip(group.handles, old)) and group.replacements == 2
+        assert ray.get([handle.ready.remote() for handle in group.handles]) == [0, 1]
+    finally:
+        group.shutdown()
+
+
 def test_a_slow_start_times_out_naming_the_actor_and_a_failed_start_is_an_actor_group_error(ray_local):
     slow = _group(start=False, delays={1: 30.0})
     try:

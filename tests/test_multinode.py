@@ -250,6 +250,25 @@ def wait_job(dashboard: str, env: dict[str, str], job_id: str, timeout_s: float 
     pytest.fail(f"job {job_id} did not finish in {timeout_s:.0f} s:\n{ray_job(dashboard, env, 'logs', job_id)[-4000:]}")
 
 
+def alive_actors(cluster: TwoNodes, wait_s: float = 30.0) -> list[str]:
+    """The classes of the cluster's live actors, the job supervisors' aside, once none is left or after `wait_s`."""
+    import json
+
+    probe = ("import json, ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+             "from ray.util.state import list_actors; "
+             "print(json.dumps(sorted(a.class_name for a in list_actors(filters=[('state', '=', 'ALIVE')]) "
+             "if 'JobSupervisor' not in a.class_name)))")
+    deadline = time.monotonic() + wait_s
+    while True:
+        done = subprocess.run([sys.executable, "-c", probe, cluster.address], env=cluster.env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-3000:]
+        alive = json.loads(done.stdout.strip().splitlines()[-1])
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(1)
+
+
 def read_rows(run_dir: Path) -> list[dict]:
     import json
 
@@ -281,8 +300,10 @@ def test_a_submitted_job_trains_on_two_nodes_with_every_rendezvous_on_its_hosts_
 
 def test_ray_job_stop_checkpoints_and_the_resubmitted_job_writes_the_uninterrupted_rows(tmp_path, two_nodes):
     """`ray job stop` (SIGTERM to the driver) as step 3 begins: the driver finishes the step, checkpoints it (3 is not a
-    checkpoint_every step), shuts the actors down and exits naming the resume command; the job ends STOPPED. That
-    command, submitted as a new job, finishes the run with the rows of the job never stopped."""
+    checkpoint_every step), shuts the actors down and exits naming the resume command; the job ends STOPPED. The same
+    job has a full disk at step 2's checkpoint (the ENOSPC failpoint, trainer.checkpoint_failure's default `continue`):
+    reported with the path, nothing partial left, counted, and the run goes on. The resume command, submitted as a new
+    job, finishes the run with the rows of the job never stopped."""
     if not _uninterrupted_rows:
         pytest.skip("needs the uninterrupted job of the test above (run the module)")
     from bench.faults import differences
@@ -292,7 +313,7 @@ def test_ray_job_stop_checkpoints_and_the_resubmitted_job_writes_the_uninterrupt
     # A tiny step takes well under a second, `ray job stop` a few: the driver holds as step 3 begins until the SIGTERM
     # has come (cluster/failpoints.failpoint_pause), so the stop lands in step 3, which then runs and is checkpointed.
     submit(dashboard, env, "er-stopped", ["--config", str(ROOT / "configs" / "tiny.yaml"), f"run_dir={run_dir}", *JOB_OVERRIDES],
-           failpoint="step.begin@3")
+           failpoint="checkpoint.enospc@2,step.begin@3")
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while len(read_rows(run_dir)) < 2:  # step 3 is under way once step 2's row is written
         assert time.monotonic() < deadline and job_state(dashboard, env, "er-stopped") not in FINAL_STATES, \
@@ -303,8 +324,14 @@ def test_ray_job_stop_checkpoints_and_the_resubmitted_job_writes_the_uninterrupt
     logs = ray_job(dashboard, env, "logs", "er-stopped")
     resume = re.search(r"embodied-r train --config (\S+) trainer\.resume=true", logs)
     assert resume and "preempted (SIGTERM): checkpoint" in logs and "holds step 3" in logs, logs[-4000:]
+    assert "run stopped: preempted (SIGTERM)" in logs  # the command's last words before it exits 75 (EX_TEMPFAIL)
     assert (run_dir / "checkpoints" / "step_000003" / "driver_state.json").exists(), logs[-4000:]
-    assert [row["step"] for row in read_rows(run_dir)] == [1, 2, 3]
+    assert alive_actors(two_nodes) == [], "the stopped job left actors behind"
+    rows = read_rows(run_dir)
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    disk_full = f"No space left on device ({run_dir / 'checkpoints' / 'step_000002' / 'manifest.sha256'})"
+    assert disk_full in (run_dir / "train.log").read_text()
+    assert not (run_dir / "checkpoints" / "step_000002").exists() and rows[2]["faults/checkpoint_failures"] == 1
 
     submit(dashboard, env, "er-resumed", ["--config", resume.group(1), "trainer.resume=true"])
     assert wait_job(dashboard, env, "er-resumed") == "SUCCEEDED", ray_job(dashboard, env, "logs", "er-resumed")[-4000:]
@@ -353,7 +380,7 @@ def test_lost_nodes_are_replaced_while_the_cluster_has_room_and_stop_the_run_nam
     ray_job(dashboard, env, "submit", "--submission-id", "er-lost-nodes", "--no-wait", "--runtime-env-json",
             json.dumps(runtime_env), "--", sys.executable, "-m", "cluster.train", "--config",
             str(ROOT / "configs" / "tiny.yaml"), f"run_dir={run_dir}", *JOB_OVERRIDES,
-            "rollout.resources={rollout_node: 1}", "trainer.placement_timeout_s=20")
+            "rollout.resources={rollout_node: 1}", "trainer.placement_timeout_s=10")
 
     wait_for_pause(run_dir, 2, dashboard, env, "er-lost-nodes")
     two_nodes.kill_node(rollout_ip)
@@ -374,7 +401,7 @@ def test_lost_nodes_are_replaced_while_the_cluster_has_room_and_stop_the_run_nam
     (release / "step.begin@4").touch()
 
     assert wait_job(dashboard, env, "er-lost-nodes") == "FAILED"
-    assert time.monotonic() - killed_at < 20 + 60  # the placement timeout, and the time to notice the node and stop
+    assert time.monotonic() - killed_at < 10 + 60  # the placement timeout, and the time to notice the node and stop
     logs = ray_job(dashboard, env, "logs", "er-lost-nodes")
     assert f"exit code {RESOURCES_LOST_EXIT}" in ray_job(dashboard, env, "status", "er-lost-nodes")
     assert "no live node has the resources of bundle(s) [{'CPU': 0.5, 'rollout_node': 1.0}" in logs, logs[-4000:]
