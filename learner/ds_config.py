@@ -18,7 +18,10 @@ def policy_ds_config(cfg: LearnerConfig, micro_batch_size: int, grad_accum_steps
             "type": "AdamW",
             # torch_adam: DeepSpeed's fused CPU Adam needs a compiled op; torch's AdamW is exact and enough here. With
             # offload_optimizer DeepSpeed runs this torch AdamW on the CPU partitions (no DeepSpeedCPUAdam build).
-            "params": {"lr": cfg.lr, "betas": list(cfg.betas), "weight_decay": cfg.weight_decay, "torch_adam": True},
+            # fused: torch's one-kernel AdamW (CPU and CUDA): on SmolLM2-135M's fp32 master weights on 2 cores it
+            # took 1.2-1.4 s a step against 2.5-2.8 s for the per-op update, a fifth of a supervised step.
+            "params": {"lr": cfg.lr, "betas": list(cfg.betas), "weight_decay": cfg.weight_decay, "torch_adam": True,
+                       "fused": True},
         },
         "steps_per_print": 10**9,  # the driver logs metrics; DeepSpeed's own prints would interleave with them
         "wall_clock_breakdown": False,
