@@ -112,15 +112,19 @@ class ActorGroup:
         refs = [getattr(self.handles[i], self._ready_method).remote() for i in indices]
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         pending, unplaced_since = list(refs), None
+
+        def not_ready() -> list[int]:
+            waiting = set(pending)
+            return [i for i, ref in zip(indices, refs) if ref in waiting]
+
         while pending and (deadline is None or time.monotonic() < deadline):
             wait_s = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=wait_s)
             if pending and self.pool is not None:
                 # Checked once a second: a GCS read, so a lost node stops the wait in the pool's timeout, not 600 s.
-                waiting = [i for i, ref in zip(indices, refs) if ref in set(pending)]
-                unplaced_since = self._check_placement(waiting, unplaced_since)
+                unplaced_since = self._check_placement(not_ready(), unplaced_since)
         if pending:
-            slow = [i for i, ref in zip(indices, refs) if ref in set(pending)]
+            slow = not_ready()
             raise ActorGroupError(
                 f"{self.name}: actor(s) {slow} not ready after {timeout_s} s (each asks {self.options(slow[0])}); "
                 f"free now: {free_resources()}"

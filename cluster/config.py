@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from configtypes import bounded, choice, one_of, violations
+from configtypes import bounded, choice, is_number, one_of, violations
 import copy
 import functools
 import importlib.util
@@ -262,10 +262,6 @@ def _typed_problem(err: OmegaConfBaseException, key: str) -> str:
     return f"{getattr(err, 'full_key', None) or key}: {reason}"
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _check_learner_memory(learner: DictConfig, problems: list[str]) -> None:
     """learner.offload needs the ZeRO stage DeepSpeed implements it for; learner.lora needs modules to adapt."""
     if learner.offload.param == "cpu" and learner.zero_stage != 3:
@@ -276,7 +272,7 @@ def _check_learner_memory(learner: DictConfig, problems: list[str]) -> None:
                         f"offloads the ZeRO optimizer's partitions); got learner.zero_stage=0")
     if learner.lora.enabled and not learner.lora.target_modules:
         problems.append("learner.lora.target_modules is empty: name the modules to adapt (e.g. q_proj, v_proj)")
-    if _number(learner.lora.dropout) and learner.lora.dropout == 1:
+    if is_number(learner.lora.dropout) and learner.lora.dropout == 1:
         problems.append("learner.lora.dropout must be < 1 (1 zeroes every adapter input); got 1")
 
 
@@ -288,13 +284,13 @@ def _check_stages(rewards: DictConfig, problems: list[str]) -> None:
         return
     for index, stage in enumerate(stages):
         where = f"rewards.stages[{index}]"
-        if not _number(stage.start) or stage.start < 0:
+        if not is_number(stage.start) or stage.start < 0:
             problems.append(f"{where}.start must be an integer >= 0; got {stage.start!r}")
         weights = {name: stage[name] for name in ("format", "accuracy", "consistency")}
         for name, weight in weights.items():
-            if not _number(weight) or not math.isfinite(weight) or weight < 0:
+            if not is_number(weight) or not math.isfinite(weight) or weight < 0:
                 problems.append(f"{where}.{name} must be a finite weight >= 0; got {weight!r}")
-        if all(_number(w) for w in weights.values()) and sum(weights.values()) == 0:
+        if all(is_number(w) for w in weights.values()) and sum(weights.values()) == 0:
             problems.append(f"{where}: all weights are 0, so every completion would get the same reward")
     starts = [stage.start for stage in stages]
     if starts[0] != 0:
@@ -366,7 +362,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.source == "manifest" and not cfg.data.manifest:
         problems.append("data.source=manifest needs data.manifest=PATH/manifest.parquet")
     keyframes = cfg.perception.keyframes
-    if _number(keyframes.min_keyframes) and _number(keyframes.max_keyframes) and keyframes.max_keyframes < keyframes.min_keyframes:
+    if is_number(keyframes.min_keyframes) and is_number(keyframes.max_keyframes) and keyframes.max_keyframes < keyframes.min_keyframes:
         problems.append(f"perception.keyframes.max_keyframes ({keyframes.max_keyframes}) must be >= "
                         f"perception.keyframes.min_keyframes ({keyframes.min_keyframes})")
     tiny = cfg.models.tiny
@@ -375,10 +371,10 @@ def validate(cfg: DictConfig) -> None:
             problems.append(f"models.tiny.hidden_size ({tiny.hidden_size}) must be a multiple of models.tiny.num_heads "
                             f"({tiny.num_heads}), and num_heads of models.tiny.num_kv_heads ({tiny.num_kv_heads})")
     betas = list(cfg.learner.betas)
-    if len(betas) != 2 or not all(_number(b) and 0 <= b < 1 for b in betas):
+    if len(betas) != 2 or not all(is_number(b) and 0 <= b < 1 for b in betas):
         problems.append(f"learner.betas must be two numbers in [0, 1) (Adam's beta1, beta2); got {betas}")
     for name, amount in cfg.learner.resources.items():
-        if not _number(amount) or amount < 0:
+        if not is_number(amount) or amount < 0:
             problems.append(f"learner.resources.{name} must be >= 0; got {amount!r}")
     _check_learner_memory(cfg.learner, problems)
     _check_stages(cfg.rewards, problems)

@@ -5,6 +5,7 @@ Its command is cluster/train.py: `embodied-r train` and `python -m cluster.train
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import shutil
@@ -261,10 +262,9 @@ class TrainingPools:
         """Every pool's bundles that no live node holds (after a node died), e.g. "rollout: 2 x {'CPU': 0.5}"."""
         lacking = []
         for pool in (self.learner_pool, self.rollout_pool, self.judge_pool):
-            missing = pool.unplaced_bundles() if pool is not None else []
-            for bundle in dict.fromkeys(repr(pool.bundles[index]) for index in missing):
-                count = sum(repr(pool.bundles[index]) == bundle for index in missing)
-                lacking.append(f"{pool.name}: {count} x {bundle}")
+            if pool is not None:
+                counts = collections.Counter(repr(pool.bundles[index]) for index in pool.unplaced_bundles())
+                lacking += [f"{pool.name}: {count} x {bundle}" for bundle, count in counts.items()]
         return "; ".join(lacking)
 
     def fault_metrics(self) -> dict:

@@ -117,6 +117,11 @@ def registrar(table: dict[str, type], kind: str, attribute: str | None = None) -
     return register
 
 
+def is_number(value: Any) -> bool:
+    """An int or a float, and not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def violations(cls: type, value_of: Callable[[str], Any], prefix: str = "") -> Iterator[tuple[Rule, str]]:
     """Each rule of `rules(cls)` that the config breaks, with its message naming `prefix` + the key: a value outside
     its choices (a bool never counts as 0 or 1), or a bound broken by a non-number or a number out of range (None,
@@ -125,7 +130,5 @@ def violations(cls: type, value_of: Callable[[str], Any], prefix: str = "") -> I
         value = value_of(rule.key)
         if rule.choices is not None and (isinstance(value, bool) or value not in rule.choices):
             yield rule, f"{prefix}{rule.key} must be one of {', '.join(map(str, rule.choices))}; got {value!r}"
-        elif rule.bound is not None and value is not None and (
-            not isinstance(value, (int, float)) or isinstance(value, bool) or not rule.bound.allows(value)
-        ):
+        elif rule.bound is not None and value is not None and (not is_number(value) or not rule.bound.allows(value)):
             yield rule, f"{prefix}{rule.key} must be {rule.bound.rule}; got {value!r}"

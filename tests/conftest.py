@@ -176,8 +176,9 @@ def smollm2_path(tmp_path_factory) -> str:
 def two_step_tiny_run(tmp_path_factory) -> Path:
     """configs/tiny.yaml for 2 GRPO steps on real Ray, DeepSpeed and transformers (tiny VLM perception, the judge from
     the first step, 3 prompts a step, a checkpoint after each step, the held-out eval at step 2, sample pages of 2
-    groups a step). Read-only for its users: a test that continues it (resume) copies it first. Also records which
-    placement groups Ray still held once train() had returned (placement_groups_after.json)."""
+    groups a step). test_end_to_end resumes it in place to step 3 (the perception cache knows a video by its path), so
+    its other readers look at steps 1 and 2 only. Also records which placement groups Ray still held once train() had
+    returned (placement_groups_after.json)."""
     import json
 
     import ray

@@ -96,13 +96,19 @@ def stop_tree(process: subprocess.Popen) -> None:
             pass
 
 
+def probe(address: str, env: dict[str, str], code: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """Runs `code` in a driver that joins the cluster at `address` (a subprocess, so this test process never joins it);
+    `code` follows `import json, ray, sys; ray.init(...)` and prints its answer last."""
+    joined = f"import json, ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); {code}"
+    return subprocess.run([sys.executable, "-c", joined, address], env=env, capture_output=True, text=True,
+                          timeout=timeout_s)
+
+
 def wait_for_nodes(address: str, count: int, env: dict[str, str]) -> None:
-    """Polls the cluster (in a subprocess, so this test process never joins it) until `count` nodes are alive."""
-    probe = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
-             "print(sum(n['Alive'] for n in ray.nodes()))")
+    """Polls the cluster until `count` nodes are alive."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        result = subprocess.run([sys.executable, "-c", probe, address], env=env, capture_output=True, text=True, timeout=60)
+        result = probe(address, env, "print(sum(n['Alive'] for n in ray.nodes()))")
         if result.returncode == 0 and result.stdout.strip().splitlines()[-1:] == [str(count)]:
             return
         time.sleep(1)
@@ -185,8 +191,7 @@ def test_a_client_without_the_clusters_token_is_refused(tmp_path, two_nodes, cli
     else:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(new_token(tmp_path / "other_token")))
     env["RAY_gcs_server_port_wait_time_s"] = "2"  # the driver's connect attempts (1 s apart; default 20)
-    probe = "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); print('joined', len(ray.nodes()))"
-    refused = subprocess.run([sys.executable, "-c", probe, address], env=env, capture_output=True, text=True, timeout=90)
+    refused = probe(address, env, "print('joined', len(ray.nodes()))", timeout_s=90)
     assert refused.returncode != 0 and "joined" not in refused.stdout, refused.stdout
     assert AUTH_REFUSED in refused.stderr, refused.stderr[-3000:]
 
@@ -222,12 +227,16 @@ def ray_job(dashboard: str, env: dict[str, str], *args: str, timeout: float = 12
     return done.stdout + done.stderr
 
 
-def submit(dashboard: str, env: dict[str, str], job_id: str, train_args: list[str], failpoint: str = "") -> None:
+def submit(dashboard: str, env: dict[str, str], job_id: str, train_args: list[str], failpoint: str = "",
+           release: Path | None = None) -> None:
     """`ray job submit --no-wait` of `python -m cluster.train <train_args>` (this interpreter: the nodes share its env);
-    `failpoint`: the job's EMBODIED_R_FAILPOINT (cluster/failpoints.py)."""
+    `failpoint`: the job's EMBODIED_R_FAILPOINT, `release`: its EMBODIED_R_FAILPOINT_RELEASE (cluster/failpoints.py)."""
     import json
 
-    runtime_env = {"env_vars": {**JOB_ENV["env_vars"], **({"EMBODIED_R_FAILPOINT": failpoint} if failpoint else {})}}
+    drill = {"EMBODIED_R_FAILPOINT": failpoint} if failpoint else {}
+    if release is not None:
+        drill["EMBODIED_R_FAILPOINT_RELEASE"] = str(release)
+    runtime_env = {"env_vars": {**JOB_ENV["env_vars"], **drill}}
     ray_job(dashboard, env, "submit", "--submission-id", job_id, "--no-wait", "--runtime-env-json", json.dumps(runtime_env),
             "--", sys.executable, "-m", "cluster.train", *train_args)
 
@@ -254,14 +263,12 @@ def alive_actors(cluster: TwoNodes, wait_s: float = 30.0) -> list[str]:
     """The classes of the cluster's live actors, the job supervisors' aside, once none is left or after `wait_s`."""
     import json
 
-    probe = ("import json, ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
-             "from ray.util.state import list_actors; "
-             "print(json.dumps(sorted(a.class_name for a in list_actors(filters=[('state', '=', 'ALIVE')]) "
-             "if 'JobSupervisor' not in a.class_name)))")
+    live = ("from ray.util.state import list_actors; "
+            "print(json.dumps(sorted(a.class_name for a in list_actors(filters=[('state', '=', 'ALIVE')]) "
+            "if 'JobSupervisor' not in a.class_name)))")
     deadline = time.monotonic() + wait_s
     while True:
-        done = subprocess.run([sys.executable, "-c", probe, cluster.address], env=cluster.env, capture_output=True,
-                              text=True, timeout=60)
+        done = probe(cluster.address, cluster.env, live)
         assert done.returncode == 0, done.stderr[-3000:]
         alive = json.loads(done.stdout.strip().splitlines()[-1])
         if not alive or time.monotonic() > deadline:
@@ -373,14 +380,10 @@ def test_lost_nodes_are_replaced_while_the_cluster_has_room_and_stop_the_run_nam
     two_nodes.add_node(rollout_ip, 1, {"rollout_node": 2})
     run_dir, release = tmp_path / "run", tmp_path / "release"
     release.mkdir()
-    runtime_env = {"env_vars": {**JOB_ENV["env_vars"], "EMBODIED_R_FAILPOINT": "step.begin@2,step.begin@3,step.begin@4",
-                                "EMBODIED_R_FAILPOINT_RELEASE": str(release)}}
-    import json
-
-    ray_job(dashboard, env, "submit", "--submission-id", "er-lost-nodes", "--no-wait", "--runtime-env-json",
-            json.dumps(runtime_env), "--", sys.executable, "-m", "cluster.train", "--config",
-            str(ROOT / "configs" / "tiny.yaml"), f"run_dir={run_dir}", *JOB_OVERRIDES,
-            "rollout.resources={rollout_node: 1}", "trainer.placement_timeout_s=10")
+    submit(dashboard, env, "er-lost-nodes",
+           ["--config", str(ROOT / "configs" / "tiny.yaml"), f"run_dir={run_dir}", *JOB_OVERRIDES,
+            "rollout.resources={rollout_node: 1}", "trainer.placement_timeout_s=10"],
+           failpoint="step.begin@2,step.begin@3,step.begin@4", release=release)
 
     wait_for_pause(run_dir, 2, dashboard, env, "er-lost-nodes")
     two_nodes.kill_node(rollout_ip)
