@@ -433,7 +433,9 @@ class _PyAVIndex:
                             continue  # a reference frame no sample needs
                         if frame.format.name not in _PYAV_PIXEL_FORMATS or frame.color_range not in _PYAV_COLOR_RANGES or frame.rotation:
                             raise _PyAVGaveUp(f"frame {number}: {frame.format.name}, range {frame.color_range}, rotation {frame.rotation}")
-                        yield number, frame.to_ndarray(format="bgr24", interpolation="BICUBIC")
+                        # PyAV 18.1.1 hands back a strided view (rows padded to its line size); OpenCV and the
+                        # callers want one C-contiguous image, which ascontiguousarray copies only then.
+                        yield number, np.ascontiguousarray(frame.to_ndarray(format="bgr24", interpolation="BICUBIC"))
                         next_wanted = next(pending, None)
                         if next_wanted is None:
                             break
