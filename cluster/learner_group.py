@@ -10,7 +10,7 @@ from actors import ActorGroup, Pool
 from learner.actor import Learner
 from learner.algo.metrics import combine_rank_results
 from learner.batch import Sample
-from learner.config import LearnerConfig
+from learner.config import LearnerConfig, supervised_micro_batch_size
 
 
 class LearnerGroup:
@@ -35,17 +35,17 @@ class LearnerGroup:
     def ranks(self) -> list:
         return self.actors.handles
 
-    def _shard(self, samples: list[Sample]) -> tuple[list[list[Sample]], int, int]:
+    def _shard(self, samples: list[Sample], micro_batch_size: int) -> tuple[list[list[Sample]], int, int]:
         """Round-robin shards, the micro-batch count every rank runs, and the batch's completion tokens."""
         shards = [samples[rank :: len(self.ranks)] for rank in range(len(self.ranks))]
-        num_micro = max(1, max(math.ceil(len(s) / self.cfg.micro_batch_size) for s in shards))
+        num_micro = max(1, max(math.ceil(len(s) / micro_batch_size) for s in shards))
         tokens = max(sum(len(s.completion_ids) for s in samples), 1)
         return shards, num_micro, tokens
 
     def train_step(self, samples: list[Sample], current_version: int | None = None) -> dict:
         """One step of learner.grpo.algorithm over all ranks; returns batch-level metrics (learner/algo/metrics.py).
         `current_version`: the learner's policy version, against which the samples' staleness is reported."""
-        shards, num_micro, tokens = self._shard(samples)
+        shards, num_micro, tokens = self._shard(samples, self.cfg.micro_batch_size)
         results = ray.get([
             r.train_step.remote(shard, num_micro, tokens, max(len(samples), 1), current_version=current_version)
             for r, shard in zip(self.ranks, shards)
@@ -61,7 +61,7 @@ class LearnerGroup:
 
     def sft_step(self, samples: list[Sample], lr: float) -> float:
         """One supervised step over all ranks; returns the batch's mean NLL per target token."""
-        shards, num_micro, tokens = self._shard(samples)
+        shards, num_micro, tokens = self._shard(samples, supervised_micro_batch_size(self.cfg))
         results = ray.get([r.sft_step.remote(shard, num_micro, tokens, lr) for r, shard in zip(self.ranks, shards)])
         return sum(r["nll_sum"] for r in results) / tokens
 

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from learner.batch import PackedBatch, Sample, completion_logprobs, pack
 from learner.broadcast import broadcast_weights, iter_full_buckets, param_metas
-from learner.config import LearnerConfig
+from learner.config import LearnerConfig, supervised_micro_batch_size
 from learner.engine import build_engines, init_distributed_env, init_process_group, reference_on_device
 from learner import checkpoint, lora
 from learner.algo import Algorithm, LossNorm, check_grpo_config, make_algorithm
@@ -101,7 +101,8 @@ class Learner:
         self.engine.train()
         algorithm = self.algorithm
         algorithm.check_samples(samples, self.rank)
-        micro_batches = [MicroBatch(b, w, algorithm.loss_mask(b)) for b, w in self._micro_batches(samples, num_micro_batches)]
+        micro_batches = [MicroBatch(b, w, algorithm.loss_mask(b))
+                         for b, w in self._micro_batches(samples, num_micro_batches, self.cfg.micro_batch_size)]
         norm = self._loss_counts(micro_batches) if algorithm.masks_truncated else LossNorm(batch_tokens, batch_sequences)
         for micro, ref_logprobs in zip(micro_batches, self._reference_logprobs([m.batch for m in micro_batches])):
             micro.ref_logprobs = ref_logprobs
@@ -150,7 +151,7 @@ class Learner:
             self.engine.lr_scheduler = scheduler
 
     def _sft_micro_batches(self, samples: list[Sample], num_micro_batches: int, batch_tokens: int, started: float) -> dict:
-        micro_batches = self._micro_batches(samples, num_micro_batches)
+        micro_batches = self._micro_batches(samples, num_micro_batches, supervised_micro_batch_size(self.cfg))
         nll, tokens = 0.0, 0.0
         for index, (batch, weight) in enumerate(micro_batches):
             self.engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
@@ -182,8 +183,7 @@ class Learner:
             inner = inner.optimizer
         inner.state.clear()  # torch's AdamW re-initialises a parameter's state when it finds it empty
 
-    def _micro_batches(self, samples: list[Sample], count: int) -> list[tuple[PackedBatch, float]]:
-        size = self.cfg.micro_batch_size
+    def _micro_batches(self, samples: list[Sample], count: int, size: int) -> list[tuple[PackedBatch, float]]:
         chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
         if len(chunks) > count:
             raise ValueError(f"rank {self.rank}: {len(samples)} samples need {len(chunks)} micro-batches, the step allows {count}")

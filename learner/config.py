@@ -112,6 +112,12 @@ class LearnerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     grad_clip: float = bounded(1.0, ge=0)
     micro_batch_size: int = bounded(8, ge=1)  # sequences per forward/backward on one rank
+    # Sequences per forward/backward in supervised steps (the SFT warm-up, `embodied-r sft`); 0: micro_batch_size.
+    # Their prompts all differ, so a micro-batch of several pads each to the longest (22% more tokens for 4 of the
+    # default job's prompts), where GRPO's rows share their group's prompt. 1 pads nothing: bfloat16 SFT steps of 4
+    # SmolLM2-135M samples (335-698-token prompts) took 11.9-15.1 s on this CPU, against 16.4-18.9 s in one micro-batch.
+    # A tiny model wants the batch instead (configs/learning.yaml).
+    sft_micro_batch_size: int = bounded(0, ge=0)
     gradient_checkpointing: bool = False
     backend: Backend = Backend.auto  # auto (gloo on CPU, nccl on GPU) | gloo | nccl
     # Custom Ray resources each rank's bundle asks for, e.g. {"learner_node": 1} to keep the ranks on nodes started
@@ -120,3 +126,8 @@ class LearnerConfig:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     offload: OffloadConfig = field(default_factory=OffloadConfig)
+
+
+def supervised_micro_batch_size(cfg: LearnerConfig) -> int:
+    """Sequences per forward/backward in a supervised step: learner.sft_micro_batch_size, else micro_batch_size."""
+    return cfg.sft_micro_batch_size or cfg.micro_batch_size

@@ -257,7 +257,7 @@ def test_mask_truncated_counts_the_tokens_left_in_the_loss_over_every_rank(group
     group = groups["z2x2"]
     cut = {0, 2}  # round-robin shards: both on rank 0
     marked = [dataclasses.replace(s, truncated=i in cut) for i, s in enumerate(grpo_batch)]
-    shards, _, _ = group._shard(marked)
+    shards, _, _ = group._shard(marked, group.cfg.micro_batch_size)
     per_rank = [sum(s.truncated for s in shard) for shard in shards]
     assert len(set(per_rank)) > 1, per_rank  # unequal per rank: a rank's own count would give another loss
     ray.get([rank.__ray_call__.remote(_set_lr, 0.0) for rank in group.ranks])
@@ -390,7 +390,7 @@ def options_group(ray_local, model_path):
 def rank_train_step(group: LearnerGroup, samples: list[Sample], **grpo_fields) -> dict:
     """One train_step on the single rank with these learner.grpo settings, returning its per-update statistics too."""
     ray.get(group.ranks[0].__ray_call__.remote(_set_grpo, **grpo_fields))
-    _, num_micro, tokens = group._shard(samples)
+    _, num_micro, tokens = group._shard(samples, group.cfg.micro_batch_size)
     return ray.get(group.ranks[0].train_step.remote(samples, num_micro, tokens, len(samples)))
 
 
