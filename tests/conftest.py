@@ -171,14 +171,13 @@ def smollm2_path(tmp_path_factory) -> str:
         raise
 
 
-# --- two_step_tiny_run: one real tiny training run that test_end_to_end and test_viewer both read ------------------
+# --- two_step_tiny_run: one real tiny training run that test_end_to_end, test_viewer and test_eval_during_training read
 @pytest.fixture(scope="session")
 def two_step_tiny_run(tmp_path_factory) -> Path:
     """configs/tiny.yaml for 2 GRPO steps on real Ray, DeepSpeed and transformers (tiny VLM perception, the judge from
     the first step, 3 prompts a step, a checkpoint after each step, the held-out eval at step 2, sample pages of 2
-    groups a step). test_end_to_end resumes it in place to step 3 (the perception cache knows a video by its path), so
-    its other readers look at steps 1 and 2 only. Also records which placement groups Ray still held once train() had
-    returned (placement_groups_after.json)."""
+    groups a step, the plots). Its readers only read it. Also records which placement groups Ray still held once train()
+    had returned (placement_groups_after.json)."""
     import json
 
     import ray
@@ -193,7 +192,6 @@ def two_step_tiny_run(tmp_path_factory) -> Path:
         "trainer.sft_warmup_steps=40",  # enough for the answer format, so step 2 has non-zero advantages
         "trainer.prompts_per_step=3", "trainer.samples_max_groups=2", "trainer.eval_every=2",
         "trainer.eval_max_questions=4", "data.synthetic.scenes=2", "data.synthetic.questions_per_scene=4",
-        "tracking.plots=false",
         # consistency on from the first step, so the judge pool is part of the run and its letters reach the pages
         "rewards.stages=[{start: 0, format: 0.1, accuracy: 0.7, consistency: 0.2}]",
     ])

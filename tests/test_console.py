@@ -29,26 +29,36 @@ def chatter():
     return 1
 
 assert ray.get(chatter.remote()) == 1
-time.sleep(2)  # the log monitor forwards lines on its own schedule
 logs = ray._private.worker._global_node.get_session_dir_path() + "/logs"
-found = any("ACTOR-CHATTER-OUT" in open(p, errors="replace").read() for p in glob.glob(logs + "/worker-*.out"))
-print("IN-LOG-FILES", found, flush=True)
+def in_log_files():
+    return any("ACTOR-CHATTER-OUT" in open(p, errors="replace").read() for p in glob.glob(logs + "/worker-*.out"))
+deadline = time.monotonic() + 15
+while not in_log_files() and time.monotonic() < deadline:
+    time.sleep(0.2)
+time.sleep(2)  # the log monitor forwards lines to the driver on its own schedule: room for it to (wrongly) print them
+print("IN-LOG-FILES", in_log_files(), flush=True)
 ray.shutdown()
 """
 
 
-def _drive(verbose: bool) -> str:
+def _start(verbose: bool) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "EMBODIED_R_VERBOSE"}
     if verbose:
         env["EMBODIED_R_VERBOSE"] = "1"
-    done = subprocess.run([sys.executable, "-c", DRIVER, str(ROOT)], capture_output=True, text=True, timeout=240, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout + done.stderr
+    return subprocess.Popen([sys.executable, "-c", DRIVER, str(ROOT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _output(driver: subprocess.Popen) -> str:
+    out, err = driver.communicate(timeout=240)
+    assert driver.returncode == 0, err[-3000:]
+    return out + err
 
 
 def test_actor_output_goes_to_its_log_files_unless_verbose():
-    quiet = _drive(verbose=False)
+    # Two local Ray sessions side by side: most of each driver's time is Ray starting and stopping.
+    quiet_driver, loud_driver = _start(verbose=False), _start(verbose=True)
+    quiet, loud = _output(quiet_driver), _output(loud_driver)
     assert "ACTOR-CHATTER" not in quiet and "IN-LOG-FILES True" in quiet
     assert "--verbose prints it here" in quiet  # the driver says where the actors' output went
-    loud = _drive(verbose=True)
     assert "ACTOR-CHATTER-OUT" in loud and "ACTOR-CHATTER-ERR" in loud

@@ -1,21 +1,18 @@
-"""The whole loop on real Ray, DeepSpeed and transformers: 2 GRPO steps, 2 rollout workers, weights broadcast each step."""
+"""The whole loop on real Ray, DeepSpeed and transformers: 2 GRPO steps, 2 rollout workers, weights broadcast each step.
+(Resuming a run is drilled in tests/test_faults.py, the driver killed while it checkpoints, and tests/test_multinode.py,
+a job stopped and submitted again: each ends with the rows of the run that was never stopped.)"""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
-import ray
 import torch
 from safetensors.torch import load_file
 
 from cluster.config import load_config
 from cluster.metrics import read_metrics
-from cluster.driver import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow  # every test here reads a real training run (Ray, DeepSpeed, transformers)
 
@@ -84,30 +81,3 @@ def test_resolved_config_is_saved(finished_run):
     saved = load_config(str(finished_run / "config.yaml"))
     assert saved.run_dir == str(finished_run)
     assert saved.trainer.steps == 2
-
-
-@pytest.fixture(scope="module")
-def resumed_run(finished_run):
-    """The same run dir continued to step 3: starts from the step-2 checkpoint, reuses models, data and descriptions.
-    In place (the perception cache knows a video by its path): tests/test_viewer.py, reading the run later, looks at
-    its first two steps only."""
-    cfg = load_config(
-        str(finished_run / "config.yaml"),
-        ["trainer.steps=3", "trainer.resume=true", "trainer.checkpoint_every=0"],
-    )
-    try:
-        train(cfg)
-    finally:
-        ray.shutdown()
-    return finished_run
-
-
-def test_resume_continues_from_the_newest_checkpoint(resumed_run):
-    rows = read_metrics(resumed_run / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    assert rows[2]["sync/match"] == 1.0
-    log = (resumed_run / "train.log").read_text()
-    assert "resumed from" in log and "step_000002" in log
-    # The perception cache made the second run's VLM work zero.
-    assert "perception: 0 VLM requests this run" in log
-    assert (resumed_run / "checkpoints" / "step_000003" / "driver_state.json").is_file()

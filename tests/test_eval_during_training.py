@@ -4,8 +4,6 @@ plots carry them."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,8 +11,6 @@ import pytest
 from cluster.config import load_config
 from cluster.evaluate import TrainingEval, held_out_records
 from embodied_data.records import Record
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _record(rid: str, category: str, answer="B", choices=("left", "right")) -> Record:
@@ -62,33 +58,23 @@ def test_eval_options_are_checked_at_load():
 
 
 @pytest.mark.slow
-def test_training_writes_eval_metrics_tensorboard_events_and_plots(tmp_path):
-    import ray
+def test_training_writes_eval_metrics_tensorboard_events_and_plots(two_step_tiny_run):
+    """The session's shared tiny run (tests/conftest.py: trainer.eval_every=2, 4 questions): the held-out evaluation
+    runs at step 2 and not at step 1, and its metrics reach the rows, TensorBoard and the plots."""
     from tensorboard.backend.event_processing import event_accumulator
 
     from cluster.metrics import read_metrics
-    from cluster.driver import train
-
-    run_dir = tmp_path / "run"
-    cfg = load_config(str(ROOT / "configs" / "tiny.yaml"), [
-        f"run_dir={run_dir}", "trainer.steps=2", "trainer.checkpoint_every=1", "trainer.sft_warmup_steps=10",
-        "trainer.eval_every=1", "trainer.eval_max_questions=4", "trainer.progress=false", "trainer.prompts_per_step=2",
-        "weight_sync.verify=false", "perception.source=ground_truth", "data.synthetic.scenes=2",
-        "data.synthetic.questions_per_scene=4", "sampling.max_new_tokens=32", "rewards.judge.enabled=false",
-        "rewards.stages=[{start: 0, format: 0.5, accuracy: 0.5, consistency: 0.0}]",
-    ])
-    try:
-        train(cfg)
-    finally:
-        ray.shutdown()
-
     from embodied_data.manifest import read_manifest
 
+    run_dir = two_step_tiny_run
     records, _ = read_manifest(run_dir / "data" / "manifest.parquet")
     test_categories = {r.category.replace("/", "_") for r in records if r.split == "test"}
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
-    for row in rows:
+    assert not any(key.startswith("eval/") for key in rows[0])  # not due at step 1
+    evaluated = [r for r in rows if "eval/accuracy" in r]
+    assert [r["step"] for r in evaluated] == [2]
+    for row in evaluated:
         assert {f"eval/accuracy/{c}" for c in test_categories} <= set(row), sorted(row)
         assert 0 <= row["eval/accuracy"] <= 1 and 0 <= row["eval/format"] <= 1
         assert row["eval/questions"] == min(4, sum(r.split == "test" for r in records))
@@ -97,7 +83,7 @@ def test_training_writes_eval_metrics_tensorboard_events_and_plots(tmp_path):
     accumulator = event_accumulator.EventAccumulator(str(run_dir / "tensorboard"))
     accumulator.Reload()
     assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in accumulator.Scalars("eval/accuracy")] == \
-        [(r["step"], r["eval/accuracy"]) for r in rows]
+        [(r["step"], r["eval/accuracy"]) for r in evaluated]
     assert set(accumulator.Tags()["scalars"]) == {k for r in rows for k, v in r.items() if k != "step" and v is not None}
 
     plots = {p.name for p in (run_dir / "plots").glob("*.png")}

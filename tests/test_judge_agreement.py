@@ -172,23 +172,24 @@ def test_the_learning_benchmark_measures_its_judge_the_same_way(tmp_path, tiny_p
 
 
 @pytest.mark.slow
-def test_the_real_judge_on_ten_held_out_questions(tmp_path, smollm2_path, capsys):
-    """SmolLM2-135M-Instruct zero-shot, through the command, on 10 held-out synthetic questions: it runs, every
+def test_the_real_judge_on_held_out_questions(tmp_path, smollm2_path, capsys):
+    """SmolLM2-135M-Instruct zero-shot, through the command, on 6 held-out synthetic questions: it runs, every
     judgement is counted, the rates are rates. (Zero-shot it answers "A" nearly always; the 0.9 target is for a
     judge taught its task, so it is not asserted here.)"""
     from cluster.cli import main
     from embodied_data.synthetic.dataset import generate_dataset
 
-    generate_dataset(str(tmp_path / "data"), num_scenes=16, seed=0, questions_per_scene=14, num_frames=9, fps=2.0,
+    records = 6
+    generate_dataset(str(tmp_path / "data"), num_scenes=10, seed=0, questions_per_scene=14, num_frames=9, fps=2.0,
                      size=96, progress=False)
     out = tmp_path / "agreement.json"
-    assert main(["judge-agreement", "--judge", smollm2_path, "--data", str(tmp_path / "data"), "--max-records", "10",
-                 "--out", str(out), f"run_dir={tmp_path / 'run'}", "rewards.judge.batch_size=8"]) == 0
+    assert main(["judge-agreement", "--judge", smollm2_path, "--data", str(tmp_path / "data"), "--max-records",
+                 str(records), "--out", str(out), f"run_dir={tmp_path / 'run'}", "rewards.judge.batch_size=8"]) == 0
     report = json.loads(out.read_text())
     print(capsys.readouterr().out)
-    assert report["records"] == 10
+    assert report["records"] == records
     for form in FORMS:
         counts = report["forms"][form]
-        assert counts["judged"] + counts["failures"] == 10 and counts["failures"] == 0
-        assert 0.0 <= report[form] <= 1.0 and sum(counts["answers"].values()) == 10
-        assert sum(c["judged"] for c in counts["categories"].values()) == 10
+        assert counts["judged"] + counts["failures"] == records and counts["failures"] == 0
+        assert 0.0 <= report[form] <= 1.0 and sum(counts["answers"].values()) == records
+        assert sum(c["judged"] for c in counts["categories"].values()) == records

@@ -4,7 +4,6 @@ through the weight group after which the engine generates what a fresh engine bu
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys

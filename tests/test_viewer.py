@@ -205,9 +205,7 @@ def test_two_step_run_records_its_groups_frames_and_rewards(two_step_run: Path):
     from cluster.metrics import read_metrics
 
     pages = _pages(two_step_run)
-    # Steps 1 and 2 (tests/test_end_to_end.py may have resumed the shared run to step 3 by now).
-    assert {"eval_000002", "train_000001", "train_000002"} <= set(pages)
-    assert set(pages) <= {"eval_000002", "train_000001", "train_000002", "train_000003", "eval_000003"}
+    assert set(pages) == {"eval_000002", "train_000001", "train_000002"}
     rows = {r["step"]: r for r in read_metrics(two_step_run / "metrics.jsonl")}
     videos = set()
     for step in (1, 2):
@@ -246,7 +244,7 @@ def test_two_step_run_samples_in_tensorboard(two_step_run: Path):
     tags = events.Tags()["tensors"]
     assert "samples/train/text_summary" in tags and "samples/eval/text_summary" in tags
     texts = {e.step: e.tensor_proto.string_val[0].decode() for e in events.Tensors("samples/train/text_summary")}
-    assert sorted(texts)[:2] == [1, 2] and "| advantage |" in texts[2]  # (step 3 too once resumed to it)
+    assert sorted(texts) == [1, 2] and "| advantage |" in texts[2]
 
 
 @pytest.mark.slow
@@ -265,7 +263,7 @@ def test_two_step_run_viewer_in_chromium(two_step_run: Path, browser: str):
     assert len(_cards(dom)) == len(completions)
     for c in completions:
         assert f"total {c['total']:.3f}" in dom
-    assert f'caption' in dom and page["groups"][0]["frames"][0]["caption"][:30].replace("&", "&amp;").replace("<", "&lt;") in dom
+    assert 'caption' in dom and page["groups"][0]["frames"][0]["caption"][:30].replace("&", "&amp;").replace("<", "&lt;") in dom
     # A filter changes what is shown: only the wrong answers.
     wrong = [c for c in completions if not c["correct"]]
     dom = dump_dom(browser, url + "#page=train_000002&correct=wrong")
