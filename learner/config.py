@@ -114,9 +114,10 @@ class LearnerConfig:
     micro_batch_size: int = bounded(8, ge=1)  # sequences per forward/backward on one rank
     # Sequences per forward/backward in supervised steps (the SFT warm-up, `embodied-r sft`); 0: micro_batch_size.
     # Their prompts all differ, so a micro-batch of several pads each to the longest (22% more tokens for 4 of the
-    # default job's prompts), where GRPO's rows share their group's prompt. 1 pads nothing: bfloat16 SFT steps of 4
-    # SmolLM2-135M samples (335-698-token prompts) took 11.9-15.1 s on this CPU, against 16.4-18.9 s in one micro-batch.
-    # A tiny model wants the batch instead (configs/learning.yaml).
+    # default job's prompts), where GRPO's rows share their group's prompt. 1 pads nothing: on this CPU, bfloat16 SFT
+    # steps of 4 SmolLM2-135M samples (335-698-token prompts, 2 threads, in-process) took 7.7-9.3 s against 10.1-13.1 s
+    # in one micro-batch, and the default job's 8-step warm-up 85.6 s against 94.4 s. A tiny model wants the batch
+    # instead (configs/learning.yaml).
     sft_micro_batch_size: int = bounded(0, ge=0)
     gradient_checkpointing: bool = False
     backend: Backend = Backend.auto  # auto (gloo on CPU, nccl on GPU) | gloo | nccl
