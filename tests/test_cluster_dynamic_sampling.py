@@ -148,3 +148,6 @@ def test_refill_and_the_skipped_learner_step_on_real_pools(tmp_path):
         assert r.get("sync/match", 1.0) == 1.0
     # This tiny policy gives most groups equal rewards (all 0): the refill really ran against the pools.
     assert any(r["groups/refill_rounds"] > 0 for r in rows), rows
+    # trainer.checkpoint_every=0: the run is checkpointed once, at its end.
+    assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == ["step_000003"]
+    assert (tmp_path / "checkpoints" / "step_000003" / "driver_state.json").is_file()

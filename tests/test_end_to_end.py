@@ -1,6 +1,6 @@
 """The whole loop on real Ray, DeepSpeed and transformers: 2 GRPO steps, 2 rollout workers, weights broadcast each step.
-(Resuming a run is drilled in tests/test_faults.py, the driver killed while it checkpoints, and tests/test_multinode.py,
-a job stopped and submitted again: each ends with the rows of the run that was never stopped.)"""
+(Resuming a run is drilled in tests/test_faults.py: the driver killed while it checkpoints, then resumed, ends with the
+rows of the run that was never stopped, its descriptions served from the perception cache.)"""
 
 from __future__ import annotations
 

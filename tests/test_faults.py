@@ -8,6 +8,7 @@ tests/test_multinode.py, and every victim at random by `python bench/faults.py -
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,9 @@ def test_a_run_that_loses_processes_ends_with_the_uninterrupted_runs_metrics(tmp
         assert all(row["sync/match"] == 1.0 for row in result.rows)  # the replacement held the learner's weights
     if "checkpoint" in victims:
         assert result.leftover_processes == 0
+        # Two driver processes, and the resumed one described nothing again: the perception cache held every video.
+        requests = re.findall(r"perception: (\d+) VLM requests this run", (result.run_dir / "train.log").read_text())
+        assert len(requests) == 2 and requests[-1] == "0", requests
 
 
 def test_kill_plans_are_parsed_and_checked():

@@ -306,7 +306,7 @@ def test_a_submitted_job_trains_on_two_nodes_with_every_rendezvous_on_its_hosts_
     _uninterrupted_rows.extend(rows)
 
 
-def test_ray_job_stop_checkpoints_and_the_resubmitted_job_writes_the_uninterrupted_rows(tmp_path, two_nodes):
+def test_ray_job_stop_checkpoints_the_step_and_exits_naming_the_resume_command(tmp_path, two_nodes):
     """`ray job stop` (SIGTERM to the driver) as step 3 begins: the driver finishes the step, checkpoints it (3 is not a
     checkpoint_every step), shuts the actors down and exits naming the resume command; the job ends STOPPED, with the
     rows of the job never stopped so far. The same job has a full disk at step 2's checkpoint (the ENOSPC failpoint,
